@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	"github.com/ha-injector/ha-injector/internal/manifest"
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+)
+
+// previewConfig is the validated command line of `ha-injector preview`.
+type previewConfig struct {
+	files           []string
+	policyFile      string
+	namespaceLabels map[string]string
+	output          string
+	topologyDomains int
+}
+
+func newPreviewCommand(stdin io.Reader) *cobra.Command {
+	cfg := previewConfig{}
+	cmd := &cobra.Command{
+		Use:   "preview -f FILE|- [-f ...] [--policy FILE] [--namespace-labels k=v,...] [-o yaml|json]",
+		Short: "Print manifests as the webhook would admit them",
+		Long: `preview reads Kubernetes manifests (multi-document YAML or JSON, from files or
+stdin) and prints every document in the same order: Pods and Deployments as
+the ha-injector webhook would leave them in a namespace that opted in to the
+policy, everything else unchanged. What was decided is printed on stderr, one
+line per decision. It runs the same code as the webhook and needs no cluster.`,
+		Example: `  ha-injector preview -f examples/web-server.yaml
+  ha-injector preview -f app.yaml --policy examples/policy-strict.yaml
+  kubectl get deploy web -o yaml | ha-injector preview -f - \
+      --namespace-labels pod-security.kubernetes.io/enforce=baseline`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.validate(); err != nil {
+				return usageError{err}
+			}
+			return runPreview(cfg, stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&cfg.files, "filename", "f", nil, "manifest file to read, or - for stdin (repeatable)")
+	f.StringVar(&cfg.policyFile, "policy", "", "file with one HAPolicy (default: the built-in default policy)")
+	f.StringToStringVar(&cfg.namespaceLabels, "namespace-labels", nil, "labels of the target namespace, e.g. pod-security.kubernetes.io/enforce=baseline")
+	f.StringVarP(&cfg.output, "output", "o", "yaml", "output format: yaml or json")
+	f.IntVar(&cfg.topologyDomains, "topology-domains", -1, "number of schedulable domains of the policy's topology key (nodes, for kubernetes.io/hostname); Required anti-affinity is downgraded when a Deployment has more replicas (default: unknown, never downgrade)")
+	return cmd
+}
+
+func (c previewConfig) validate() error {
+	if len(c.files) == 0 {
+		return fmt.Errorf("at least one -f FILE (or -f - for stdin) is required")
+	}
+	stdins := 0
+	for _, f := range c.files {
+		if f == "-" {
+			stdins++
+		}
+	}
+	if stdins > 1 {
+		return fmt.Errorf("stdin (-f -) can be read only once")
+	}
+	if c.output != string(manifest.YAML) && c.output != string(manifest.JSON) {
+		return fmt.Errorf("--output must be yaml or json, not %q", c.output)
+	}
+	if c.topologyDomains < -1 {
+		return fmt.Errorf("--topology-domains must be 0 or more")
+	}
+	return nil
+}
+
+func runPreview(cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) error {
+	policy := v1alpha1.NewDefault()
+	if cfg.policyFile != "" {
+		data, err := os.ReadFile(cfg.policyFile)
+		if err != nil {
+			return err
+		}
+		if policy, err = policies.ParsePolicy(data); err != nil {
+			return fmt.Errorf("%s: %w", cfg.policyFile, err)
+		}
+	}
+	ctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}}
+	if cfg.topologyDomains >= 0 {
+		ctx.Cluster.TopologyDomains = map[string]int{policy.Spec.AntiAffinity.TopologyKey: cfg.topologyDomains}
+	}
+
+	var docs []manifest.Document
+	for _, name := range cfg.files {
+		read, err := readManifests(name, stdin)
+		if err != nil {
+			return err
+		}
+		docs = append(docs, read...)
+	}
+
+	// Everything is computed before anything is written, so a bad document
+	// leaves stdout empty rather than half-written.
+	out := make([][]byte, len(docs))
+	var log bytes.Buffer
+	for i, d := range docs {
+		mutated, m, err := policies.MutateDocument(ctx, d.JSON)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.Name(), err)
+		}
+		if m == nil {
+			continue
+		}
+		if len(m.Patch) > 0 {
+			out[i] = mutated
+		}
+		for _, decision := range m.Decisions {
+			fmt.Fprintf(&log, "%s: %s: %s\n", d.Name(), objectName(m), decision)
+		}
+	}
+	var buf bytes.Buffer
+	if err := manifest.Write(&buf, manifest.Format(cfg.output), docs, out); err != nil {
+		return err
+	}
+	if _, err := stdout.Write(buf.Bytes()); err != nil {
+		return err
+	}
+	_, err := stderr.Write(log.Bytes())
+	return err
+}
+
+func readManifests(name string, stdin io.Reader) ([]manifest.Document, error) {
+	if name == "-" {
+		return manifest.Read("-", stdin)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return manifest.Read(name, f)
+}
+
+// objectName renders "Deployment web-server" (or the generateName prefix).
+func objectName(m *policies.Mutation) string {
+	kind := m.Object.GetObjectKind().GroupVersionKind().Kind
+	acc, err := meta.Accessor(m.Object)
+	if err != nil {
+		return kind
+	}
+	name := acc.GetName()
+	if name == "" && acc.GetGenerateName() != "" {
+		name = acc.GetGenerateName() + "*"
+	}
+	return kind + " " + name
+}

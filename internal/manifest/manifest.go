@@ -1,0 +1,255 @@
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Document is one document of a stream.
+type Document struct {
+	// Source names where the document came from (a file name, or "-").
+	Source string
+	// Index is the 1-based position of the document in its source.
+	Index int
+	// JSON is the document as JSON, keys in their original order.
+	JSON []byte
+
+	node *yaml.Node
+}
+
+// Name identifies the document in messages: "file.yaml: document 2".
+func (d Document) Name() string {
+	return fmt.Sprintf("%s: document %d", d.Source, d.Index)
+}
+
+// maxAliasExpansions bounds the nodes an input may expand to through YAML
+// aliases, so that a "billion laughs" document is an error, not an OOM.
+const maxAliasExpansions = 1_000_000
+
+// Read splits a YAML or JSON stream into documents. Empty documents (a lone
+// "---", comments only) are skipped but still counted, so Index matches what
+// a person counts in the file. The first malformed document is an error that
+// names it.
+func Read(source string, r io.Reader) ([]Document, error) {
+	dec := yaml.NewDecoder(r)
+	var docs []Document
+	for index := 1; ; index++ {
+		var node yaml.Node
+		err := dec.Decode(&node)
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		d := Document{Source: source, Index: index, node: &node}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.Name(), err)
+		}
+		if len(node.Content) == 0 || (node.Content[0].Kind == yaml.ScalarNode && node.Content[0].ShortTag() == "!!null") {
+			continue
+		}
+		if node.Content[0].Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("%s: not an object (a Kubernetes manifest is a mapping with apiVersion and kind)", d.Name())
+		}
+		var buf bytes.Buffer
+		budget := maxAliasExpansions
+		if err := toJSON(&buf, node.Content[0], &budget, "", 0); err != nil {
+			return nil, fmt.Errorf("%s: %w", d.Name(), err)
+		}
+		d.JSON = buf.Bytes()
+		docs = append(docs, d)
+	}
+}
+
+const maxDepth = 1000
+
+// toJSON writes a YAML node as JSON, keeping the order of mapping keys.
+func toJSON(buf *bytes.Buffer, n *yaml.Node, budget *int, path string, depth int) error {
+	if *budget--; *budget < 0 {
+		return fmt.Errorf("document too large after expanding aliases")
+	}
+	if depth > maxDepth {
+		return fmt.Errorf("%s: nested too deeply", pathOrRoot(path))
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		return toJSON(buf, n.Alias, budget, path, depth+1)
+	case yaml.MappingNode:
+		buf.WriteByte('{')
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				return fmt.Errorf("%s: line %d: mapping keys must be strings", pathOrRoot(path), k.Line)
+			}
+			if k.ShortTag() == "!!merge" {
+				return fmt.Errorf("%s: line %d: YAML merge keys (<<) are not supported in Kubernetes manifests", pathOrRoot(path), k.Line)
+			}
+			if seen[k.Value] {
+				return fmt.Errorf("%s: line %d: duplicate key %q", pathOrRoot(path), k.Line, k.Value)
+			}
+			seen[k.Value] = true
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			writeString(buf, k.Value)
+			buf.WriteByte(':')
+			if err := toJSON(buf, v, budget, path+"."+k.Value, depth+1); err != nil {
+				return err
+			}
+		}
+		buf.WriteByte('}')
+	case yaml.SequenceNode:
+		buf.WriteByte('[')
+		for i, c := range n.Content {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			if err := toJSON(buf, c, budget, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
+				return err
+			}
+		}
+		buf.WriteByte(']')
+	case yaml.ScalarNode:
+		return scalarToJSON(buf, n, path)
+	default:
+		return fmt.Errorf("%s: line %d: unexpected YAML node", pathOrRoot(path), n.Line)
+	}
+	return nil
+}
+
+func scalarToJSON(buf *bytes.Buffer, n *yaml.Node, path string) error {
+	switch n.ShortTag() {
+	case "!!null":
+		buf.WriteString("null")
+	case "!!bool":
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			return fmt.Errorf("%s: %w", pathOrRoot(path), err)
+		}
+		buf.WriteString(strconv.FormatBool(b))
+	case "!!int":
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return fmt.Errorf("%s: %w", pathOrRoot(path), err)
+		}
+		out, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", pathOrRoot(path), err)
+		}
+		buf.Write(out)
+	case "!!float":
+		var f float64
+		if err := n.Decode(&f); err != nil {
+			return fmt.Errorf("%s: %w", pathOrRoot(path), err)
+		}
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("%s: line %d: %s is not a JSON number", pathOrRoot(path), n.Line, n.Value)
+		}
+		buf.WriteString(strconv.FormatFloat(f, 'g', -1, 64))
+	default:
+		// Strings, and the YAML types JSON lacks (timestamps, binary), stay text.
+		writeString(buf, n.Value)
+	}
+	return nil
+}
+
+func writeString(buf *bytes.Buffer, s string) {
+	out, _ := json.Marshal(s) // a string always encodes
+	buf.Write(out)
+}
+
+func pathOrRoot(path string) string {
+	if path == "" {
+		return "document root"
+	}
+	return path[1:]
+}
+
+// Format names an output format.
+type Format string
+
+// The output formats.
+const (
+	YAML Format = "yaml"
+	JSON Format = "json"
+)
+
+// Write writes documents to w in the given format: YAML documents separated
+// by "---", or indented JSON objects one after another. out[i] is the new JSON
+// of docs[i], or nil when the document is unchanged: an unchanged document is
+// written back as it was read, comments and all (in YAML).
+func Write(w io.Writer, format Format, docs []Document, out [][]byte) error {
+	var buf bytes.Buffer
+	for i, d := range docs {
+		changed := out[i]
+		switch format {
+		case JSON:
+			src := d.JSON
+			if changed != nil {
+				src = changed
+			}
+			if err := json.Indent(&buf, src, "", "  "); err != nil {
+				return fmt.Errorf("%s: %w", d.Name(), err)
+			}
+			buf.WriteByte('\n')
+		case YAML:
+			if i > 0 {
+				buf.WriteString("---\n")
+			}
+			node := d.node
+			if changed != nil {
+				var err error
+				if node, err = jsonToNode(changed); err != nil {
+					return fmt.Errorf("%s: %w", d.Name(), err)
+				}
+				keepHeadComments(d.node, node)
+			}
+			enc := yaml.NewEncoder(&buf)
+			enc.SetIndent(2)
+			if err := enc.Encode(node); err != nil {
+				return fmt.Errorf("%s: %w", d.Name(), err)
+			}
+			if err := enc.Close(); err != nil {
+				return fmt.Errorf("%s: %w", d.Name(), err)
+			}
+		default:
+			return fmt.Errorf("unknown output format %q (want yaml or json)", format)
+		}
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// jsonToNode parses JSON (which is YAML) into a node tree, keeping key order,
+// and drops the flow style and quoting of JSON so the encoder writes plain
+// block YAML, quoting only the strings that need it.
+func jsonToNode(doc []byte) (*yaml.Node, error) {
+	var node yaml.Node
+	if err := yaml.Unmarshal(doc, &node); err != nil {
+		return nil, err
+	}
+	var plain func(*yaml.Node)
+	plain = func(n *yaml.Node) {
+		n.Style = 0
+		for _, c := range n.Content {
+			plain(c)
+		}
+	}
+	plain(&node)
+	return &node, nil
+}
+
+// keepHeadComments carries the comments above a document over to its
+// rewritten form: they usually say what the document is for.
+func keepHeadComments(from, to *yaml.Node) {
+	to.HeadComment = from.HeadComment
+	if len(from.Content) > 0 && len(to.Content) > 0 {
+		to.Content[0].HeadComment = from.Content[0].HeadComment
+	}
+}

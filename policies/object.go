@@ -1,0 +1,111 @@
+package policies
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"gomodules.xyz/jsonpatch/v2"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// Mutation is the outcome of Mutate.
+type Mutation struct {
+	// Object is a mutated copy of the input (*corev1.Pod or *appsv1.Deployment);
+	// when nothing applied it equals the input.
+	Object runtime.Object
+	// Decisions lists what the engine decided, feature by feature.
+	Decisions []Decision
+	// Patch turns the input into Object. It is empty when nothing changed.
+	// It is computed between the two typed objects, never against the raw
+	// request, so it does not remove fields this build's API types lack.
+	Patch []jsonpatch.Operation
+}
+
+// Status is the JSON recorded in the StatusAnnotation of a mutated object.
+type Status struct {
+	// Policy is the name of the HAPolicy that was applied.
+	Policy string `json:"policy"`
+	// Applied lists the features that changed the object.
+	Applied []Feature `json:"applied,omitempty"`
+	// Skipped maps each feature that did not change the object to why.
+	Skipped map[Feature]string `json:"skipped,omitempty"`
+}
+
+// Mutate applies ctx to a *corev1.Pod or an *appsv1.Deployment. The input is
+// not modified. A Deployment's pod template gets the settings (so its pods
+// arrive compliant); the StatusAnnotation goes on the object itself.
+func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		w := Workload{Kind: KindPod, Annotations: o.Annotations, OwnerReferences: o.OwnerReferences}
+		res := MutateTemplate(ctx, w, &corev1.PodTemplateSpec{ObjectMeta: o.ObjectMeta, Spec: o.Spec})
+		out := o.DeepCopy()
+		out.Spec = res.Template.Spec
+		return finish(ctx, o, out, res, &out.ObjectMeta.Annotations, "/spec", func(obj runtime.Object) *corev1.PodSpec {
+			return &obj.(*corev1.Pod).Spec
+		})
+	case *appsv1.Deployment:
+		w := Workload{Kind: KindDeployment, Annotations: o.Annotations, Selector: o.Spec.Selector, Replicas: o.Spec.Replicas}
+		res := MutateTemplate(ctx, w, &o.Spec.Template)
+		out := o.DeepCopy()
+		out.Spec.Template = res.Template
+		return finish(ctx, o, out, res, &out.ObjectMeta.Annotations, "/spec/template/spec", func(obj runtime.Object) *corev1.PodSpec {
+			return &obj.(*appsv1.Deployment).Spec.Template.Spec
+		})
+	case nil:
+		return nil, fmt.Errorf("no object to mutate")
+	}
+	return nil, fmt.Errorf("ha-injector mutates Pods and Deployments, not %T", obj)
+}
+
+// finish records the status annotation on a changed object and computes the patch.
+func finish(ctx Context, in, out runtime.Object, res Result, annotations *map[string]string, specPath string, spec func(runtime.Object) *corev1.PodSpec) (*Mutation, error) {
+	m := &Mutation{Object: out, Decisions: res.Decisions}
+	if !res.Changed {
+		return m, nil
+	}
+	status, err := json.Marshal(statusOf(ctx, res.Decisions))
+	if err != nil {
+		return nil, err
+	}
+	if *annotations == nil {
+		*annotations = map[string]string{}
+	}
+	(*annotations)[StatusAnnotation] = string(status)
+
+	m.Patch, err = createPatch(in, out, specPath, res.insertedInitContainer, spec)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func statusOf(ctx Context, decisions []Decision) Status {
+	s := Status{Policy: "default"}
+	if ctx.Policy != nil {
+		s.Policy = ctx.Policy.Name
+	}
+	applied := map[Feature]bool{}
+	for _, d := range decisions {
+		if d.Action == Applied && !applied[d.Feature] {
+			applied[d.Feature] = true
+			s.Applied = append(s.Applied, d.Feature)
+		}
+	}
+	for _, d := range decisions {
+		if applied[d.Feature] || (d.Action != Skipped && d.Action != Kept) {
+			continue
+		}
+		if s.Skipped == nil {
+			s.Skipped = map[Feature]string{}
+		}
+		if prev, ok := s.Skipped[d.Feature]; ok {
+			s.Skipped[d.Feature] = prev + "; " + d.Reason
+		} else {
+			s.Skipped[d.Feature] = d.Reason
+		}
+	}
+	return s
+}

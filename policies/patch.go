@@ -1,0 +1,82 @@
+package policies
+
+import (
+	"encoding/json"
+	"fmt"
+
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// createPatch diffs two typed objects with gomodules.xyz/jsonpatch/v2.
+//
+// Both sides are typed, so a field of the request that this build's API types
+// do not know appears on neither side and no operation touches it: the patch
+// never removes what a newer cluster added. managedFields are dropped from
+// both sides first; they can be large and ha-injector never changes them.
+//
+// jsonpatch/v2 diffs arrays index by index, so a container inserted at the
+// front would come out as a rewrite of every existing init container, which
+// would move their unknown fields onto the wrong container. The ha-sysctl
+// insertion is therefore left out of the diff and added as one
+// "add .../initContainers/0" operation, after the others.
+func createPatch(original, mutated runtime.Object, specPath string, insertedInit bool, spec func(runtime.Object) *corev1.PodSpec) ([]jsonpatch.Operation, error) {
+	before, after := original.DeepCopyObject(), mutated.DeepCopyObject()
+	for _, obj := range []runtime.Object{before, after} {
+		accessor, err := meta.Accessor(obj)
+		if err != nil {
+			return nil, err
+		}
+		accessor.SetManagedFields(nil)
+	}
+
+	var insert *jsonpatch.Operation
+	if insertedInit {
+		s := spec(after)
+		container := s.InitContainers[0]
+		s.InitContainers = s.InitContainers[1:]
+		op := jsonpatch.NewOperation("add", specPath+"/initContainers/0", container)
+		if len(spec(before).InitContainers) == 0 {
+			op = jsonpatch.NewOperation("add", specPath+"/initContainers", []corev1.Container{container})
+		}
+		insert = &op
+	}
+
+	a, err := json.Marshal(before)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the original object: %w", err)
+	}
+	b, err := json.Marshal(after)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the mutated object: %w", err)
+	}
+	ops, err := jsonpatch.CreatePatch(a, b)
+	if err != nil {
+		return nil, fmt.Errorf("computing the patch: %w", err)
+	}
+	if insert != nil {
+		ops = append(ops, *insert)
+	}
+	return ops, nil
+}
+
+// ApplyPatch applies a patch from Mutate to a JSON document, as the API
+// server applies a webhook's patch to the request object: fields the patch
+// does not touch, known or not, and the order of keys are kept.
+func ApplyPatch(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
+	if len(ops) == 0 {
+		return doc, nil
+	}
+	raw, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	patch, err := jsonpatchapply.DecodePatch(raw)
+	if err != nil {
+		return nil, err
+	}
+	return patch.Apply(doc)
+}

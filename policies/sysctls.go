@@ -1,0 +1,223 @@
+package policies
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+)
+
+// safeSysctls is the kubelet's safe set (Kubernetes 1.32+), which the
+// baseline Pod Security Standard also allows in securityContext.sysctls.
+// The TCP keepalive ones are namespaced and safe since 1.29.
+var safeSysctls = map[string]bool{
+	"kernel.shm_rmid_forced":              true,
+	"net.ipv4.ip_local_port_range":        true,
+	"net.ipv4.ip_unprivileged_port_start": true,
+	"net.ipv4.tcp_syncookies":             true,
+	"net.ipv4.ping_group_range":           true,
+	"net.ipv4.ip_local_reserved_ports":    true,
+	"net.ipv4.tcp_keepalive_time":         true,
+	"net.ipv4.tcp_fin_timeout":            true,
+	"net.ipv4.tcp_keepalive_intvl":        true,
+	"net.ipv4.tcp_keepalive_probes":       true,
+	"net.ipv4.tcp_rmem":                   true,
+	"net.ipv4.tcp_wmem":                   true,
+}
+
+// IsSafeSysctl reports whether the kubelet allows the sysctl in a pod's
+// securityContext without --allowed-unsafe-sysctls. Names may use '/' or '.'.
+func IsSafeSysctl(name string) bool {
+	return safeSysctls[strings.ReplaceAll(name, "/", ".")]
+}
+
+// sysctl is one name=value pair to set.
+type sysctl struct{ name, value string }
+
+func (s sysctl) String() string { return s.name + "=" + s.value }
+
+// sysctls sets the policy's sysctls through the pod securityContext, the
+// ha-sysctl init container, or both, and reports whether it inserted the init
+// container (at index 0).
+func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]Decision, bool) {
+	c := policy.Spec.Sysctls
+	decide := func(action Action, fallback Fallback, format string, args ...any) Decision {
+		return Decision{Feature: FeatureSysctls, Action: action, Fallback: fallback, Reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case !enabled(c.Enabled):
+		return []Decision{decide(Skipped, "", "disabled by the policy")}, false
+	case spec.HostNetwork:
+		return []Decision{decide(Skipped, "", "hostNetwork pod: sysctls would change the node's own network settings")}, false
+	case isWindows(spec):
+		return []Decision{decide(Skipped, "", "Windows pod: Linux sysctls do not apply")}, false
+	}
+
+	var decisions []Decision
+	userSet := map[string]string{}
+	if spec.SecurityContext != nil {
+		for _, s := range spec.SecurityContext.Sysctls {
+			userSet[s.Name] = s.Value
+		}
+	}
+
+	// Split the policy's sysctls between the securityContext and the init container.
+	var toContext, toInit, kept []sysctl
+	for _, name := range sortedNames(c.Values) {
+		s := sysctl{name, string(c.Values[name])}
+		if v, ok := userSet[name]; ok {
+			kept = append(kept, sysctl{name, v})
+			continue
+		}
+		switch {
+		case c.Method == v1alpha1.SysctlPodSecurityContext:
+			toContext = append(toContext, s)
+		case c.Method == v1alpha1.SysctlAuto && IsSafeSysctl(name):
+			toContext = append(toContext, s)
+		default:
+			toInit = append(toInit, s)
+		}
+	}
+	if len(kept) > 0 {
+		decisions = append(decisions, decide(Kept, "", "set by the workload's securityContext, left as they are: %s", joinSysctls(kept)))
+	}
+
+	// Pod Security baseline and restricted reject privileged containers and
+	// unsafe sysctls: keep what the level allows, drop the rest loudly.
+	if level := ns.Labels[PodSecurityEnforceLabel]; level == "baseline" || level == "restricted" {
+		var moved, dropped []sysctl
+		for _, s := range toInit {
+			if IsSafeSysctl(s.name) {
+				moved = append(moved, s)
+			} else {
+				dropped = append(dropped, s)
+			}
+		}
+		var allowed []sysctl
+		for _, s := range toContext {
+			if IsSafeSysctl(s.name) {
+				allowed = append(allowed, s)
+			} else {
+				dropped = append(dropped, s)
+			}
+		}
+		toInit, toContext = nil, append(allowed, moved...)
+		sort.Slice(toContext, func(i, j int) bool { return toContext[i].name < toContext[j].name })
+		if len(moved) > 0 {
+			decisions = append(decisions, decide(Noted, FallbackPodSecurity,
+				"namespace enforces Pod Security %q: %s set through securityContext instead of a privileged init container", level, joinSysctls(moved)))
+		}
+		if len(dropped) > 0 {
+			decisions = append(decisions, decide(Skipped, FallbackPodSecurity,
+				"namespace enforces Pod Security %q, which rejects privileged containers and unsafe sysctls: dropped %s", level, joinSysctls(dropped)))
+		}
+	}
+
+	if len(toContext) > 0 {
+		if spec.SecurityContext == nil {
+			spec.SecurityContext = &corev1.PodSecurityContext{}
+		}
+		for _, s := range toContext {
+			spec.SecurityContext.Sysctls = append(spec.SecurityContext.Sysctls, corev1.Sysctl{Name: s.name, Value: s.value})
+		}
+		decisions = append(decisions, decide(Applied, "", "securityContext.sysctls %s", joinSysctls(toContext)))
+		var unsafe []string
+		for _, s := range toContext {
+			if !IsSafeSysctl(s.name) {
+				unsafe = append(unsafe, s.name)
+			}
+		}
+		if len(unsafe) > 0 {
+			decisions = append(decisions, decide(Noted, "",
+				"%s not in the kubelet's safe set: nodes must allow it with --allowed-unsafe-sysctls or the pod is rejected", joinComma(unsafe)))
+		}
+	}
+
+	inserted := false
+	if len(toInit) > 0 {
+		if hasContainer(spec, SysctlContainerName) {
+			decisions = append(decisions, decide(Kept, "", "a container named %s already exists", SysctlContainerName))
+		} else {
+			spec.InitContainers = append([]corev1.Container{sysctlContainer(c.Image, toInit)}, spec.InitContainers...)
+			inserted = true
+			decisions = append(decisions, decide(Applied, "", "init container %s sets %s", SysctlContainerName, joinSysctls(toInit)))
+		}
+	}
+
+	if len(decisions) == 0 {
+		decisions = append(decisions, decide(Skipped, "", "nothing to set"))
+	}
+	return decisions, inserted
+}
+
+// sysctlContainer is the privileged init container that sets the sysctls in
+// the pod's network namespace. It runs as root whatever the pod asks for, so a
+// pod-level runAsNonRoot does not stop it, and has small requests and limits
+// so that namespaces with a ResourceQuota accept the pod.
+func sysctlContainer(image string, values []sysctl) corev1.Container {
+	command := []string{"sysctl", "-w"}
+	for _, s := range values {
+		command = append(command, s.String())
+	}
+	small := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("10m"),
+		corev1.ResourceMemory: resource.MustParse("16Mi"),
+	}
+	return corev1.Container{
+		Name:    SysctlContainerName,
+		Image:   image,
+		Command: command,
+		Resources: corev1.ResourceRequirements{
+			Requests: small,
+			Limits:   small.DeepCopy(),
+		},
+		SecurityContext: &corev1.SecurityContext{
+			Privileged:   ptr.To(true),
+			RunAsUser:    ptr.To[int64](0),
+			RunAsNonRoot: ptr.To(false),
+		},
+	}
+}
+
+func hasContainer(spec *corev1.PodSpec, name string) bool {
+	for _, list := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, c := range list {
+			if c.Name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isWindows reports whether the pod is meant for Windows nodes.
+func isWindows(spec *corev1.PodSpec) bool {
+	if spec.OS != nil && spec.OS.Name == corev1.Windows {
+		return true
+	}
+	return spec.NodeSelector[corev1.LabelOSStable] == string(corev1.Windows)
+}
+
+func sortedNames(m map[string]v1alpha1.SysctlValue) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func joinSysctls(list []sysctl) string {
+	parts := make([]string, len(list))
+	for i, s := range list {
+		parts[i] = s.String()
+	}
+	return joinComma(parts)
+}
+
+func joinComma(parts []string) string { return strings.Join(parts, ", ") }

@@ -1,0 +1,158 @@
+package policies
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+)
+
+// Names shared by the engine, the webhook, the chart and the docs.
+const (
+	// PolicyLabel on a Namespace opts it in and names its HAPolicy.
+	PolicyLabel = "ha-injector.io/policy"
+	// InjectAnnotation set to "false" on a Pod, a Deployment or a Deployment's
+	// pod template opts that workload out.
+	InjectAnnotation = "ha-injector.io/inject"
+	// StatusAnnotation records, as JSON, what ha-injector did to the object.
+	StatusAnnotation = "ha-injector.io/status"
+	// SysctlContainerName is the name of the injected init container.
+	SysctlContainerName = "ha-sysctl"
+
+	// PodSecurityEnforceLabel is the Pod Security Admission label whose level
+	// decides whether a privileged init container would be rejected.
+	PodSecurityEnforceLabel = "pod-security.kubernetes.io/enforce"
+
+	// NotReadyTaint and UnreachableTaint are the NoExecute taints the node
+	// lifecycle controller puts on a node that stops being Ready.
+	NotReadyTaint    = "node.kubernetes.io/not-ready"
+	UnreachableTaint = "node.kubernetes.io/unreachable"
+
+	// mirrorPodAnnotation marks a static pod's mirror in the API server.
+	mirrorPodAnnotation = "kubernetes.io/config.mirror"
+	// templateHashLabel is set by the Deployment controller on each ReplicaSet's pods.
+	templateHashLabel = "pod-template-hash"
+)
+
+// Kind is the kind of workload being mutated.
+type Kind string
+
+// The kinds of workload ha-injector mutates.
+const (
+	KindPod        Kind = "Pod"
+	KindDeployment Kind = "Deployment"
+)
+
+// Namespace is what the engine needs to know about the workload's namespace.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Cluster holds facts about the cluster that only the webhook can observe.
+// The zero value means "unknown", and nothing that depends on it is done.
+type Cluster struct {
+	// TopologyDomains maps a topology key (a node label) to the number of
+	// distinct values it has on schedulable nodes. A key that is absent is unknown.
+	TopologyDomains map[string]int
+}
+
+// Context is everything the engine needs besides the workload itself.
+type Context struct {
+	// Policy is the HAPolicy to apply. It is defaulted on a copy, so a policy
+	// read from a client or a file can be passed as it is.
+	Policy    *v1alpha1.HAPolicy
+	Namespace Namespace
+	Cluster   Cluster
+}
+
+// Workload describes the object whose pod template is mutated.
+type Workload struct {
+	Kind Kind
+	// Annotations are the object's own annotations (for a Pod, the same as
+	// its template's).
+	Annotations map[string]string
+	// Selector and Replicas are the Deployment's; nil for a Pod.
+	Selector *metav1.LabelSelector
+	Replicas *int32
+	// OwnerReferences are the Pod's; nil for a Deployment.
+	OwnerReferences []metav1.OwnerReference
+}
+
+// Feature names one of the things ha-injector injects.
+type Feature string
+
+// The features, in the order they are applied and reported.
+const (
+	FeatureWorkload     Feature = "workload"
+	FeatureAntiAffinity Feature = "antiAffinity"
+	FeatureTolerations  Feature = "tolerations"
+	FeatureSysctls      Feature = "sysctls"
+)
+
+// Action is what happened to a feature.
+type Action string
+
+// The actions a decision reports.
+const (
+	// Applied: the feature changed the template (under Audit: would have).
+	Applied Action = "applied"
+	// Kept: the template already had what the feature would add, or the
+	// workload made its own choice, which ha-injector does not override.
+	Kept Action = "kept"
+	// Skipped: the feature does not apply to this workload.
+	Skipped Action = "skipped"
+	// Noted: nothing to change, but something the user should know.
+	Noted Action = "note"
+)
+
+// Fallback names why the engine did something other than the policy asked.
+type Fallback string
+
+// The fallbacks, counted by the webhook's metrics.
+const (
+	// FallbackPodSecurity: the namespace enforces a Pod Security level that
+	// rejects privileged containers, so sysctls went to the securityContext or
+	// were dropped.
+	FallbackPodSecurity Fallback = "pod-security"
+	// FallbackDowngrade: Required anti-affinity became Preferred because there
+	// are fewer topology domains than replicas.
+	FallbackDowngrade Fallback = "downgrade"
+)
+
+// Decision is one thing the engine decided, with a short human reason.
+type Decision struct {
+	Feature  Feature  `json:"feature"`
+	Action   Action   `json:"action"`
+	Reason   string   `json:"reason"`
+	Fallback Fallback `json:"fallback,omitempty"`
+	// Audit is set when the policy is in Audit mode: an Applied decision
+	// then says what would have been applied.
+	Audit bool `json:"audit,omitempty"`
+}
+
+// String renders the decision as one line, e.g.
+// "tolerations: applied: node.kubernetes.io/not-ready 300s -> 30s".
+func (d Decision) String() string {
+	action := string(d.Action)
+	if d.Audit && d.Action == Applied {
+		action = "would apply"
+	}
+	return fmt.Sprintf("%s: %s: %s", d.Feature, action, d.Reason)
+}
+
+// Result is the outcome of MutateTemplate.
+type Result struct {
+	// Template is the new pod template; under Audit, or when nothing applied,
+	// it equals the input.
+	Template corev1.PodTemplateSpec
+	// Decisions lists what was decided, feature by feature.
+	Decisions []Decision
+	// Changed is true when Template differs from the input.
+	Changed bool
+	// insertedInitContainer is true when Template.Spec.InitContainers[0] is
+	// the injected ha-sysctl container (the patch expresses it as an insert).
+	insertedInitContainer bool
+}

@@ -1,0 +1,91 @@
+package v1alpha1
+
+import "k8s.io/utils/ptr"
+
+// Defaults of an empty HAPolicy spec. They are also written into the CRD
+// schema by the kubebuilder markers on the types; a test checks both agree.
+const (
+	DefaultTopologyKey       = "kubernetes.io/hostname"
+	DefaultWeight      int32 = 100
+	DefaultMinReplicas int32 = 2
+	DefaultNotReady    int64 = 30
+	DefaultUnreachable int64 = 30
+	DefaultSysctlImage       = "busybox:1.36"
+)
+
+// DefaultSysctls returns the sysctls an empty policy sets: TCP keepalive after
+// 30s idle, probed every 30s, 5 probes, so a dead peer is detected in about
+// 3 minutes of silence, and 9 retransmissions (about 100s) instead of 15 (about
+// 15 minutes) for connections with unacknowledged data.
+func DefaultSysctls() map[string]SysctlValue {
+	return map[string]SysctlValue{
+		"net.ipv4.tcp_keepalive_time":   "30",
+		"net.ipv4.tcp_keepalive_intvl":  "30",
+		"net.ipv4.tcp_keepalive_probes": "5",
+		"net.ipv4.tcp_retries2":         "9",
+	}
+}
+
+// Default fills every unset field of the policy with its default, as the API
+// server does from the CRD schema. A field that is set, even to false or 0,
+// is left alone; an explicitly empty values map stays empty, as it does in the
+// API server (defaults apply to absent fields only).
+func (p *HAPolicy) Default() {
+	s := &p.Spec
+	if s.Mode == "" {
+		s.Mode = ModeEnforce
+	}
+
+	a := &s.AntiAffinity
+	if a.Enabled == nil {
+		a.Enabled = ptr.To(true)
+	}
+	if a.Type == "" {
+		a.Type = AntiAffinityPreferred
+	}
+	if a.TopologyKey == "" {
+		a.TopologyKey = DefaultTopologyKey
+	}
+	if a.Weight == nil {
+		a.Weight = ptr.To(DefaultWeight)
+	}
+	if a.MinReplicas == nil {
+		a.MinReplicas = ptr.To(DefaultMinReplicas)
+	}
+
+	t := &s.Tolerations
+	if t.Enabled == nil {
+		t.Enabled = ptr.To(true)
+	}
+	if t.NotReadySeconds == nil {
+		t.NotReadySeconds = ptr.To(DefaultNotReady)
+	}
+	if t.UnreachableSeconds == nil {
+		t.UnreachableSeconds = ptr.To(DefaultUnreachable)
+	}
+
+	c := &s.Sysctls
+	if c.Enabled == nil {
+		c.Enabled = ptr.To(true)
+	}
+	if c.Method == "" {
+		c.Method = SysctlInitContainer
+	}
+	if c.Image == "" {
+		c.Image = DefaultSysctlImage
+	}
+	if c.Values == nil {
+		c.Values = DefaultSysctls()
+	}
+}
+
+// NewDefault returns the built-in policy named "default" with every field defaulted:
+// the policy a namespace gets from an HAPolicy with an empty spec.
+func NewDefault() *HAPolicy {
+	p := &HAPolicy{}
+	p.APIVersion = GroupVersion.String()
+	p.Kind = "HAPolicy"
+	p.Name = "default"
+	p.Default()
+	return p
+}

@@ -1,0 +1,217 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Mode says whether a policy changes workloads or only reports what it would change.
+// +kubebuilder:validation:Enum=Enforce;Audit
+type Mode string
+
+const (
+	// ModeEnforce mutates workloads.
+	ModeEnforce Mode = "Enforce"
+	// ModeAudit leaves workloads unchanged and reports, as warnings, what Enforce would do.
+	ModeAudit Mode = "Audit"
+)
+
+// AntiAffinityType selects a preferred (soft) or required (hard) pod anti-affinity term.
+// +kubebuilder:validation:Enum=Preferred;Required
+type AntiAffinityType string
+
+const (
+	// AntiAffinityPreferred adds a weighted preferredDuringScheduling term: the
+	// scheduler spreads replicas when it can and still places them when it cannot.
+	AntiAffinityPreferred AntiAffinityType = "Preferred"
+	// AntiAffinityRequired adds a requiredDuringScheduling term: two replicas never
+	// share a topology domain, even if that leaves one Pending.
+	AntiAffinityRequired AntiAffinityType = "Required"
+)
+
+// SysctlMethod selects how the TCP sysctls reach the pod.
+// +kubebuilder:validation:Enum=InitContainer;PodSecurityContext;Auto
+type SysctlMethod string
+
+const (
+	// SysctlInitContainer sets every sysctl from a privileged init container.
+	SysctlInitContainer SysctlMethod = "InitContainer"
+	// SysctlPodSecurityContext sets every sysctl through the pod's securityContext.sysctls.
+	SysctlPodSecurityContext SysctlMethod = "PodSecurityContext"
+	// SysctlAuto puts the kubelet-safe sysctls in the pod's securityContext and
+	// the others in the init container.
+	SysctlAuto SysctlMethod = "Auto"
+)
+
+// HAPolicySpec says what ha-injector injects into the Pods and Deployments of
+// the namespaces labelled ha-injector.io/policy=<this policy's name>. An empty
+// spec is the recommended policy: every field has a default.
+type HAPolicySpec struct {
+	// mode is Enforce (mutate workloads) or Audit (change nothing, report what
+	// Enforce would change as admission warnings). Audit is the safe way to roll
+	// a policy out.
+	// +kubebuilder:default=Enforce
+	// +optional
+	Mode Mode `json:"mode,omitempty"`
+
+	// antiAffinity spreads the replicas of a workload across topology domains
+	// (nodes, by default) so that losing one node loses at most one replica.
+	// +kubebuilder:default={}
+	// +optional
+	AntiAffinity AntiAffinitySpec `json:"antiAffinity,omitempty"`
+
+	// tolerations caps how long pods stay bound to a node that is not ready or
+	// unreachable before they are evicted and replaced (Kubernetes' default is 300s).
+	// +kubebuilder:default={}
+	// +optional
+	Tolerations TolerationsSpec `json:"tolerations,omitempty"`
+
+	// sysctls sets TCP keepalive and retransmission sysctls in the pod's network
+	// namespace so that connections to a dead peer fail in seconds, not ~15 minutes.
+	// +kubebuilder:default={}
+	// +optional
+	Sysctls SysctlsSpec `json:"sysctls,omitempty"`
+}
+
+// AntiAffinitySpec configures the injected pod anti-affinity term.
+type AntiAffinitySpec struct {
+	// enabled turns anti-affinity injection on or off.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// type is Preferred (a weighted soft rule the scheduler may break) or
+	// Required (a hard rule). ha-injector downgrades Required to Preferred when a
+	// Deployment has more replicas than there are schedulable topology domains.
+	// +kubebuilder:default=Preferred
+	// +optional
+	Type AntiAffinityType `json:"type,omitempty"`
+
+	// topologyKey is the node label whose values are the domains replicas are
+	// spread across: kubernetes.io/hostname for nodes, topology.kubernetes.io/zone
+	// for zones.
+	// +kubebuilder:default="kubernetes.io/hostname"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	// +optional
+	TopologyKey string `json:"topologyKey,omitempty"`
+
+	// weight is the weight (1-100) of the Preferred term against the pod's other
+	// scheduling preferences. Ignored by Required.
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Weight *int32 `json:"weight,omitempty"`
+
+	// minReplicas is the smallest Deployment replica count that gets
+	// anti-affinity: a single replica has nothing to be spread from.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
+}
+
+// TolerationsSpec configures the node.kubernetes.io/not-ready and
+// node.kubernetes.io/unreachable NoExecute tolerations. The seconds are a cap:
+// longer tolerations are shortened in place, shorter ones are kept, and a
+// toleration without tolerationSeconds (tolerate forever) is never touched.
+type TolerationsSpec struct {
+	// enabled turns toleration capping on or off.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// notReadySeconds is the longest a pod may stay on a node whose Ready
+	// condition is False before it is evicted.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	NotReadySeconds *int64 `json:"notReadySeconds,omitempty"`
+
+	// unreachableSeconds is the longest a pod may stay on a node whose Ready
+	// condition is Unknown (the node stopped reporting) before it is evicted.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	UnreachableSeconds *int64 `json:"unreachableSeconds,omitempty"`
+}
+
+// SysctlsSpec configures the TCP sysctls set in each pod's network namespace.
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !self.enabled || (has(self.values) && size(self.values) > 0)",message="values must name at least one sysctl when sysctls are enabled"
+type SysctlsSpec struct {
+	// enabled turns sysctl injection on or off.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// method is how the sysctls are set: InitContainer (a privileged init
+	// container runs sysctl -w), PodSecurityContext (the pod's
+	// securityContext.sysctls; sysctls outside the kubelet's safe set need
+	// --allowed-unsafe-sysctls on the nodes) or Auto (safe sysctls in the
+	// securityContext, the others in the init container). In namespaces that
+	// enforce the baseline or restricted Pod Security Standard no privileged
+	// container is injected whatever the method.
+	// +kubebuilder:default=InitContainer
+	// +optional
+	Method SysctlMethod `json:"method,omitempty"`
+
+	// image is the image of the injected ha-sysctl init container. It needs a
+	// sysctl binary that accepts "sysctl -w name=value ...".
+	// +kubebuilder:default="busybox:1.36"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^[^\s]+$`
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// values maps sysctl names to the values to set. Only sysctls namespaced to
+	// the pod's network namespace (net.*) make sense here.
+	// +kubebuilder:default={"net.ipv4.tcp_keepalive_time":"30","net.ipv4.tcp_keepalive_intvl":"30","net.ipv4.tcp_keepalive_probes":"5","net.ipv4.tcp_retries2":"9"}
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$'))",message="keys must be valid sysctl names (lower-case segments separated by '.' or '/')"
+	// +optional
+	Values map[string]SysctlValue `json:"values,omitempty"`
+}
+
+// SysctlValue is the value a sysctl is set to: letters, digits, spaces and
+// the punctuation sysctl values use, never a shell metacharacter.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=256
+// +kubebuilder:validation:Pattern=`^[A-Za-z0-9 ._:,/+-]+$`
+type SysctlValue string
+
+// HAPolicy is a cluster-scoped policy that says how ha-injector makes the
+// workloads of opted-in namespaces survive the loss of a node. A namespace opts
+// in with the label ha-injector.io/policy=<name>.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=hap,categories=ha-injector
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Anti-Affinity",type=boolean,JSONPath=`.spec.antiAffinity.enabled`
+// +kubebuilder:printcolumn:name="Tolerations",type=boolean,JSONPath=`.spec.tolerations.enabled`
+// +kubebuilder:printcolumn:name="Sysctls",type=boolean,JSONPath=`.spec.sysctls.enabled`
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.antiAffinity.type`,priority=1
+// +kubebuilder:printcolumn:name="Topology-Key",type=string,JSONPath=`.spec.antiAffinity.topologyKey`,priority=1
+// +kubebuilder:printcolumn:name="Not-Ready",type=integer,JSONPath=`.spec.tolerations.notReadySeconds`,priority=1
+// +kubebuilder:printcolumn:name="Unreachable",type=integer,JSONPath=`.spec.tolerations.unreachableSeconds`,priority=1
+// +kubebuilder:printcolumn:name="Method",type=string,JSONPath=`.spec.sysctls.method`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type HAPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the policy. Every field has a default.
+	// +kubebuilder:default={}
+	// +optional
+	Spec HAPolicySpec `json:"spec,omitempty"`
+}
+
+// HAPolicyList is a list of HAPolicy.
+// +kubebuilder:object:root=true
+type HAPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []HAPolicy `json:"items"`
+}

@@ -1,0 +1,116 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// The patterns below are the ones in the kubebuilder markers of the types, so
+// that Validate accepts exactly what the API server accepts.
+var (
+	topologyKeyRE = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	imageRE       = regexp.MustCompile(`^[^\s]+$`)
+	sysctlNameRE  = regexp.MustCompile(`^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$`)
+	sysctlValueRE = regexp.MustCompile(`^[A-Za-z0-9 ._:,/+-]+$`)
+)
+
+const (
+	maxTopologyKeyLength = 317
+	maxImageLength       = 512
+	maxSysctls           = 32
+	maxSysctlValueLength = 256
+	maxTolerationSeconds = 3600
+)
+
+// Validate checks a defaulted policy against the rules of the CRD schema and
+// returns every violation with the path of its field (spec.sysctls.values[...]).
+// Call Default first: like the API server, Validate sees the defaulted object.
+func (p *HAPolicy) Validate() field.ErrorList {
+	var errs field.ErrorList
+	spec := field.NewPath("spec")
+	s := p.Spec
+
+	errs = append(errs, oneOf(spec.Child("mode"), string(s.Mode), string(ModeEnforce), string(ModeAudit))...)
+
+	a, ap := s.AntiAffinity, spec.Child("antiAffinity")
+	errs = append(errs, oneOf(ap.Child("type"), string(a.Type), string(AntiAffinityPreferred), string(AntiAffinityRequired))...)
+	switch {
+	case len(a.TopologyKey) > maxTopologyKeyLength:
+		errs = append(errs, field.TooLong(ap.Child("topologyKey"), a.TopologyKey, maxTopologyKeyLength))
+	case !topologyKeyRE.MatchString(a.TopologyKey):
+		errs = append(errs, field.Invalid(ap.Child("topologyKey"), a.TopologyKey, "must be a label key such as kubernetes.io/hostname or topology.kubernetes.io/zone"))
+	}
+	errs = append(errs, inRange(ap.Child("weight"), int64(deref(a.Weight)), 1, 100)...)
+	if a.MinReplicas != nil && *a.MinReplicas < 1 {
+		errs = append(errs, field.Invalid(ap.Child("minReplicas"), *a.MinReplicas, "must be at least 1"))
+	}
+
+	t, tp := s.Tolerations, spec.Child("tolerations")
+	errs = append(errs, inRange(tp.Child("notReadySeconds"), deref(t.NotReadySeconds), 0, maxTolerationSeconds)...)
+	errs = append(errs, inRange(tp.Child("unreachableSeconds"), deref(t.UnreachableSeconds), 0, maxTolerationSeconds)...)
+
+	c, cp := s.Sysctls, spec.Child("sysctls")
+	errs = append(errs, oneOf(cp.Child("method"), string(c.Method), string(SysctlInitContainer), string(SysctlPodSecurityContext), string(SysctlAuto))...)
+	switch {
+	case len(c.Image) > maxImageLength:
+		errs = append(errs, field.TooLong(cp.Child("image"), c.Image, maxImageLength))
+	case !imageRE.MatchString(c.Image):
+		errs = append(errs, field.Invalid(cp.Child("image"), c.Image, "must be an image reference without spaces"))
+	}
+	vp := cp.Child("values")
+	if len(c.Values) > maxSysctls {
+		errs = append(errs, field.TooMany(vp, len(c.Values), maxSysctls))
+	}
+	if c.Enabled != nil && *c.Enabled && len(c.Values) == 0 {
+		errs = append(errs, field.Required(vp, "values must name at least one sysctl when sysctls are enabled"))
+	}
+	for _, name := range sortedKeys(c.Values) {
+		value := string(c.Values[name])
+		if !sysctlNameRE.MatchString(name) {
+			errs = append(errs, field.Invalid(vp.Key(name), name, "must be a valid sysctl name (lower-case segments separated by '.' or '/')"))
+		}
+		switch {
+		case len(value) > maxSysctlValueLength:
+			errs = append(errs, field.TooLong(vp.Key(name), value, maxSysctlValueLength))
+		case !sysctlValueRE.MatchString(value):
+			errs = append(errs, field.Invalid(vp.Key(name), value, "must be non-empty and contain only letters, digits, spaces and . _ : , / + -"))
+		}
+	}
+	return errs
+}
+
+func oneOf(path *field.Path, value string, allowed ...string) field.ErrorList {
+	for _, a := range allowed {
+		if value == a {
+			return nil
+		}
+	}
+	return field.ErrorList{field.NotSupported(path, value, allowed)}
+}
+
+func inRange(path *field.Path, value, lo, hi int64) field.ErrorList {
+	if value < lo || value > hi {
+		return field.ErrorList{field.Invalid(path, value, fmt.Sprintf("must be between %d and %d", lo, hi))}
+	}
+	return nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
