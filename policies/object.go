@@ -95,7 +95,9 @@ func statusOf(ctx Context, decisions []Decision) Status {
 		}
 	}
 	for _, d := range decisions {
-		if applied[d.Feature] || (d.Action != Skipped && d.Action != Kept) {
+		// A feature can be applied in part (some sysctls dropped under Pod
+		// Security): its Skipped decisions are still recorded.
+		if d.Action != Skipped && (d.Action != Kept || applied[d.Feature]) {
 			continue
 		}
 		if s.Skipped == nil {

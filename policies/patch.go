@@ -3,6 +3,9 @@ package policies
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strconv"
+	"strings"
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"gomodules.xyz/jsonpatch/v2"
@@ -57,10 +60,43 @@ func createPatch(original, mutated runtime.Object, specPath string, insertedInit
 	if err != nil {
 		return nil, fmt.Errorf("computing the patch: %w", err)
 	}
+	sortOperations(ops)
 	if insert != nil {
 		ops = append(ops, *insert)
 	}
 	return ops, nil
+}
+
+// sortOperations puts the operations in a stable order (jsonpatch/v2 emits
+// them in map order), so that the same input always gives the same patch and
+// new keys land in the same order. Removals keep their relative order and go
+// first: jsonpatch/v2 emits an array's removals from the end, which is the
+// order they must be applied in. Other operations are sorted by path, array
+// indexes numerically, so additions to one array stay ascending.
+func sortOperations(ops []jsonpatch.Operation) {
+	sort.SliceStable(ops, func(i, j int) bool {
+		ri, rj := ops[i].Operation == "remove", ops[j].Operation == "remove"
+		if ri || rj {
+			return ri && !rj
+		}
+		return pathLess(ops[i].Path, ops[j].Path)
+	})
+}
+
+func pathLess(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for k := 0; k < len(as) && k < len(bs); k++ {
+		if as[k] == bs[k] {
+			continue
+		}
+		ai, aerr := strconv.Atoi(as[k])
+		bi, berr := strconv.Atoi(bs[k])
+		if aerr == nil && berr == nil {
+			return ai < bi
+		}
+		return as[k] < bs[k]
+	}
+	return len(as) < len(bs)
 }
 
 // ApplyPatch applies a patch from Mutate to a JSON document, as the API

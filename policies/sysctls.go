@@ -110,7 +110,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 		sort.Slice(toContext, func(i, j int) bool { return toContext[i].name < toContext[j].name })
 		if len(moved) > 0 {
 			decisions = append(decisions, decide(Noted, FallbackPodSecurity,
-				"namespace enforces Pod Security %q: %s set through securityContext instead of a privileged init container", level, joinSysctls(moved)))
+				"namespace enforces Pod Security %q: safe sysctls set through securityContext instead of a privileged init container", level))
 		}
 		if len(dropped) > 0 {
 			decisions = append(decisions, decide(Skipped, FallbackPodSecurity,

@@ -1,0 +1,167 @@
+package policies_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pmezard/go-difflib/difflib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ha-injector/ha-injector/internal/manifest"
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+)
+
+var update = flag.Bool("update", os.Getenv("UPDATE_GOLDEN") != "", "rewrite the golden files from the current output")
+
+const goldenSuffix = ".golden.yaml"
+
+// goldenCase is a file under testdata/: a first YAML document with the
+// settings below, then the object to mutate.
+type goldenCase struct {
+	// Policy is an HAPolicy spec; unset fields take their defaults.
+	Policy          v1alpha1.HAPolicySpec `json:"policy"`
+	NamespaceLabels map[string]string     `json:"namespaceLabels"`
+	TopologyDomains map[string]int        `json:"topologyDomains"`
+}
+
+type loadedCase struct {
+	name   string
+	ctx    policies.Context
+	object manifest.Document
+}
+
+func loadCases(t *testing.T) []loadedCase {
+	t.Helper()
+	inputs, err := filepath.Glob("testdata/*.yaml")
+	require.NoError(t, err)
+	var cases []loadedCase
+	for _, in := range inputs {
+		if strings.HasSuffix(in, goldenSuffix) {
+			continue
+		}
+		f, err := os.Open(in)
+		require.NoError(t, err)
+		docs, err := manifest.Read(in, f)
+		f.Close()
+		require.NoError(t, err)
+		require.Len(t, docs, 2, "%s: want a settings document and an object document", in)
+
+		var settings goldenCase
+		require.NoError(t, yaml.UnmarshalStrict(docs[0].JSON, &settings), in)
+		policy := &v1alpha1.HAPolicy{Spec: settings.Policy}
+		policy.Name = "test-policy"
+		policy.Default()
+		require.Empty(t, policy.Validate(), "%s: the policy must be valid", in)
+		cases = append(cases, loadedCase{
+			name: strings.TrimSuffix(filepath.Base(in), ".yaml"),
+			ctx: policies.Context{
+				Policy:    policy,
+				Namespace: policies.Namespace{Name: "team-a", Labels: settings.NamespaceLabels},
+				Cluster:   policies.Cluster{TopologyDomains: settings.TopologyDomains},
+			},
+			object: docs[1],
+		})
+	}
+	require.NotEmpty(t, cases)
+	return cases
+}
+
+// render is what a golden file holds: the decisions, then the document as
+// preview prints it.
+func render(t *testing.T, c loadedCase) []byte {
+	t.Helper()
+	out, m, err := policies.MutateDocument(c.ctx, c.object.JSON)
+	require.NoError(t, err)
+	require.NotNil(t, m, "the object of a golden case must be a Pod or a Deployment")
+	var buf bytes.Buffer
+	buf.WriteString("# decisions:\n")
+	for _, d := range m.Decisions {
+		buf.WriteString("#   " + d.String() + "\n")
+	}
+	changed := [][]byte{nil}
+	if len(m.Patch) > 0 {
+		changed[0] = out
+	}
+	require.NoError(t, manifest.Write(&buf, manifest.YAML, []manifest.Document{c.object}, changed))
+	return buf.Bytes()
+}
+
+func TestGolden(t *testing.T) {
+	cases := loadCases(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := render(t, c)
+			path := filepath.Join("testdata", c.name+goldenSuffix)
+			if *update {
+				require.NoError(t, os.WriteFile(path, got, 0o644))
+				return
+			}
+			want, err := os.ReadFile(path)
+			require.NoError(t, err, "no golden file: run 'make golden' to create it")
+			if !bytes.Equal(want, got) {
+				diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+					A: difflib.SplitLines(string(want)), B: difflib.SplitLines(string(got)),
+					FromFile: path, ToFile: "got", Context: 3,
+				})
+				t.Errorf("output differs from %s (run 'make golden' if the change is intended):\n%s", path, diff)
+			}
+		})
+	}
+}
+
+// TestGoldenNoOrphans fails on a golden file whose input was removed.
+func TestGoldenNoOrphans(t *testing.T) {
+	goldens, err := filepath.Glob("testdata/*" + goldenSuffix)
+	require.NoError(t, err)
+	for _, g := range goldens {
+		in := strings.TrimSuffix(g, goldenSuffix) + ".yaml"
+		_, err := os.Stat(in)
+		assert.NoError(t, err, "%s has no input %s: delete it or restore the input", g, in)
+	}
+}
+
+// TestIdempotent mutates every fixture's output again: nothing may change,
+// as the webhook is reinvoked (reinvocationPolicy: IfNeeded) and a
+// Deployment's pods come back through the Pod webhook.
+func TestIdempotent(t *testing.T) {
+	for _, c := range loadCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			once, m1, err := policies.MutateDocument(c.ctx, c.object.JSON)
+			require.NoError(t, err)
+			twice, m2, err := policies.MutateDocument(c.ctx, once)
+			require.NoError(t, err)
+			assert.Empty(t, m2.Patch, "second pass patched: %v", m2.Patch)
+			assert.JSONEq(t, string(once), string(twice))
+			if len(m1.Patch) == 0 {
+				assert.Equal(t, string(c.object.JSON), string(once), "an unchanged object must come back byte for byte")
+			}
+		})
+	}
+}
+
+// TestPatchMatchesTypedResult checks, for every fixture, that the patch
+// turns the typed original into exactly the typed mutated object.
+func TestPatchMatchesTypedResult(t *testing.T) {
+	for _, c := range loadCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			_, m, err := policies.MutateDocument(c.ctx, c.object.JSON)
+			require.NoError(t, err)
+			original := decodeTyped(t, c.object.JSON)
+			before, err := json.Marshal(original)
+			require.NoError(t, err)
+			patched, err := policies.ApplyPatch(before, m.Patch)
+			require.NoError(t, err)
+			after, err := json.Marshal(m.Object)
+			require.NoError(t, err)
+			assert.JSONEq(t, string(after), string(patched))
+		})
+	}
+}
