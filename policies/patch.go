@@ -114,5 +114,10 @@ func ApplyPatch(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return patch.Apply(doc)
+	// A manifest may omit objects that the typed encoding always has (a
+	// Deployment without metadata, say); the API server's request objects
+	// never do, but preview reads hand-written files.
+	opts := jsonpatchapply.NewApplyOptions()
+	opts.EnsurePathExistsOnAdd = true
+	return patch.ApplyWithOptions(doc, opts)
 }
