@@ -8,7 +8,9 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 
+	yaml11 "go.yaml.in/yaml/v2"
 	yaml "go.yaml.in/yaml/v3"
 )
 
@@ -237,6 +239,9 @@ func jsonToNode(doc []byte) (*yaml.Node, error) {
 	var plain func(*yaml.Node)
 	plain = func(n *yaml.Node) {
 		n.Style = 0
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && needsYAML11Quotes(n.Value) {
+			n.Style = yaml.SingleQuotedStyle
+		}
 		for _, c := range n.Content {
 			plain(c)
 		}
@@ -252,4 +257,24 @@ func keepHeadComments(from, to *yaml.Node) {
 	if len(from.Content) > 0 && len(to.Content) > 0 {
 		to.Content[0].HeadComment = from.Content[0].HeadComment
 	}
+}
+
+// needsYAML11Quotes reports whether s is a string the YAML 1.2 encoder used
+// here would write plain although a YAML 1.1 parser reads it as something
+// else: kubectl and sigs.k8s.io/yaml read YAML 1.1, where yes, on or y are
+// booleans. Strings the encoder quotes anyway ("30", JSON text) are left to it.
+func needsYAML11Quotes(s string) bool {
+	if s == "" || strings.Contains(s, "\n") {
+		return false
+	}
+	return plainIsString(yaml.Unmarshal, s) && !plainIsString(yaml11.Unmarshal, s)
+}
+
+func plainIsString(unmarshal func([]byte, any) error, s string) bool {
+	var m map[string]any
+	if err := unmarshal([]byte("v: "+s), &m); err != nil {
+		return false
+	}
+	v, ok := m["v"].(string)
+	return ok && v == s
 }

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ha-injector/ha-injector/policies"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCLI(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(args, strings.NewReader(stdin), &out, &errOut)
+	return result{code, out.String(), errOut.String()}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+	return path
+}
+
+// splitDocs splits preview's YAML output into its documents.
+func splitDocs(out string) []string {
+	return strings.Split(out, "---\n")
+}
+
+func TestPreviewExampleGetsAllThreeInjections(t *testing.T) {
+	r := runCLI(t, "", "preview", "-f", "../../examples/web-server.yaml")
+	require.Equal(t, 0, r.code, r.stderr)
+
+	docs := splitDocs(r.stdout)
+	require.Len(t, docs, 2, "the Deployment and the Service, in order")
+	var dep appsv1.Deployment
+	require.NoError(t, yaml.UnmarshalStrict([]byte(docs[0]), &dep))
+	spec := dep.Spec.Template.Spec
+	require.NotNil(t, spec.Affinity)
+	require.Len(t, spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution, 1)
+	assert.Equal(t, map[string]string{"app": "web-server"},
+		spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector.MatchLabels)
+	require.Len(t, spec.Tolerations, 2)
+	for _, tol := range spec.Tolerations {
+		assert.Equal(t, int64(30), *tol.TolerationSeconds)
+	}
+	require.Len(t, spec.InitContainers, 1)
+	assert.Equal(t, policies.SysctlContainerName, spec.InitContainers[0].Name)
+	assert.Contains(t, dep.Annotations, policies.StatusAnnotation)
+
+	assert.Contains(t, docs[1], "kind: Service")
+	assert.Equal(t, 4, strings.Count(r.stderr, "Deployment web-server: "), "one line per decision:\n%s", r.stderr)
+	assert.Contains(t, r.stderr, "examples/web-server.yaml: document 1: Deployment web-server: tolerations: applied:")
+}
+
+func TestPreviewOutputDiffersOnlyByTheInjection(t *testing.T) {
+	in := `apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  labels:
+    app: p
+spec:
+  containers:
+    - name: app
+      image: app:1
+`
+	r := runCLI(t, in, "preview", "-f", "-", "--policy", writeFile(t, "p.yaml", `apiVersion: ha-injector.io/v1alpha1
+kind: HAPolicy
+metadata: {name: only-tolerations}
+spec:
+  antiAffinity: {enabled: false}
+  sysctls: {enabled: false}
+`))
+	require.Equal(t, 0, r.code, r.stderr)
+	// The input lines come back in their order; only tolerations and the
+	// status annotation are new. No creationTimestamp: null, no status: {}.
+	assert.Equal(t, `apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  labels:
+    app: p
+  annotations:
+    ha-injector.io/status: '{"policy":"only-tolerations","applied":["tolerations"],"skipped":{"antiAffinity":"disabled by the policy","sysctls":"disabled by the policy"}}'
+spec:
+  containers:
+    - name: app
+      image: app:1
+  tolerations:
+    - effect: NoExecute
+      key: node.kubernetes.io/not-ready
+      operator: Exists
+      tolerationSeconds: 30
+    - effect: NoExecute
+      key: node.kubernetes.io/unreachable
+      operator: Exists
+      tolerationSeconds: 30
+`, r.stdout)
+}
+
+func TestPreviewKeepsUnchangedDocumentsAsWritten(t *testing.T) {
+	in := "# my config\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}  # inline\ndata:\n  z: \"1\"\n  a: \"2\"\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: skip\n  annotations: {ha-injector.io/inject: \"false\"}\nspec:\n  containers: [{name: a, image: a}]\n"
+	r := runCLI(t, in, "preview", "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	docs := splitDocs(r.stdout)
+	require.Len(t, docs, 2)
+	assert.Contains(t, docs[0], "# my config")
+	assert.Contains(t, docs[0], "# inline")
+	assert.Less(t, strings.Index(docs[0], "  z: "), strings.Index(docs[0], "  a: "), "key order kept")
+	assert.NotContains(t, docs[1], policies.StatusAnnotation)
+	assert.Contains(t, r.stderr, "document 2: Pod skip: workload: skipped: opted out")
+}
+
+func TestPreviewReadsSeveralFilesAndJSON(t *testing.T) {
+	pod := writeFile(t, "pod.json", `{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "j", "labels": {"app": "j"}}, "spec": {"containers": [{"name": "a", "image": "a"}]}}`)
+	r := runCLI(t, "", "preview", "-f", pod, "-f", "../../examples/web-server.yaml", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stdout, "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"Pod\""), r.stdout[:80])
+	assert.Equal(t, 3, strings.Count(r.stdout, "\n}\n"), "three JSON documents")
+	assert.Contains(t, r.stderr, "pod.json: document 1: Pod j:")
+	assert.Contains(t, r.stderr, "web-server.yaml: document 1: Deployment web-server:")
+}
+
+func TestPreviewNamespaceLabelsAndTopologyDomains(t *testing.T) {
+	policy := writeFile(t, "p.yaml", "apiVersion: ha-injector.io/v1alpha1\nkind: HAPolicy\nmetadata: {name: strict}\nspec: {antiAffinity: {type: Required}}\n")
+	r := runCLI(t, "", "preview", "-f", "../../examples/web-server.yaml", "--policy", policy,
+		"--namespace-labels", "pod-security.kubernetes.io/enforce=baseline,team=a", "--topology-domains", "2")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "Required downgraded to Preferred: 3 replicas but only 2 schedulable kubernetes.io/hostname domains")
+	assert.Contains(t, r.stderr, `namespace enforces Pod Security "baseline"`)
+
+	var dep appsv1.Deployment
+	require.NoError(t, yaml.Unmarshal([]byte(splitDocs(r.stdout)[0]), &dep))
+	assert.Empty(t, dep.Spec.Template.Spec.InitContainers, "no privileged container under baseline")
+	assert.Len(t, dep.Spec.Template.Spec.SecurityContext.Sysctls, 3)
+	assert.Len(t, dep.Spec.Template.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution, 1)
+}
+
+func TestPreviewErrors(t *testing.T) {
+	good := "apiVersion: v1\nkind: Pod\nmetadata: {name: ok, labels: {app: ok}}\nspec: {containers: [{name: a, image: a}]}\n"
+	cases := []struct {
+		name     string
+		stdin    string
+		args     []string
+		code     int
+		stderrRE string
+	}{
+		{"no file is a usage error", "", []string{"preview"}, 2, "at least one -f"},
+		{"an unknown flag is a usage error", "", []string{"preview", "-f", "-", "--bogus"}, 2, "unknown flag: --bogus"},
+		{"a bad output format is a usage error", good, []string{"preview", "-f", "-", "-o", "xml"}, 2, `--output must be yaml or json, not "xml"`},
+		{"a positional argument is a usage error", good, []string{"preview", "-f", "-", "extra"}, 2, "unknown command"},
+		{"a bad namespace label is a usage error", good, []string{"preview", "-f", "-", "--namespace-labels", "novalue"}, 2, "namespace-labels"},
+		{"stdin twice is a usage error", good, []string{"preview", "-f", "-", "-f", "-"}, 2, "only once"},
+		{"a missing file", "", []string{"preview", "-f", "does-not-exist.yaml"}, 1, "does-not-exist.yaml: no such file"},
+		{"malformed YAML names the document", good + "---\nkind: [\n", []string{"preview", "-f", "-"}, 1, `-: document 2: yaml: `},
+		{"a mistyped field names the document and the field", good + "---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: three}\n", []string{"preview", "-f", "-"}, 1, `-: document 3: decoding Deployment: .*spec.replicas`},
+		{"a document without kind", good + "---\napiVersion: v1\nmetadata: {name: x}\n", []string{"preview", "-f", "-"}, 1, "document 2: field kind is missing"},
+		{"a scalar document", "just text\n", []string{"preview", "-f", "-"}, 1, "document 1: not an object"},
+		{"an invalid policy names the field", good, []string{"preview", "-f", "-", "--policy", "testdata/invalid-policy.yaml"}, 1, `invalid-policy.yaml: invalid HAPolicy "broken": spec.tolerations.notReadySeconds: Invalid value: 7200`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, tc.stdin, tc.args...)
+			assert.Equal(t, tc.code, r.code, r.stderr)
+			assert.Regexp(t, tc.stderrRE, r.stderr)
+			assert.Empty(t, r.stdout, "nothing half-written to stdout")
+		})
+	}
+}
+
+func TestPreviewOutputIsValidForTheTypes(t *testing.T) {
+	// Every mutated Pod decodes strictly: the output has no stray fields.
+	in := "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: p}}\nspec: {containers: [{name: a, image: a}]}\n"
+	r := runCLI(t, in, "preview", "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	var pod corev1.Pod
+	require.NoError(t, yaml.UnmarshalStrict([]byte(r.stdout), &pod))
+	assert.Equal(t, policies.SysctlContainerName, pod.Spec.InitContainers[0].Name)
+}
+
+func TestRootCommand(t *testing.T) {
+	r := runCLI(t, "")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "a subcommand is required")
+
+	r = runCLI(t, "", "--version")
+	assert.Equal(t, 0, r.code)
+	assert.Contains(t, r.stdout, "ha-injector version")
+
+	r = runCLI(t, "", "preview", "--help")
+	assert.Equal(t, 0, r.code)
+	assert.Contains(t, r.stdout, "--namespace-labels")
+}
