@@ -205,3 +205,18 @@ func TestRootCommand(t *testing.T) {
 	assert.Equal(t, 0, r.code)
 	assert.Contains(t, r.stdout, "--namespace-labels")
 }
+
+// TestExamplePoliciesAreValid previews the example with every policy under
+// examples/, so a policy documented in the README cannot rot.
+func TestExamplePoliciesAreValid(t *testing.T) {
+	files, err := filepath.Glob("../../examples/policy-*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := runCLI(t, "", "preview", "-f", "../../examples/web-server.yaml", "--policy", f)
+			assert.Equal(t, 0, r.code, r.stderr)
+			assert.Contains(t, r.stderr, "Deployment web-server: ")
+		})
+	}
+}
