@@ -3,23 +3,20 @@ package policies_test
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/pmezard/go-difflib/difflib"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ha-injector/ha-injector/internal/golden"
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
-
-var update = flag.Bool("update", os.Getenv("UPDATE_GOLDEN") != "", "rewrite the golden files from the current output")
 
 const goldenSuffix = ".golden.yaml"
 
@@ -40,13 +37,8 @@ type loadedCase struct {
 
 func loadCases(t *testing.T) []loadedCase {
 	t.Helper()
-	inputs, err := filepath.Glob("testdata/*.yaml")
-	require.NoError(t, err)
 	var cases []loadedCase
-	for _, in := range inputs {
-		if strings.HasSuffix(in, goldenSuffix) {
-			continue
-		}
+	for _, in := range golden.Inputs(t, "testdata", ".yaml", goldenSuffix) {
 		f, err := os.Open(in)
 		require.NoError(t, err)
 		docs, err := manifest.Read(in, f)
@@ -94,37 +86,13 @@ func render(t *testing.T, c loadedCase) []byte {
 	return buf.Bytes()
 }
 
+// TestGolden runs every testdata/<case>.yaml through the engine as preview
+// does and compares with testdata/<case>.golden.yaml.
 func TestGolden(t *testing.T) {
-	cases := loadCases(t)
-	for _, c := range cases {
+	for _, c := range loadCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			got := render(t, c)
-			path := filepath.Join("testdata", c.name+goldenSuffix)
-			if *update {
-				require.NoError(t, os.WriteFile(path, got, 0o644))
-				return
-			}
-			want, err := os.ReadFile(path)
-			require.NoError(t, err, "no golden file: run 'make golden' to create it")
-			if !bytes.Equal(want, got) {
-				diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-					A: difflib.SplitLines(string(want)), B: difflib.SplitLines(string(got)),
-					FromFile: path, ToFile: "got", Context: 3,
-				})
-				t.Errorf("output differs from %s (run 'make golden' if the change is intended):\n%s", path, diff)
-			}
+			golden.Check(t, filepath.Join("testdata", c.name+goldenSuffix), render(t, c))
 		})
-	}
-}
-
-// TestGoldenNoOrphans fails on a golden file whose input was removed.
-func TestGoldenNoOrphans(t *testing.T) {
-	goldens, err := filepath.Glob("testdata/*" + goldenSuffix)
-	require.NoError(t, err)
-	for _, g := range goldens {
-		in := strings.TrimSuffix(g, goldenSuffix) + ".yaml"
-		_, err := os.Stat(in)
-		assert.NoError(t, err, "%s has no input %s: delete it or restore the input", g, in)
 	}
 }
 

@@ -58,7 +58,7 @@ ha-injector.io/policy=<HAPolicy name>.`,
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newPreviewCommand(stdin))
+	root.AddCommand(newPreviewCommand(stdin), newServeCommand())
 	return root
 }
 

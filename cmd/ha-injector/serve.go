@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	goflag "flag"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/ha-injector/ha-injector/webhook"
+)
+
+// serveFlags are the command line of `ha-injector serve`, bound into a webhook.Config.
+type serveFlags struct {
+	cfg        webhook.Config
+	kubeconfig string
+	zap        zap.Options
+}
+
+func newServeCommand() *cobra.Command {
+	f := &serveFlags{cfg: webhook.DefaultConfig()}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the mutating admission webhook",
+		Long: `serve runs the ha-injector admission webhook: an HTTPS server that mutates Pods
+(/mutate-v1-pod) and Deployments (/mutate-apps-v1-deployment) in namespaces
+labelled ha-injector.io/policy=<HAPolicy name>, with health probes and
+Prometheus metrics. It stops gracefully on SIGTERM.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
+			return webhook.Run(signalContext(cmd.Context()), cfg)
+		},
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&f.cfg.WebhookPort, "webhook-port", f.cfg.WebhookPort, "port the webhook server listens on")
+	fs.StringVar(&f.cfg.WebhookHost, "webhook-host", f.cfg.WebhookHost, "address the webhook server listens on (default: all)")
+	fs.StringVar(&f.cfg.CertPath, "webhook-cert-path", f.cfg.CertPath, "folder with the serving certificate and key (reloaded when they change)")
+	fs.StringVar(&f.cfg.CertName, "webhook-cert-name", f.cfg.CertName, "serving certificate file name in --webhook-cert-path")
+	fs.StringVar(&f.cfg.KeyName, "webhook-cert-key", f.cfg.KeyName, "serving key file name in --webhook-cert-path")
+	fs.StringVar(&f.cfg.HealthProbeBindAddress, "health-probe-bind-address", f.cfg.HealthProbeBindAddress, "address of /healthz and /readyz (0 disables)")
+	fs.StringVar(&f.cfg.MetricsBindAddress, "metrics-bind-address", f.cfg.MetricsBindAddress, "address of the Prometheus /metrics endpoint (0 disables)")
+	fs.BoolVar(&f.cfg.EnableHTTP2, "enable-http2", f.cfg.EnableHTTP2, "allow HTTP/2 on the webhook server (off: HTTP/2 stream-reset advisories)")
+	fs.StringVar(&f.cfg.TLSMinVersion, "tls-min-version", f.cfg.TLSMinVersion, "minimum TLS version of the webhook server: 1.2 or 1.3")
+	fs.DurationVar(&f.cfg.GracefulShutdownTimeout, "graceful-shutdown-timeout", f.cfg.GracefulShutdownTimeout, "how long in-flight requests may take to finish after SIGTERM")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, or $KUBECONFIG, or ~/.kube/config)")
+	zapFlags := goflag.NewFlagSet("zap", goflag.ContinueOnError)
+	f.zap.BindFlags(zapFlags)
+	fs.AddGoFlagSet(zapFlags)
+	return cmd
+}
+
+// config completes the Config with the connection to the API server.
+func (f *serveFlags) config() (webhook.Config, error) {
+	cfg := f.cfg
+	var err error
+	if f.kubeconfig != "" {
+		cfg.RestConfig, err = clientcmd.BuildConfigFromFlags("", f.kubeconfig)
+	} else {
+		cfg.RestConfig, err = ctrl.GetConfig()
+	}
+	if err != nil {
+		return cfg, usageError{err}
+	}
+	cfg.RestConfig = rest.CopyConfig(cfg.RestConfig)
+	cfg.RestConfig.UserAgent = "ha-injector/" + version
+	return cfg, nil
+}
+
+// signalContext is cancelled on SIGTERM or SIGINT (a second signal exits at once).
+func signalContext(parent context.Context) context.Context {
+	ctx := ctrl.SetupSignalHandler()
+	if parent == nil {
+		return ctx
+	}
+	merged, cancel := context.WithCancel(parent)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-merged.Done():
+		}
+		cancel()
+	}()
+	return merged
+}

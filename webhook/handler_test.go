@@ -1,0 +1,144 @@
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/ha-injector/ha-injector/internal/golden"
+	"github.com/ha-injector/ha-injector/internal/manifest"
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+)
+
+// clusterState is what the handler tests' fake cluster holds: namespaces
+// opted in to a default, an audit and a strict policy, one enforcing Pod
+// Security baseline, one naming a policy that does not exist, one not opted
+// in, and two worker nodes plus a control-plane node.
+func clusterState() []client.Object {
+	ns := func(name string, labels map[string]string) client.Object {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	}
+	node := func(name string, labels map[string]string) client.Object {
+		labels["kubernetes.io/hostname"] = name
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	}
+	policy := func(name string, spec v1alpha1.HAPolicySpec) client.Object {
+		return &v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+	}
+	return []client.Object{
+		ns("team-a", map[string]string{policies.PolicyLabel: "default"}),
+		ns("team-audit", map[string]string{policies.PolicyLabel: "audit"}),
+		ns("team-strict", map[string]string{policies.PolicyLabel: "strict"}),
+		ns("team-baseline", map[string]string{policies.PolicyLabel: "default", policies.PodSecurityEnforceLabel: "baseline"}),
+		ns("team-unknown-policy", map[string]string{policies.PolicyLabel: "does-not-exist"}),
+		ns("not-opted-in", map[string]string{}),
+		node("worker-1", map[string]string{}),
+		node("worker-2", map[string]string{}),
+		node("control-plane-1", map[string]string{controlPlaneLabel: ""}),
+		policy("default", v1alpha1.HAPolicySpec{}),
+		policy("audit", v1alpha1.HAPolicySpec{Mode: v1alpha1.ModeAudit}),
+		policy("strict", v1alpha1.HAPolicySpec{AntiAffinity: v1alpha1.AntiAffinitySpec{Type: v1alpha1.AntiAffinityRequired}}),
+	}
+}
+
+func newTestHandlers(t testing.TB) map[policies.Kind]http.Handler {
+	t.Helper()
+	c := fake.NewClientBuilder().WithScheme(Scheme).WithObjects(clusterState()...).Build()
+	return map[policies.Kind]http.Handler{
+		policies.KindPod:        newReviewHandler(&Mutator{Kind: policies.KindPod, Cache: c, APIReader: c}),
+		policies.KindDeployment: newReviewHandler(&Mutator{Kind: policies.KindDeployment, Cache: c, APIReader: c}),
+	}
+}
+
+func post(h http.Handler, body []byte) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, PodPath, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// decodeResponse checks that an HTTP response is a well-formed AdmissionReview.
+func decodeResponse(t testing.TB, rec *httptest.ResponseRecorder) *admissionv1.AdmissionResponse {
+	t.Helper()
+	require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+	var review admissionv1.AdmissionReview
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &review), rec.Body.String())
+	require.Equal(t, "admission.k8s.io/v1", review.APIVersion)
+	require.Equal(t, "AdmissionReview", review.Kind)
+	require.NotNil(t, review.Response)
+	return review.Response
+}
+
+// TestHandlerGolden sends every testdata/<case>.json AdmissionReview to the
+// handler for its kind, applies the returned patch to the request's object as
+// the API server does, and compares status, warnings and resulting object with
+// testdata/<case>.golden.yaml.
+func TestHandlerGolden(t *testing.T) {
+	handlers := newTestHandlers(t)
+	for _, in := range golden.Inputs(t, "testdata", ".json", ".golden.yaml") {
+		name := strings.TrimSuffix(filepath.Base(in), ".json")
+		t.Run(name, func(t *testing.T) {
+			body, err := os.ReadFile(in)
+			require.NoError(t, err)
+			kind := policies.KindPod
+			if strings.HasPrefix(name, "deployment-") {
+				kind = policies.KindDeployment
+			}
+			rec := post(handlers[kind], body)
+			resp := decodeResponse(t, rec)
+
+			var out bytes.Buffer
+			fmt.Fprintf(&out, "# HTTP %d\n# allowed: %v\n", rec.Code, resp.Allowed)
+			if resp.Result != nil && resp.Result.Message != "" {
+				fmt.Fprintf(&out, "# result: %d %s\n", resp.Result.Code, resp.Result.Message)
+			}
+			for _, w := range resp.Warnings {
+				fmt.Fprintf(&out, "# warning: %s\n", w)
+			}
+
+			if rec.Code != http.StatusOK {
+				assert.False(t, resp.Allowed)
+				golden.Check(t, filepath.Join("testdata", name+".golden.yaml"), out.Bytes())
+				return
+			}
+			var review admissionv1.AdmissionReview
+			require.NoError(t, json.Unmarshal(body, &review))
+			assert.Equal(t, review.Request.UID, resp.UID, "the response answers the request's uid")
+			assert.True(t, resp.Allowed, "ha-injector never denies")
+
+			if len(resp.Patch) == 0 {
+				assert.Nil(t, resp.PatchType)
+				out.WriteString("# no patch: the object is admitted unchanged\n")
+			} else {
+				require.NotNil(t, resp.PatchType)
+				assert.Equal(t, admissionv1.PatchTypeJSONPatch, *resp.PatchType)
+				patch, err := jsonpatch.DecodePatch(resp.Patch)
+				require.NoError(t, err)
+				// Applied without creating missing parents, as the API server does.
+				patched, err := patch.Apply(review.Request.Object.Raw)
+				require.NoError(t, err)
+				docs, err := manifest.Read(name, bytes.NewReader(patched))
+				require.NoError(t, err)
+				require.NoError(t, manifest.Write(&out, manifest.YAML, docs, [][]byte{patched}))
+			}
+			golden.Check(t, filepath.Join("testdata", name+".golden.yaml"), out.Bytes())
+		})
+	}
+}

@@ -1,0 +1,49 @@
+package webhook
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Outcome is how one admission ended, as counted by the admissions metric.
+type Outcome string
+
+// The outcomes.
+const (
+	// OutcomeMutated: the object was patched.
+	OutcomeMutated Outcome = "mutated"
+	// OutcomeUnchanged: the policy applied but there was nothing to change.
+	OutcomeUnchanged Outcome = "unchanged"
+	// OutcomeSkipped: the namespace did not opt in, or the workload is exempt
+	// (opted out, DaemonSet pod, mirror pod).
+	OutcomeSkipped Outcome = "skipped"
+	// OutcomeAudit: the policy is in Audit mode; warnings say what would change.
+	OutcomeAudit Outcome = "audit"
+	// OutcomeError: ha-injector could not do its job and admitted the object
+	// unchanged (fail open).
+	OutcomeError Outcome = "error"
+)
+
+// Metrics are registered with controller-runtime's registry, so they are
+// served next to its webhook latency histogram
+// (controller_runtime_webhook_latency_seconds) and request counters.
+var (
+	admissionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ha_injector_admissions_total",
+		Help: "Admission requests handled, by kind, HAPolicy and outcome (mutated, unchanged, skipped, audit, error).",
+	}, []string{"kind", "policy", "outcome"})
+
+	injectionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ha_injector_injections_total",
+		Help: "Features injected into admitted objects, by kind and feature (antiAffinity, tolerations, sysctls).",
+	}, []string{"kind", "feature"})
+
+	fallbacksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ha_injector_fallbacks_total",
+		Help: "Times the policy could not be applied as written, by kind and reason (pod-security: sysctls moved or dropped; downgrade: Required anti-affinity made Preferred).",
+	}, []string{"kind", "reason"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(admissionsTotal, injectionsTotal, fallbacksTotal)
+}

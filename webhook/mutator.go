@@ -1,0 +1,261 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
+
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+)
+
+// controlPlaneLabel marks nodes that do not run workloads in most clusters;
+// they are not counted as topology domains.
+const controlPlaneLabel = "node-role.kubernetes.io/control-plane"
+
+// Mutator is the admission.Handler for one kind of workload.
+type Mutator struct {
+	// Kind is the kind this handler admits (Pod or Deployment).
+	Kind policies.Kind
+	// Cache reads namespaces (metadata only), policies and nodes (metadata
+	// only) from the manager's informers.
+	Cache client.Reader
+	// APIReader reads from the API server directly; used once when the cache
+	// has not seen an object yet (a namespace created a moment ago).
+	APIReader client.Reader
+}
+
+var _ admission.Handler = &Mutator{}
+
+// Handle admits one object. It never denies: whatever goes wrong on
+// ha-injector's side, the object is allowed unchanged with a warning.
+func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
+	log := logf.FromContext(ctx).WithValues("kind", m.Kind, "namespace", req.Namespace, "name", req.Name)
+	policyName := ""
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error(fmt.Errorf("panic: %v", r), "recovered from a panic; admitting unchanged", "stack", string(debug.Stack()))
+			resp = m.failOpen(policyName, "internal error, admitted unchanged")
+		}
+	}()
+
+	ns, err := m.namespace(ctx, req.Namespace)
+	if err != nil {
+		log.Error(err, "reading the namespace")
+		return m.failOpen("", fmt.Sprintf("namespace %q could not be read (%v), admitted unchanged", req.Namespace, shortError(err)))
+	}
+	policyName = ns.Labels[policies.PolicyLabel]
+	if policyName == "" {
+		// The webhook configuration's namespaceSelector should not send these.
+		admissionsTotal.WithLabelValues(string(m.Kind), "", string(OutcomeSkipped)).Inc()
+		return admission.Allowed("namespace not opted in")
+	}
+
+	policy, err := m.policy(ctx, policyName)
+	if err != nil {
+		log.Error(err, "reading the HAPolicy", "policy", policyName)
+		return m.failOpen(policyName, fmt.Sprintf("HAPolicy %q named by namespace %s could not be read (%v), admitted unchanged", policyName, req.Namespace, shortError(err)))
+	}
+
+	obj, err := m.decode(req)
+	if err != nil {
+		log.Error(err, "decoding the object")
+		return m.failOpen(policyName, fmt.Sprintf("the %s could not be decoded (%v), admitted unchanged", m.Kind, shortError(err)))
+	}
+
+	pctx := policies.Context{
+		Policy:    policy,
+		Namespace: policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
+		Cluster:   m.cluster(ctx, log, policy),
+	}
+	mutation, err := policies.Mutate(pctx, obj)
+	if err != nil {
+		log.Error(err, "mutating")
+		return m.failOpen(policyName, fmt.Sprintf("the %s could not be mutated (%v), admitted unchanged", m.Kind, shortError(err)))
+	}
+
+	outcome := outcomeOf(policy, mutation)
+	m.count(policyName, outcome, mutation.Decisions)
+	warnings := warningsFor(outcome, mutation.Decisions)
+
+	if log.V(1).Enabled() {
+		lines := make([]string, len(mutation.Decisions))
+		for i, d := range mutation.Decisions {
+			lines[i] = d.String()
+		}
+		log.V(1).Info("decisions", "policy", policyName, "outcome", outcome, "decisions", lines, "dryRun", req.DryRun != nil && *req.DryRun)
+	}
+	if outcome != OutcomeMutated {
+		return admission.Allowed("").WithWarnings(warnings...)
+	}
+	log.Info("mutated", "name", objectName(req, obj), "policy", policyName, "features", appliedFeatures(mutation.Decisions))
+	return admission.Patched("", mutation.Patch...).WithWarnings(warnings...)
+}
+
+func (m *Mutator) failOpen(policy, warning string) admission.Response {
+	admissionsTotal.WithLabelValues(string(m.Kind), policy, string(OutcomeError)).Inc()
+	return admission.Allowed("").WithWarnings(truncate(warningPrefix + warning))
+}
+
+// namespace reads the namespace's metadata from the cache, and from the API
+// server when the cache has not seen it yet.
+func (m *Mutator) namespace(ctx context.Context, name string) (*metav1.PartialObjectMetadata, error) {
+	if name == "" {
+		return nil, errors.New("the request names no namespace")
+	}
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return ns, getWithFallback(ctx, m.Cache, m.APIReader, types.NamespacedName{Name: name}, ns)
+}
+
+func (m *Mutator) policy(ctx context.Context, name string) (*v1alpha1.HAPolicy, error) {
+	p := &v1alpha1.HAPolicy{}
+	return p, getWithFallback(ctx, m.Cache, m.APIReader, types.NamespacedName{Name: name}, p)
+}
+
+func getWithFallback(ctx context.Context, cache, api client.Reader, key types.NamespacedName, obj client.Object) error {
+	err := cache.Get(ctx, key, obj)
+	if apierrors.IsNotFound(err) && api != nil {
+		err = api.Get(ctx, key, obj)
+	}
+	return err
+}
+
+// cluster gathers the cluster facts the policy needs: the number of
+// schedulable topology domains, only for a Required Deployment policy.
+func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1.HAPolicy) policies.Cluster {
+	a := policy.Spec.AntiAffinity
+	if m.Kind != policies.KindDeployment || a.Type != v1alpha1.AntiAffinityRequired || (a.Enabled != nil && !*a.Enabled) {
+		return policies.Cluster{}
+	}
+	key := a.TopologyKey
+	if key == "" {
+		key = v1alpha1.DefaultTopologyKey
+	}
+	domains, err := countTopologyDomains(ctx, m.Cache, key)
+	if err != nil {
+		log.Error(err, "listing nodes; Required anti-affinity will not be downgraded")
+		return policies.Cluster{}
+	}
+	return policies.Cluster{TopologyDomains: map[string]int{key: domains}}
+}
+
+// countTopologyDomains counts the distinct values of the label key on the
+// nodes that run workloads. Node metadata carries no spec, so control-plane
+// nodes are recognised by their role label, not by their taints.
+func countTopologyDomains(ctx context.Context, r client.Reader, key string) (int, error) {
+	nodes := &metav1.PartialObjectMetadataList{}
+	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
+	if err := r.List(ctx, nodes); err != nil {
+		return 0, err
+	}
+	domains := map[string]bool{}
+	for _, n := range nodes.Items {
+		if _, cp := n.Labels[controlPlaneLabel]; cp {
+			continue
+		}
+		if v, ok := n.Labels[key]; ok {
+			domains[v] = true
+		}
+	}
+	return len(domains), nil
+}
+
+// decode turns the request's object into its Go type. Field names are
+// matched case-sensitively, as the API server does.
+func (m *Mutator) decode(req admission.Request) (runtime.Object, error) {
+	if len(req.Object.Raw) == 0 {
+		return nil, errors.New("the request carries no object")
+	}
+	var obj runtime.Object
+	switch m.Kind {
+	case policies.KindPod:
+		obj = &corev1.Pod{}
+	case policies.KindDeployment:
+		obj = &appsv1.Deployment{}
+	default:
+		return nil, fmt.Errorf("unsupported kind %q", m.Kind)
+	}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+func outcomeOf(policy *v1alpha1.HAPolicy, m *policies.Mutation) Outcome {
+	for _, d := range m.Decisions {
+		if d.Feature == policies.FeatureWorkload && d.Action == policies.Skipped {
+			return OutcomeSkipped
+		}
+	}
+	switch {
+	case policy.Spec.Mode == v1alpha1.ModeAudit:
+		return OutcomeAudit
+	case len(m.Patch) > 0:
+		return OutcomeMutated
+	}
+	return OutcomeUnchanged
+}
+
+func (m *Mutator) count(policy string, outcome Outcome, decisions []policies.Decision) {
+	admissionsTotal.WithLabelValues(string(m.Kind), policy, string(outcome)).Inc()
+	if outcome != OutcomeMutated && outcome != OutcomeAudit {
+		return
+	}
+	if outcome == OutcomeMutated {
+		for _, f := range appliedFeatures(decisions) {
+			injectionsTotal.WithLabelValues(string(m.Kind), string(f)).Inc()
+		}
+	}
+	seen := map[policies.Fallback]bool{}
+	for _, d := range decisions {
+		if d.Fallback != "" && !seen[d.Fallback] {
+			seen[d.Fallback] = true
+			fallbacksTotal.WithLabelValues(string(m.Kind), string(d.Fallback)).Inc()
+		}
+	}
+}
+
+func appliedFeatures(decisions []policies.Decision) []policies.Feature {
+	var out []policies.Feature
+	seen := map[policies.Feature]bool{}
+	for _, d := range decisions {
+		if d.Action == policies.Applied && !seen[d.Feature] {
+			seen[d.Feature] = true
+			out = append(out, d.Feature)
+		}
+	}
+	return out
+}
+
+// objectName is the name, or the generateName prefix of a Pod made by a controller.
+func objectName(req admission.Request, obj runtime.Object) string {
+	if req.Name != "" {
+		return req.Name
+	}
+	if o, ok := obj.(client.Object); ok && o.GetGenerateName() != "" {
+		return o.GetGenerateName() + "*"
+	}
+	return ""
+}
+
+func shortError(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return string(status.Status().Reason)
+	}
+	return err.Error()
+}

@@ -1,0 +1,89 @@
+package webhook
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+)
+
+// MaxRequestBytes bounds an AdmissionReview body: two objects of at most
+// 3 MiB (etcd's request limit, doubled for JSON) plus the envelope, the same
+// bound controller-runtime uses.
+const MaxRequestBytes = 7 << 20
+
+// reviewHandler serves AdmissionReviews for one admission.Handler.
+//
+// controller-runtime's admission.Webhook answers a malformed request with
+// HTTP 200 and an error inside the review; the API server then reports a
+// confusing webhook failure. reviewHandler instead answers with a real HTTP
+// status (400, 413, 405) and an AdmissionReview whose status explains what
+// is wrong, and passes well-formed requests to admission.Webhook.Handle,
+// which completes the response (UID, patch type) and recovers panics.
+type reviewHandler struct {
+	webhook *admission.Webhook
+}
+
+var _ http.Handler = &reviewHandler{}
+
+func newReviewHandler(h admission.Handler) *reviewHandler {
+	return &reviewHandler{webhook: &admission.Webhook{Handler: h}}
+}
+
+func (rh *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	review, status, err := readReview(w, r)
+	if err != nil {
+		writeReview(w, status, admissionv1.AdmissionReview{
+			Response: &admissionv1.AdmissionResponse{
+				Allowed: false,
+				Result:  admission.Errored(int32(status), err).Result,
+			},
+		})
+		return
+	}
+	resp := rh.webhook.Handle(r.Context(), admission.Request{AdmissionRequest: *review.Request})
+	writeReview(w, http.StatusOK, admissionv1.AdmissionReview{Response: &resp.AdmissionResponse})
+}
+
+// readReview reads and checks the request; on error it returns the HTTP status to answer with.
+func readReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionReview, int, error) {
+	if r.Method != http.MethodPost {
+		return nil, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed: the API server POSTs AdmissionReviews", r.Method)
+	}
+	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
+		return nil, http.StatusBadRequest, fmt.Errorf("content type %q: want application/json", r.Header.Get("Content-Type"))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+	if err != nil {
+		if _, tooLarge := err.(*http.MaxBytesError); tooLarge {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than %d bytes", MaxRequestBytes)
+		}
+		return nil, http.StatusBadRequest, fmt.Errorf("reading the request body: %w", err)
+	}
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &review); err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("the body is not an AdmissionReview: %w", err)
+	}
+	if gvk := review.GroupVersionKind(); gvk != admissionv1.SchemeGroupVersion.WithKind("AdmissionReview") {
+		return nil, http.StatusBadRequest, fmt.Errorf("want apiVersion admission.k8s.io/v1 kind AdmissionReview, got apiVersion %q kind %q", review.APIVersion, review.Kind)
+	}
+	if review.Request == nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("the AdmissionReview has no request")
+	}
+	if review.Request.UID == "" {
+		return nil, http.StatusBadRequest, fmt.Errorf("the AdmissionReview request has no uid")
+	}
+	return &review, 0, nil
+}
+
+func writeReview(w http.ResponseWriter, status int, review admissionv1.AdmissionReview) {
+	review.SetGroupVersionKind(admissionv1.SchemeGroupVersion.WithKind("AdmissionReview"))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	// An AdmissionReview always encodes; a write error means the client is gone.
+	_ = json.NewEncoder(w).Encode(review)
+}

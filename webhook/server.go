@@ -1,0 +1,120 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+)
+
+// Scheme knows the built-in types and the HAPolicy API.
+var Scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(Scheme))
+}
+
+// cacheSyncCheckTimeout bounds how long one readiness probe waits for the caches.
+const cacheSyncCheckTimeout = time.Second
+
+// Run validates cfg and serves the webhook until ctx is cancelled; then it
+// stops accepting connections, lets in-flight requests finish (within
+// cfg.GracefulShutdownTimeout) and returns.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	mgr, err := NewManager(cfg)
+	if err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// NewManager builds the controller-runtime manager: the webhook server with
+// both handlers, the informers it reads from, the probes and the metrics.
+func NewManager(cfg Config) (manager.Manager, error) {
+	timeout := cfg.GracefulShutdownTimeout
+	mgr, err := ctrl.NewManager(cfg.RestConfig, ctrl.Options{
+		Scheme:                  Scheme,
+		HealthProbeBindAddress:  cfg.HealthProbeBindAddress,
+		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
+		GracefulShutdownTimeout: &timeout,
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host:     cfg.WebhookHost,
+			Port:     cfg.WebhookPort,
+			CertDir:  cfg.CertPath,
+			CertName: cfg.CertName,
+			KeyName:  cfg.KeyName,
+			TLSOpts:  cfg.tlsOptions(),
+		}),
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+
+	// Start the informers with the manager rather than on the first request,
+	// so that readiness can wait for them.
+	for _, obj := range watched() {
+		if _, err := mgr.GetCache().GetInformer(context.Background(), obj); err != nil {
+			return nil, fmt.Errorf("watching %T: %w", obj, err)
+		}
+	}
+
+	server := mgr.GetWebhookServer()
+	for path, kind := range map[string]policies.Kind{PodPath: policies.KindPod, DeploymentPath: policies.KindDeployment} {
+		server.Register(path, newReviewHandler(&Mutator{Kind: kind, Cache: mgr.GetClient(), APIReader: mgr.GetAPIReader()}))
+	}
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("webhook", server.StartedChecker()); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("caches", cachesSynced(mgr.GetCache())); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// watched lists what the handlers read: namespaces and nodes as metadata
+// only (labels are all they need), and the policies.
+func watched() []client.Object {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	node := &metav1.PartialObjectMetadata{}
+	node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+	return []client.Object{ns, node, &v1alpha1.HAPolicy{}}
+}
+
+// cachesSynced is ready once every informer has synced.
+func cachesSynced(c cache.Cache) healthz.Checker {
+	return func(*http.Request) error {
+		ctx, cancel := context.WithTimeout(context.Background(), cacheSyncCheckTimeout)
+		defer cancel()
+		if !c.WaitForCacheSync(ctx) {
+			return errors.New("caches have not synced yet")
+		}
+		return nil
+	}
+}
