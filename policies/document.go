@@ -49,7 +49,7 @@ func MutateDocument(ctx Context, doc []byte) ([]byte, *Mutation, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	out, err := ApplyPatch(doc, m.Patch)
+	out, err := applyPatch(doc, m.Patch, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("applying the patch: %w", err)
 	}

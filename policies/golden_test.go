@@ -35,7 +35,7 @@ type loadedCase struct {
 	object manifest.Document
 }
 
-func loadCases(t *testing.T) []loadedCase {
+func loadCases(t testing.TB) []loadedCase {
 	t.Helper()
 	var cases []loadedCase
 	for _, in := range golden.Inputs(t, "testdata", ".yaml", goldenSuffix) {

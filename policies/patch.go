@@ -99,10 +99,20 @@ func pathLess(a, b string) bool {
 	return len(as) < len(bs)
 }
 
-// ApplyPatch applies a patch from Mutate to a JSON document, as the API
-// server applies a webhook's patch to the request object: fields the patch
-// does not touch, known or not, and the order of keys are kept.
+// ApplyPatch applies a patch from Mutate to a JSON document exactly as the
+// API server applies a webhook's patch to the request object: fields the
+// patch does not touch, known or not, and the order of keys are kept, and an
+// operation whose parent is missing fails. The webhook uses it to check a
+// patch before sending it.
 func ApplyPatch(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
+	return applyPatch(doc, ops, false)
+}
+
+// applyPatch applies ops to doc; with createParents, an "add" whose parent
+// objects are missing creates them. preview needs that: a hand-written
+// manifest may omit objects that the typed encoding always has (a Pod
+// without metadata, say), which the API server's request objects never do.
+func applyPatch(doc []byte, ops []jsonpatch.Operation, createParents bool) ([]byte, error) {
 	if len(ops) == 0 {
 		return doc, nil
 	}
@@ -114,10 +124,7 @@ func ApplyPatch(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A manifest may omit objects that the typed encoding always has (a
-	// Deployment without metadata, say); the API server's request objects
-	// never do, but preview reads hand-written files.
 	opts := jsonpatchapply.NewApplyOptions()
-	opts.EnsurePathExistsOnAdd = true
+	opts.EnsurePathExistsOnAdd = createParents
 	return patch.ApplyWithOptions(doc, opts)
 }

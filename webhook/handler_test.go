@@ -66,12 +66,20 @@ func newTestHandlers(t testing.TB) map[policies.Kind]http.Handler {
 	}
 }
 
-func post(h http.Handler, body []byte) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(http.MethodPost, PodPath, bytes.NewReader(body))
+func newRequest(method, body string) *http.Request {
+	req := httptest.NewRequest(method, PodPath, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
+}
+
+func post(h http.Handler, body []byte) *httptest.ResponseRecorder {
+	return serve(h, newRequest(http.MethodPost, string(body)))
 }
 
 // decodeResponse checks that an HTTP response is a well-formed AdmissionReview.

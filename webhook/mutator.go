@@ -87,6 +87,16 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		return m.failOpen(policyName, fmt.Sprintf("the %s could not be mutated (%v), admitted unchanged", m.Kind, shortError(err)))
 	}
 
+	if len(mutation.Patch) > 0 {
+		// The patch is computed on the typed object; make sure it applies to
+		// the request as sent (an object that only half decodes, such as a
+		// Deployment without a template, may lack the paths it adds).
+		if _, err := policies.ApplyPatch(req.Object.Raw, mutation.Patch); err != nil {
+			log.Error(err, "the patch does not apply to the request's object")
+			return m.failOpen(policyName, fmt.Sprintf("the %s could not be patched (%v), admitted unchanged", m.Kind, shortError(err)))
+		}
+	}
+
 	outcome := outcomeOf(policy, mutation)
 	m.count(policyName, outcome, mutation.Decisions)
 	warnings := warningsFor(outcome, mutation.Decisions)
@@ -179,6 +189,9 @@ func countTopologyDomains(ctx context.Context, r client.Reader, key string) (int
 func (m *Mutator) decode(req admission.Request) (runtime.Object, error) {
 	if len(req.Object.Raw) == 0 {
 		return nil, errors.New("the request carries no object")
+	}
+	if req.Kind.Kind != "" && req.Kind.Kind != string(m.Kind) {
+		return nil, fmt.Errorf("the request is for a %s, this endpoint admits %ss", req.Kind.Kind, m.Kind)
 	}
 	var obj runtime.Object
 	switch m.Kind {
