@@ -35,9 +35,18 @@ unit: ## Run the Go tests (unit, golden, CLI, fuzz seeds).
 .PHONY: test
 test: lint verify-generate build unit ## Everything CI runs: lint, generated files, build, tests.
 
+.PHONY: bench
+bench: ## Admission benchmarks: ns/op, allocs/op and the ratio to a decode/encode baseline.
+	$(GO) test ./webhook -run '^$$' -bench Admission -benchmem
+
+.PHONY: fuzz
+fuzz: ## Fuzz the HTTP handler and the engine for FUZZTIME each (default 2m).
+	$(GO) test ./webhook -run '^$$' -fuzz FuzzReviewHandler -fuzztime $(or $(FUZZTIME),2m)
+	$(GO) test ./policies -run '^$$' -fuzz FuzzMutateDocument -fuzztime $(or $(FUZZTIME),2m)
+
 .PHONY: golden
 golden: ## Refresh the golden files after an intended change of output.
-	$(GO) test ./policies/... -update
+	$(GO) test ./policies/... ./webhook/... -run 'Golden' -update
 
 .PHONY: demo
 demo: ## Preview the example Deployment with all three injections.

@@ -9,6 +9,7 @@ import (
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"gomodules.xyz/jsonpatch/v2"
+	apiserverpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -100,15 +101,29 @@ func pathLess(a, b string) bool {
 }
 
 // ApplyPatch applies a patch from Mutate to a JSON document exactly as the
-// API server applies a webhook's patch to the request object: fields the
-// patch does not touch, known or not, and the order of keys are kept, and an
-// operation whose parent is missing fails. The webhook uses it to check a
-// patch before sending it.
+// API server applies a webhook's patch to the request object, with the same
+// library (gopkg.in/evanphx/json-patch.v4): an operation whose parent is
+// missing fails. The webhook uses it to check a patch before sending it.
+// Unlike applyPatch it does not keep the order of keys, which the API
+// server does not need.
 func ApplyPatch(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
-	return applyPatch(doc, ops, false)
+	if len(ops) == 0 {
+		return doc, nil
+	}
+	raw, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	patch, err := apiserverpatch.DecodePatch(raw)
+	if err != nil {
+		return nil, err
+	}
+	return patch.Apply(doc)
 }
 
-// applyPatch applies ops to doc; with createParents, an "add" whose parent
+// applyPatch applies ops to doc keeping the order of keys, as preview
+// needs to print a document that differs from its input only by the
+// injection; with createParents, an "add" whose parent
 // objects are missing creates them. preview needs that: a hand-written
 // manifest may omit objects that the typed encoding always has (a Pod
 // without metadata, say), which the API server's request objects never do.

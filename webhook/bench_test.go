@@ -1,0 +1,86 @@
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/ha-injector/ha-injector/policies"
+)
+
+// baselineHandler is the floor any webhook pays: decode the AdmissionReview,
+// answer "allowed" without looking at the object, encode the answer.
+var baselineHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var review admissionv1.AdmissionReview
+	if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	writeReview(w, http.StatusOK, admissionv1.AdmissionReview{Response: &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}})
+})
+
+func baselineNsPerOp(b *testing.B, body []byte, n int) float64 {
+	start := time.Now()
+	for range n {
+		req := httptest.NewRequest(http.MethodPost, PodPath, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		baselineHandler.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("baseline: HTTP %d", rec.Code)
+		}
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(n)
+}
+
+func benchmarkHandler(b *testing.B, h http.Handler, body []byte) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, PodPath, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("HTTP %d: %s", rec.Code, rec.Body.String())
+		}
+	}
+}
+
+// BenchmarkAdmission measures a Pod and a Deployment admission through the
+// full handler (decode, cache lookups, engine, patch, encode) next to the
+// decode/encode baseline, and reports each as a multiple of the baseline
+// measured in the same run ("x-baseline").
+//
+//	go test ./webhook -run '^$' -bench Admission -benchmem
+func BenchmarkAdmission(b *testing.B) {
+	handlers := newTestHandlers(b)
+	cases := []struct {
+		name string
+		file string
+		h    http.Handler
+	}{
+		{"pod", "testdata/pod-create-default-toleration-seconds.json", handlers[policies.KindPod]},
+		{"deployment", "testdata/deployment-create.json", handlers[policies.KindDeployment]},
+	}
+	for _, c := range cases {
+		body, err := os.ReadFile(c.file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name+"/baseline", func(b *testing.B) { benchmarkHandler(b, baselineHandler, body) })
+		b.Run(c.name+"/ha-injector", func(b *testing.B) {
+			benchmarkHandler(b, c.h, body)
+			perOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			// The baseline again, timed right after on the same input, so the
+			// ratio compares like with like within one run.
+			b.ReportMetric(perOp/baselineNsPerOp(b, body, max(b.N, 1000)), "x-baseline")
+		})
+	}
+}
