@@ -28,9 +28,13 @@ lint: ## gofmt and go vet.
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+.PHONY: control-plane
+control-plane: ## Build (once, cached outside the repo) the kube-apiserver and etcd the tests run.
+	hack/control-plane.sh
+
 .PHONY: unit
-unit: ## Run the Go tests (unit, golden, CLI, fuzz seeds).
-	$(GO) test -count=1 ./...
+unit: ## Run every Go test (unit, golden, CLI, fuzz seeds, real API server suites).
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) test -count=1 ./...
 
 .PHONY: test
 test: lint verify-generate build unit ## Everything CI runs: lint, generated files, build, tests.
