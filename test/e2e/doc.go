@@ -1,0 +1,7 @@
+// Package e2e tests ha-injector end to end against a real kube-apiserver and
+// etcd: the CRD and a MutatingWebhookConfiguration are installed for real,
+// `serve` runs on 127.0.0.1, and objects are created through the API server
+// and read back, so the API server's own admission chain (DefaultTolerationSeconds
+// before the webhook, Pod Security after it, validation of the patched object)
+// is part of every test.
+package e2e

@@ -1,0 +1,407 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/internal/testenv"
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/webhook"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	stopServe()
+	if certDir != "" {
+		_ = os.RemoveAll(certDir)
+	}
+	testenv.Stop()
+	os.Exit(code)
+}
+
+var (
+	certDir     string
+	serveCancel context.CancelFunc
+	serveDone   = make(chan struct{})
+)
+
+// stopServe stops the webhook server started by setup, if any, and waits
+// (bounded) for it to finish.
+func stopServe() {
+	if serveCancel == nil {
+		return
+	}
+	serveCancel()
+	select {
+	case <-serveDone:
+	case <-time.After(30 * time.Second):
+		fmt.Fprintln(os.Stderr, "serve did not stop within 30s")
+	}
+}
+
+// warnings collects the warnings the API server relays to the client.
+type warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = append(w.list, text)
+}
+
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.list
+	w.list = nil
+	return out
+}
+
+type fixture struct {
+	client   client.Client
+	warnings *warnings
+}
+
+var (
+	namespaces atomic.Int32
+	setupOnce  sync.Once
+	shared     *fixture
+	setupErr   error
+)
+
+// setup starts the API server, installs a webhook configuration pointing at
+// `serve` running in this process, and creates the policies.
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	cfg := testenv.Start(t)
+	setupOnce.Do(func() { shared, setupErr = install(cfg) })
+	require.NoError(t, setupErr)
+	shared.warnings.take()
+	return shared
+}
+
+func install(restCfg *rest.Config) (*fixture, error) {
+	ctx := context.Background()
+	kp, err := certs.SelfSigned([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "ha-injector-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	certDir = dir
+	if err := kp.WriteFiles(dir, "tls.crt", "tls.key"); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	probePort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg := webhook.DefaultConfig()
+	cfg.RestConfig = restCfg
+	cfg.CertPath = dir
+	cfg.WebhookHost = "127.0.0.1"
+	cfg.WebhookPort = port
+	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", probePort)
+	cfg.MetricsBindAddress = "0"
+	serveCtx, cancel := context.WithCancel(context.Background())
+	serveCancel = cancel
+	go func() {
+		defer close(serveDone)
+		if err := webhook.Run(serveCtx, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "serve:", err)
+		}
+	}()
+	if err := waitReady(cfg.HealthProbeBindAddress); err != nil {
+		return nil, err
+	}
+
+	w := &warnings{}
+	clientCfg := rest.CopyConfig(restCfg)
+	clientCfg.WarningHandler = w
+	c, err := client.New(clientCfg, client.Options{Scheme: webhook.Scheme})
+	if err != nil {
+		return nil, err
+	}
+	for _, obj := range []client.Object{
+		webhookConfiguration(port, kp.Cert),
+		&v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+		&v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: "audit"}, Spec: v1alpha1.HAPolicySpec{Mode: v1alpha1.ModeAudit}},
+	} {
+		if err := c.Create(ctx, obj); err != nil {
+			return nil, err
+		}
+	}
+	// The API server picks up a new webhook configuration asynchronously:
+	// wait until a probe object in an opted-in namespace comes back mutated.
+	if err := createNamespace(ctx, c, "probe", map[string]string{policies.PolicyLabel: "default"}); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		pod := newPod("probe", fmt.Sprintf("probe-%d", i))
+		if err := c.Create(ctx, pod, client.DryRunAll); err != nil {
+			return nil, err
+		}
+		if pod.Annotations[policies.StatusAnnotation] != "" {
+			return &fixture{client: c, warnings: w}, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("the webhook configuration did not take effect")
+}
+
+// webhookConfiguration is what the chart installs: opted-in namespaces only,
+// kube-system exempt, no side effects, reinvoked if another webhook changes
+// the object, and failing open.
+func webhookConfiguration(port int, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
+	hook := func(name, path string, rule admissionregistrationv1.RuleWithOperations) admissionregistrationv1.MutatingWebhook {
+		url := fmt.Sprintf("https://127.0.0.1:%d%s", port, path)
+		return admissionregistrationv1.MutatingWebhook{
+			Name:                    name,
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{rule},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
+			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			TimeoutSeconds:          ptr.To[int32](10),
+			AdmissionReviewVersions: []string{"v1"},
+			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
+			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: policies.PolicyLabel, Operator: metav1.LabelSelectorOpExists},
+				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system"}},
+			}},
+		}
+	}
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "ha-injector"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{
+			hook("pods.ha-injector.io", webhook.PodPath, admissionregistrationv1.RuleWithOperations{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+			}),
+			hook("deployments.ha-injector.io", webhook.DeploymentPath, admissionregistrationv1.RuleWithOperations{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"deployments"}},
+			}),
+		},
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitReady(addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("serve did not become ready")
+}
+
+func createNamespace(ctx context.Context, c client.Client, name string, labels map[string]string) error {
+	return c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}})
+}
+
+func newPod(ns, name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+	}
+}
+
+func namespace(t *testing.T, f *fixture, labels map[string]string) string {
+	t.Helper()
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	name = fmt.Sprintf("%s-%d", name, namespaces.Add(1))
+	require.NoError(t, createNamespace(context.Background(), f.client, name, labels))
+	return name
+}
+
+func tolerationSeconds(pod *corev1.Pod) map[string][]int64 {
+	out := map[string][]int64{}
+	for _, tol := range pod.Spec.Tolerations {
+		if tol.TolerationSeconds != nil {
+			out[tol.Key] = append(out[tol.Key], *tol.TolerationSeconds)
+		}
+	}
+	return out
+}
+
+func TestDeploymentIsMutatedThroughTheAPIServer(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "default"})
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-server"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](3),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web-server"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web-server"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "nginx", Image: "nginx:1.27"}}},
+			},
+		},
+	}
+	require.NoError(t, f.client.Create(ctx, dep))
+	assert.NotEmpty(t, f.warnings.take(), "kubectl would print the decisions")
+
+	var got appsv1.Deployment
+	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(dep), &got))
+	spec := got.Spec.Template.Spec
+	require.NotNil(t, spec.Affinity)
+	terms := spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+	require.Len(t, terms, 1)
+	assert.Equal(t, []string{"pod-template-hash"}, terms[0].PodAffinityTerm.MatchLabelKeys)
+	assert.Equal(t, "kubernetes.io/hostname", terms[0].PodAffinityTerm.TopologyKey)
+	require.NotEmpty(t, spec.InitContainers)
+	assert.Equal(t, policies.SysctlContainerName, spec.InitContainers[0].Name)
+	assert.True(t, *spec.InitContainers[0].SecurityContext.Privileged)
+	var status policies.Status
+	require.NoError(t, json.Unmarshal([]byte(got.Annotations[policies.StatusAnnotation]), &status))
+	assert.Equal(t, []policies.Feature{policies.FeatureAntiAffinity, policies.FeatureTolerations, policies.FeatureSysctls}, status.Applied)
+
+	// An update that changes the image goes through the webhook again and
+	// changes nothing else: the template stays compliant, nothing is duplicated.
+	got.Spec.Template.Spec.Containers[0].Image = "nginx:1.28"
+	require.NoError(t, f.client.Update(ctx, &got))
+	var updated appsv1.Deployment
+	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(dep), &updated))
+	assert.Equal(t, "nginx:1.28", updated.Spec.Template.Spec.Containers[0].Image)
+	assert.Len(t, updated.Spec.Template.Spec.InitContainers, 1)
+	assert.Len(t, updated.Spec.Template.Spec.Tolerations, 2)
+	assert.Len(t, updated.Spec.Template.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution, 1)
+}
+
+// TestPodTolerationsAreShortenedAfterDefaultTolerationSeconds: the API
+// server's DefaultTolerationSeconds plugin adds 300s tolerations before the
+// webhook runs; they must come back shortened, one per key.
+func TestPodTolerationsAreShortenedAfterDefaultTolerationSeconds(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "default"})
+	pod := newPod(ns, "web")
+	require.NoError(t, f.client.Create(ctx, pod))
+
+	var got corev1.Pod
+	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(pod), &got))
+	assert.Equal(t, map[string][]int64{policies.NotReadyTaint: {30}, policies.UnreachableTaint: {30}}, tolerationSeconds(&got))
+	assert.Equal(t, policies.SysctlContainerName, got.Spec.InitContainers[0].Name)
+
+	// Without the webhook the same pod gets 300s: the control case.
+	plain := namespace(t, f, nil)
+	control := newPod(plain, "web")
+	require.NoError(t, f.client.Create(ctx, control))
+	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(control), &got))
+	assert.Equal(t, map[string][]int64{policies.NotReadyTaint: {300}, policies.UnreachableTaint: {300}}, tolerationSeconds(&got))
+	assert.Empty(t, got.Spec.InitContainers)
+	assert.NotContains(t, got.Annotations, policies.StatusAnnotation)
+}
+
+// TestPodSecurityBaselineAdmitsTheFallback: Pod Security admission runs
+// after the webhook; a privileged init container would be rejected, so the
+// webhook must have used the securityContext instead.
+func TestPodSecurityBaselineAdmitsTheFallback(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "default", policies.PodSecurityEnforceLabel: "baseline"})
+	pod := newPod(ns, "web")
+	require.NoError(t, f.client.Create(ctx, pod), "Pod Security baseline must accept the mutated pod")
+
+	var got corev1.Pod
+	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(pod), &got))
+	assert.Empty(t, got.Spec.InitContainers)
+	require.NotNil(t, got.Spec.SecurityContext)
+	assert.Len(t, got.Spec.SecurityContext.Sysctls, 3)
+	assert.Contains(t, strings.Join(f.warnings.take(), "\n"), "dropped net.ipv4.tcp_retries2=9")
+}
+
+func TestAuditModeOnlyWarns(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "audit"})
+	pod := newPod(ns, "web")
+	require.NoError(t, f.client.Create(ctx, pod))
+	warned := strings.Join(f.warnings.take(), "\n")
+	assert.Contains(t, warned, "would apply: node.kubernetes.io/not-ready shortened 300s -> 30s")
+
+	var got corev1.Pod
+	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(pod), &got))
+	assert.Empty(t, got.Spec.InitContainers)
+	assert.NotContains(t, got.Annotations, policies.StatusAnnotation)
+	assert.Equal(t, map[string][]int64{policies.NotReadyTaint: {300}, policies.UnreachableTaint: {300}}, tolerationSeconds(&got))
+}
+
+func TestFailsOpenOnAnUnknownPolicy(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "no-such-policy"})
+	pod := newPod(ns, "web")
+	require.NoError(t, f.client.Create(ctx, pod), "ha-injector's own trouble never blocks a deploy")
+	assert.Contains(t, strings.Join(f.warnings.take(), "\n"), `HAPolicy "no-such-policy"`)
+	var got corev1.Pod
+	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(pod), &got))
+	assert.Empty(t, got.Spec.InitContainers)
+}
+
+func TestOptOutAndDryRun(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "default"})
+
+	optedOut := newPod(ns, "opted-out")
+	optedOut.Annotations = map[string]string{policies.InjectAnnotation: "false"}
+	require.NoError(t, f.client.Create(ctx, optedOut))
+	assert.Empty(t, optedOut.Spec.InitContainers)
+	assert.NotContains(t, optedOut.Annotations, policies.StatusAnnotation)
+
+	dry := newPod(ns, "dry")
+	require.NoError(t, f.client.Create(ctx, dry, client.DryRunAll))
+	assert.Equal(t, policies.SysctlContainerName, dry.Spec.InitContainers[0].Name, "dry runs are mutated like any request")
+	err := f.client.Get(ctx, client.ObjectKeyFromObject(dry), &corev1.Pod{})
+	assert.True(t, err != nil && strings.Contains(err.Error(), "not found"), "and not persisted: %v", err)
+}
