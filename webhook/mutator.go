@@ -43,7 +43,7 @@ var _ admission.Handler = &Mutator{}
 // Handle admits one object. It never denies: whatever goes wrong on
 // ha-injector's side, the object is allowed unchanged with a warning.
 func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
-	log := logf.FromContext(ctx).WithValues("kind", m.Kind, "namespace", req.Namespace, "name", req.Name)
+	log := logf.FromContext(ctx).WithValues("kind", m.Kind, "namespace", req.Namespace)
 	policyName := ""
 	defer func() {
 		if r := recover(); r != nil {
@@ -72,10 +72,11 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 
 	obj, err := m.decode(req)
 	if err != nil {
-		log.Error(err, "decoding the object")
+		log.Error(err, "decoding the object", "name", req.Name)
 		return m.failOpen(policyName, fmt.Sprintf("the %s could not be decoded (%v), admitted unchanged", m.Kind, shortError(err)))
 	}
 
+	log = log.WithValues("name", objectName(req, obj), "policy", policyName)
 	pctx := policies.Context{
 		Policy:    policy,
 		Namespace: policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
@@ -106,12 +107,12 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		for i, d := range mutation.Decisions {
 			lines[i] = d.String()
 		}
-		log.V(1).Info("decisions", "policy", policyName, "outcome", outcome, "decisions", lines, "dryRun", req.DryRun != nil && *req.DryRun)
+		log.V(1).Info("decisions", "outcome", outcome, "decisions", lines, "dryRun", req.DryRun != nil && *req.DryRun)
 	}
 	if outcome != OutcomeMutated {
 		return admission.Allowed("").WithWarnings(warnings...)
 	}
-	log.Info("mutated", "name", objectName(req, obj), "policy", policyName, "features", appliedFeatures(mutation.Decisions))
+	log.Info("mutated", "features", appliedFeatures(mutation.Decisions))
 	return admission.Patched("", mutation.Patch...).WithWarnings(warnings...)
 }
 

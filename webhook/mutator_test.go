@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -170,4 +171,40 @@ func TestDecode(t *testing.T) {
 	assert.Nil(t, obj.(*appsv1.Deployment).Spec.Replicas)
 	_, err = m.decode(admission.Request{})
 	assert.ErrorContains(t, err, "carries no object")
+}
+
+// TestPatchKeepsFieldsUnknownToThisBuild sends a Pod carrying fields our
+// k8s.io/api lacks, as a newer cluster would, and applies the answer as the
+// API server does: every unknown field is still there.
+func TestPatchKeepsFieldsUnknownToThisBuild(t *testing.T) {
+	h := newTestHandlers(t)[policies.KindPod]
+	body, err := os.ReadFile("testdata/pod-unknown-fields.json")
+	require.NoError(t, err)
+	resp := decodeResponse(t, post(h, body))
+	require.NotEmpty(t, resp.Patch)
+
+	var ops []map[string]any
+	require.NoError(t, json.Unmarshal(resp.Patch, &ops))
+	for _, op := range ops {
+		assert.NotEqual(t, "remove", op["op"], "the patch removes %v", op["path"])
+	}
+	req := readRequest(t, "testdata/pod-unknown-fields.json")
+	patch, err := jsonpatchv4.DecodePatch(resp.Patch)
+	require.NoError(t, err)
+	patched, err := patch.Apply(req.Object.Raw)
+	require.NoError(t, err)
+
+	var pod struct {
+		Spec struct {
+			FuturePodField map[string]any   `json:"futurePodField"`
+			Containers     []map[string]any `json:"containers"`
+			InitContainers []map[string]any `json:"initContainers"`
+		} `json:"spec"`
+	}
+	require.NoError(t, json.Unmarshal(patched, &pod))
+	assert.Equal(t, map[string]any{"mode": "fast"}, pod.Spec.FuturePodField)
+	assert.Equal(t, true, pod.Spec.Containers[0]["futureContainerField"])
+	require.Len(t, pod.Spec.InitContainers, 2)
+	assert.Equal(t, policies.SysctlContainerName, pod.Spec.InitContainers[0]["name"])
+	assert.Equal(t, "keep", pod.Spec.InitContainers[1]["futureInitField"])
 }
