@@ -1,0 +1,17 @@
+# syntax=docker/dockerfile:1
+# Build: the same static build as `make build` (CGO off, -trimpath).
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN make build VERSION=${VERSION}
+
+# Run: no shell, no package manager, non-root.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /src/bin/ha-injector /ha-injector
+USER 65532:65532
+EXPOSE 9443 8080 8081
+ENTRYPOINT ["/ha-injector"]
+CMD ["serve"]
