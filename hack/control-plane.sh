@@ -31,6 +31,13 @@ if [ -x "$dest/kube-apiserver" ] && [ -x "$dest/etcd" ]; then
 fi
 
 mkdir -p "$cache_root/control-plane"
+# Test packages may ask for the binaries at the same time: one builds, the others wait.
+exec 9>"$cache_root/control-plane/.lock"
+flock 9
+if [ -x "$dest/kube-apiserver" ] && [ -x "$dest/etcd" ]; then
+	echo "$dest"
+	exit 0
+fi
 tmp=$(mktemp -d "$cache_root/control-plane/.build-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
