@@ -30,25 +30,41 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64) Decision {
 		return Decision{Feature: FeatureTolerations, Action: action, Reason: key + " " + fmt.Sprintf(format, args...)}
 	}
 
-	var own []int // indexes of tolerations for exactly this key
+	var (
+		own             []int // tolerations of exactly this key, with seconds
+		ownForever      bool  // a toleration of exactly this key without seconds
+		wildcardForever bool  // a toleration of every taint without seconds
+		wildcardMin     *int64
+	)
 	for i := range spec.Tolerations {
 		tol := &spec.Tolerations[i]
 		if !toleratesNoExecute(tol, key) {
 			continue
 		}
-		if tol.TolerationSeconds == nil {
-			what := "a toleration"
-			if tol.Key == "" {
-				what = "a toleration of every taint"
-			}
-			return decision(Kept, "tolerated forever by %s without tolerationSeconds: the workload's choice, left alone", what)
-		}
-		if tol.Key == key {
+		switch {
+		case tol.Key == key && tol.TolerationSeconds == nil:
+			ownForever = true
+		case tol.Key == key:
 			own = append(own, i)
+		case tol.TolerationSeconds == nil:
+			wildcardForever = true
+		case wildcardMin == nil || *tol.TolerationSeconds < *wildcardMin:
+			wildcardMin = tol.TolerationSeconds
 		}
 	}
 
-	if len(own) == 0 {
+	switch {
+	case ownForever:
+		return decision(Kept, "tolerated forever by a toleration without tolerationSeconds: the workload's choice, left alone")
+	case wildcardForever && len(own) == 0 && wildcardMin == nil:
+		// A toleration without seconds only counts when no matching one has seconds.
+		return decision(Kept, "tolerated forever by a toleration of every taint without tolerationSeconds: the workload's choice, left alone")
+	case len(own) == 0 && wildcardMin != nil && *wildcardMin <= limit:
+		return decision(Kept, "already %ds through a toleration of every taint, within the policy's %ds", *wildcardMin, limit)
+	case len(own) == 0:
+		// Nothing for this key: add one. The shortest matching toleration
+		// wins, so it also caps a longer toleration of every taint, for this
+		// taint only.
 		spec.Tolerations = append(spec.Tolerations, corev1.Toleration{
 			Key:               key,
 			Operator:          corev1.TolerationOpExists,
