@@ -12,28 +12,50 @@ import (
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
-// safeSysctls is the kubelet's safe set (Kubernetes 1.32+), which the
-// baseline Pod Security Standard also allows in securityContext.sysctls.
-// The TCP keepalive ones are namespaced and safe since 1.29.
-var safeSysctls = map[string]bool{
-	"kernel.shm_rmid_forced":              true,
-	"net.ipv4.ip_local_port_range":        true,
-	"net.ipv4.ip_unprivileged_port_start": true,
-	"net.ipv4.tcp_syncookies":             true,
-	"net.ipv4.ping_group_range":           true,
-	"net.ipv4.ip_local_reserved_ports":    true,
-	"net.ipv4.tcp_keepalive_time":         true,
-	"net.ipv4.tcp_fin_timeout":            true,
-	"net.ipv4.tcp_keepalive_intvl":        true,
-	"net.ipv4.tcp_keepalive_probes":       true,
-	"net.ipv4.tcp_rmem":                   true,
-	"net.ipv4.tcp_wmem":                   true,
+// safeSysctls is the kubelet's safe set, which the baseline Pod Security
+// Standard also allows in securityContext.sysctls, with the Kubernetes minor
+// version from which Pod Security allows each one (0: every version). The TCP
+// keepalive ones are namespaced and safe since 1.29.
+var safeSysctls = map[string]int{
+	"kernel.shm_rmid_forced":              0,
+	"net.ipv4.ip_local_port_range":        0,
+	"net.ipv4.ip_unprivileged_port_start": 0,
+	"net.ipv4.tcp_syncookies":             0,
+	"net.ipv4.ping_group_range":           0,
+	"net.ipv4.ip_local_reserved_ports":    27,
+	"net.ipv4.tcp_keepalive_time":         29,
+	"net.ipv4.tcp_fin_timeout":            29,
+	"net.ipv4.tcp_keepalive_intvl":        29,
+	"net.ipv4.tcp_keepalive_probes":       29,
+	"net.ipv4.tcp_rmem":                   32,
+	"net.ipv4.tcp_wmem":                   32,
 }
 
-// IsSafeSysctl reports whether the kubelet allows the sysctl in a pod's
-// securityContext without --allowed-unsafe-sysctls. Names may use '/' or '.'.
+// canonicalSysctl writes a sysctl name with dots: the kubelet accepts
+// net/ipv4/tcp_retries2 and net.ipv4.tcp_retries2 for the same sysctl.
+func canonicalSysctl(name string) string { return strings.ReplaceAll(name, "/", ".") }
+
+// IsSafeSysctl reports whether the kubelet (of a current Kubernetes) allows
+// the sysctl in a pod's securityContext without --allowed-unsafe-sysctls.
+// Names may use '/' or '.'.
 func IsSafeSysctl(name string) bool {
-	return safeSysctls[strings.ReplaceAll(name, "/", ".")]
+	_, ok := safeSysctls[canonicalSysctl(name)]
+	return ok
+}
+
+// podSecurityAllows reports whether the baseline Pod Security Standard, at
+// the version a namespace pins with pod-security.kubernetes.io/enforce-version
+// ("latest", empty or unparseable: the newest), allows the sysctl.
+func podSecurityAllows(name, version string) bool {
+	since, ok := safeSysctls[canonicalSysctl(name)]
+	if !ok {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "v%d.%d", &major, &minor); err != nil || major != 1 {
+		return true
+	}
+	return minor >= since
 }
 
 // sysctl is one name=value pair to set.
@@ -62,7 +84,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 	userSet := map[string]string{}
 	if spec.SecurityContext != nil {
 		for _, s := range spec.SecurityContext.Sysctls {
-			userSet[s.Name] = s.Value
+			userSet[canonicalSysctl(s.Name)] = s.Value
 		}
 	}
 
@@ -70,7 +92,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 	var toContext, toInit, kept []sysctl
 	for _, name := range sortedNames(c.Values) {
 		s := sysctl{name, string(c.Values[name])}
-		if v, ok := userSet[name]; ok {
+		if v, ok := userSet[canonicalSysctl(name)]; ok {
 			kept = append(kept, sysctl{name, v})
 			continue
 		}
@@ -90,9 +112,14 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 	// Pod Security baseline and restricted reject privileged containers and
 	// unsafe sysctls: keep what the level allows, drop the rest loudly.
 	if level := ns.Labels[PodSecurityEnforceLabel]; level == "baseline" || level == "restricted" {
+		version := ns.Labels[PodSecurityEnforceVersionLabel]
+		enforced := fmt.Sprintf("%q", level)
+		if version != "" && version != "latest" {
+			enforced += " at " + version
+		}
 		var moved, dropped []sysctl
 		for _, s := range toInit {
-			if IsSafeSysctl(s.name) {
+			if podSecurityAllows(s.name, version) {
 				moved = append(moved, s)
 			} else {
 				dropped = append(dropped, s)
@@ -100,7 +127,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 		}
 		var allowed []sysctl
 		for _, s := range toContext {
-			if IsSafeSysctl(s.name) {
+			if podSecurityAllows(s.name, version) {
 				allowed = append(allowed, s)
 			} else {
 				dropped = append(dropped, s)
@@ -110,11 +137,11 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 		sort.Slice(toContext, func(i, j int) bool { return toContext[i].name < toContext[j].name })
 		if len(moved) > 0 {
 			decisions = append(decisions, decide(Noted, FallbackPodSecurity,
-				"namespace enforces Pod Security %q: safe sysctls set through securityContext instead of a privileged init container", level))
+				"namespace enforces Pod Security %s: safe sysctls set through securityContext instead of a privileged init container", enforced))
 		}
 		if len(dropped) > 0 {
 			decisions = append(decisions, decide(Skipped, FallbackPodSecurity,
-				"namespace enforces Pod Security %q, which rejects privileged containers and unsafe sysctls: dropped %s", level, joinSysctls(dropped)))
+				"namespace enforces Pod Security %s, which rejects privileged containers and unsafe sysctls: dropped %s", enforced, joinSysctls(dropped)))
 		}
 	}
 

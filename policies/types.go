@@ -24,6 +24,9 @@ const (
 	// PodSecurityEnforceLabel is the Pod Security Admission label whose level
 	// decides whether a privileged init container would be rejected.
 	PodSecurityEnforceLabel = "pod-security.kubernetes.io/enforce"
+	// PodSecurityEnforceVersionLabel pins the Pod Security version a
+	// namespace enforces; older versions allow fewer sysctls.
+	PodSecurityEnforceVersionLabel = "pod-security.kubernetes.io/enforce-version"
 
 	// NotReadyTaint and UnreachableTaint are the NoExecute taints the node
 	// lifecycle controller puts on a node that stops being Ready.
