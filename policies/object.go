@@ -87,12 +87,10 @@ func statusOf(ctx Context, decisions []Decision) Status {
 	if ctx.Policy != nil {
 		s.Policy = ctx.Policy.Name
 	}
+	s.Applied = AppliedFeatures(decisions)
 	applied := map[Feature]bool{}
-	for _, d := range decisions {
-		if d.Action == Applied && !applied[d.Feature] {
-			applied[d.Feature] = true
-			s.Applied = append(s.Applied, d.Feature)
-		}
+	for _, f := range s.Applied {
+		applied[f] = true
 	}
 	for _, d := range decisions {
 		// A feature can be applied in part (some sysctls dropped under Pod
@@ -110,4 +108,18 @@ func statusOf(ctx Context, decisions []Decision) Status {
 		}
 	}
 	return s
+}
+
+// AppliedFeatures lists, in order, the features with an Applied decision
+// (under Audit: the features that would be applied).
+func AppliedFeatures(decisions []Decision) []Feature {
+	var out []Feature
+	seen := map[Feature]bool{}
+	for _, d := range decisions {
+		if d.Action == Applied && !seen[d.Feature] {
+			seen[d.Feature] = true
+			out = append(out, d.Feature)
+		}
+	}
+	return out
 }

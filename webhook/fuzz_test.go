@@ -40,7 +40,7 @@ func FuzzReviewHandler(f *testing.F) {
 		}
 		rec := post(h, body)
 		switch rec.Code {
-		case http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		case http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
 		default:
 			t.Fatalf("unexpected HTTP status %d", rec.Code)
 		}

@@ -100,7 +100,7 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 
 	outcome := outcomeOf(policy, mutation)
 	m.count(policyName, outcome, mutation.Decisions)
-	warnings := warningsFor(outcome, mutation.Decisions)
+	warnings := warningsFor(mutation.Decisions)
 
 	if log.V(1).Enabled() {
 		lines := make([]string, len(mutation.Decisions))
@@ -112,7 +112,7 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 	if outcome != OutcomeMutated {
 		return admission.Allowed("").WithWarnings(warnings...)
 	}
-	log.Info("mutated", "features", appliedFeatures(mutation.Decisions))
+	log.Info("mutated", "features", policies.AppliedFeatures(mutation.Decisions))
 	return admission.Patched("", mutation.Patch...).WithWarnings(warnings...)
 }
 
@@ -226,13 +226,11 @@ func outcomeOf(policy *v1alpha1.HAPolicy, m *policies.Mutation) Outcome {
 
 func (m *Mutator) count(policy string, outcome Outcome, decisions []policies.Decision) {
 	admissionsTotal.WithLabelValues(string(m.Kind), policy, string(outcome)).Inc()
-	if outcome != OutcomeMutated && outcome != OutcomeAudit {
+	if outcome != OutcomeMutated {
 		return
 	}
-	if outcome == OutcomeMutated {
-		for _, f := range appliedFeatures(decisions) {
-			injectionsTotal.WithLabelValues(string(m.Kind), string(f)).Inc()
-		}
+	for _, f := range policies.AppliedFeatures(decisions) {
+		injectionsTotal.WithLabelValues(string(m.Kind), string(f)).Inc()
 	}
 	seen := map[policies.Fallback]bool{}
 	for _, d := range decisions {
@@ -241,18 +239,6 @@ func (m *Mutator) count(policy string, outcome Outcome, decisions []policies.Dec
 			fallbacksTotal.WithLabelValues(string(m.Kind), string(d.Fallback)).Inc()
 		}
 	}
-}
-
-func appliedFeatures(decisions []policies.Decision) []policies.Feature {
-	var out []policies.Feature
-	seen := map[policies.Feature]bool{}
-	for _, d := range decisions {
-		if d.Action == policies.Applied && !seen[d.Feature] {
-			seen[d.Feature] = true
-			out = append(out, d.Feature)
-		}
-	}
-	return out
 }
 
 // objectName is the name, or the generateName prefix of a Pod made by a controller.

@@ -117,7 +117,7 @@ func TestMalformedHTTPRequests(t *testing.T) {
 		message     string
 	}{
 		{"GET is not allowed", http.MethodGet, "application/json", string(body), http.StatusMethodNotAllowed, "method GET not allowed"},
-		{"the content type must be JSON", http.MethodPost, "text/plain", string(body), http.StatusBadRequest, `content type "text/plain"`},
+		{"the content type must be JSON", http.MethodPost, "text/plain", string(body), http.StatusUnsupportedMediaType, `content type "text/plain"`},
 		{"charset is fine", http.MethodPost, "application/json; charset=utf-8", string(body), http.StatusOK, ""},
 		{"an empty body", http.MethodPost, "application/json", "", http.StatusBadRequest, "not an AdmissionReview"},
 		{"a body over the limit", http.MethodPost, "application/json", `{"a": "` + strings.Repeat("x", MaxRequestBytes) + `"}`, http.StatusRequestEntityTooLarge, "larger than"},
@@ -129,6 +129,9 @@ func TestMalformedHTTPRequests(t *testing.T) {
 			req.Header.Set("Content-Type", tc.contentType)
 			rec := serve(h, req)
 			assert.Equal(t, tc.code, rec.Code)
+			if tc.code == http.StatusMethodNotAllowed {
+				assert.Equal(t, http.MethodPost, rec.Header().Get("Allow"))
+			}
 			resp := decodeResponse(t, rec)
 			if tc.code == http.StatusOK {
 				assert.True(t, resp.Allowed)
@@ -147,7 +150,7 @@ func TestWarningsStayWithinTheAPIServerLimits(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		decisions = append(decisions, policies.Decision{Feature: policies.FeatureSysctls, Action: policies.Applied, Reason: strings.Repeat("é", 300)})
 	}
-	warnings := warningsFor(OutcomeMutated, decisions)
+	warnings := warningsFor(decisions)
 	total := 0
 	for _, w := range warnings {
 		n := len([]rune(w))
@@ -158,9 +161,9 @@ func TestWarningsStayWithinTheAPIServerLimits(t *testing.T) {
 	assert.Contains(t, warnings[len(warnings)-1], "more decisions in the ha-injector.io/status annotation")
 
 	compliant := []policies.Decision{{Feature: policies.FeatureTolerations, Action: policies.Kept, Reason: "already 30s"}}
-	assert.Empty(t, warningsFor(OutcomeUnchanged, compliant), "a compliant object passes silently")
+	assert.Empty(t, warningsFor(compliant), "a compliant object passes silently")
 	skipped := []policies.Decision{{Feature: policies.FeatureWorkload, Action: policies.Skipped, Reason: "owned by DaemonSet"}}
-	assert.Empty(t, warningsFor(OutcomeSkipped, skipped))
+	assert.Empty(t, warningsFor(skipped))
 }
 
 // TestDecodeKeepsCaseSensitiveFieldNames: "Spec" is not "spec" to the API server.

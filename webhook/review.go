@@ -37,6 +37,9 @@ func newReviewHandler(h admission.Handler) *reviewHandler {
 func (rh *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	review, status, err := readReview(w, r)
 	if err != nil {
+		if status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodPost)
+		}
 		writeReview(w, status, admissionv1.AdmissionReview{
 			Response: &admissionv1.AdmissionResponse{
 				Allowed: false,
@@ -55,7 +58,7 @@ func readReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionR
 		return nil, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed: the API server POSTs AdmissionReviews", r.Method)
 	}
 	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
-		return nil, http.StatusBadRequest, fmt.Errorf("content type %q: want application/json", r.Header.Get("Content-Type"))
+		return nil, http.StatusUnsupportedMediaType, fmt.Errorf("content type %q: want application/json", r.Header.Get("Content-Type"))
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
 	if err != nil {

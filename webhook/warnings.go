@@ -16,17 +16,15 @@ const (
 )
 
 // warningsFor turns the engine's decisions into admission warnings, which
-// kubectl prints. An object that needed nothing (every decision "kept") gets
-// none, so the pods of an already compliant Deployment pass silently, and
-// workload-level skips (opted out, DaemonSet and mirror pods) are counted in
-// the metrics, not shouted at controllers.
-func warningsFor(outcome Outcome, decisions []policies.Decision) []string {
+// kubectl prints. When nothing was (or, under Audit, would be) applied, the
+// "kept" decisions are left out, so the pods of an already compliant
+// Deployment pass silently; workload-level skips (opted out, DaemonSet and
+// mirror pods) are counted in the metrics, not shouted at controllers.
+func warningsFor(decisions []policies.Decision) []string {
+	quiet := len(policies.AppliedFeatures(decisions)) == 0
 	var lines []string
 	for _, d := range decisions {
-		if d.Feature == policies.FeatureWorkload {
-			continue
-		}
-		if outcome == OutcomeUnchanged && d.Action == policies.Kept {
+		if d.Feature == policies.FeatureWorkload || (quiet && d.Action == policies.Kept) {
 			continue
 		}
 		lines = append(lines, truncate(warningPrefix+d.String()))
