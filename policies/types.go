@@ -137,7 +137,7 @@ type Decision struct {
 }
 
 // String renders the decision as one line, e.g.
-// "tolerations: applied: node.kubernetes.io/not-ready 300s -> 30s".
+// "tolerations: applied: node.kubernetes.io/not-ready shortened 300s -> 30s".
 func (d Decision) String() string {
 	action := string(d.Action)
 	if d.Audit && d.Action == Applied {

@@ -146,7 +146,9 @@ func getWithFallback(ctx context.Context, cache, api client.Reader, key types.Na
 }
 
 // cluster gathers the cluster facts the policy needs: the number of
-// schedulable topology domains, only for a Required Deployment policy.
+// topology domains, only for a Required Deployment policy. "Schedulable" is
+// approximated from node metadata: control-plane nodes (by their role label)
+// do not count, cordoned or tainted workers still do.
 func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1.HAPolicy) policies.Cluster {
 	a := policy.Spec.AntiAffinity
 	if m.Kind != policies.KindDeployment || a.Type != v1alpha1.AntiAffinityRequired || (a.Enabled != nil && !*a.Enabled) {

@@ -125,7 +125,32 @@ func toJSON(buf *bytes.Buffer, n *yaml.Node, budget *int, path string, depth int
 	return nil
 }
 
+// notPlain are the styles of a scalar whose type the text alone does not decide.
+const notPlain = yaml.TaggedStyle | yaml.DoubleQuotedStyle | yaml.SingleQuotedStyle | yaml.LiteralStyle | yaml.FoldedStyle
+
 func scalarToJSON(buf *bytes.Buffer, n *yaml.Node, path string) error {
+	if n.Style&notPlain == 0 {
+		// kubectl reads manifests as YAML 1.1 (sigs.k8s.io/yaml), where a
+		// plain yes, on or y is a boolean and 0755 an octal number: resolve
+		// plain scalars the same way so preview accepts what kubectl accepts.
+		var m map[string]any
+		if err := yaml11.Unmarshal([]byte("v: "+n.Value), &m); err == nil {
+			switch v := m["v"].(type) {
+			case float64:
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					return fmt.Errorf("%s: line %d: %s is not a JSON number", pathOrRoot(path), n.Line, n.Value)
+				}
+			case string:
+				if v != n.Value {
+					break // folded differently in isolation: use the YAML 1.2 reading below
+				}
+			}
+			if out, err := json.Marshal(m["v"]); err == nil {
+				buf.Write(out)
+				return nil
+			}
+		}
+	}
 	switch n.ShortTag() {
 	case "!!null":
 		buf.WriteString("null")

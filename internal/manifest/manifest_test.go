@@ -33,8 +33,16 @@ spec:
 	assert.Equal(t, 2, docs[0].Index, "the commented empty document counts")
 	assert.Equal(t, "in.yaml: document 2", docs[0].Name())
 	assert.Equal(t, `{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","labels":{"b":"1","a":"x"}},`+
-		`"spec":{"stamp":"2024-01-01","int":31,"float":1.5,"yes":"yes","on":true,"nil":null,"copy":{"b":"1","a":"x"}}}`,
+		`"spec":{"stamp":"2024-01-01","int":31,"float":1.5,"yes":true,"on":true,"nil":null,"copy":{"b":"1","a":"x"}}}`,
 		string(docs[0].JSON))
+}
+
+// TestReadResolvesPlainScalarsAsKubectlDoes: kubectl reads YAML 1.1, so
+// hostNetwork: yes is a boolean and 0755 an octal number; quoted, they are strings.
+func TestReadResolvesPlainScalarsAsKubectlDoes(t *testing.T) {
+	docs, err := Read("s", strings.NewReader("a: yes\nb: 'yes'\nc: 0755\nd: \"0755\"\ne: off\nf: 1_000\n"))
+	require.NoError(t, err)
+	assert.Equal(t, `{"a":true,"b":"yes","c":493,"d":"0755","e":false,"f":1000}`, string(docs[0].JSON))
 }
 
 func TestReadErrorsNameTheDocument(t *testing.T) {
@@ -64,7 +72,7 @@ g: [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]
 }
 
 func TestWriteRoundTrip(t *testing.T) {
-	in := "# head\na: 1 # one\nb: [x, y]\n---\nc: {d: \"30\"}\n"
+	in := "# head\na: 1 # one\nb: [x, z]\n---\nc: {d: \"30\"}\n"
 	docs, err := Read("s", strings.NewReader(in))
 	require.NoError(t, err)
 	require.Len(t, docs, 2)
@@ -72,11 +80,11 @@ func TestWriteRoundTrip(t *testing.T) {
 	var yamlOut bytes.Buffer
 	changed := []byte(`{"c":{"d":"30","e":"yes","on":"y","o":"0755","s":"1:20","f":"multi\nline"}}`)
 	require.NoError(t, Write(&yamlOut, YAML, docs, [][]byte{nil, changed}))
-	assert.Equal(t, "# head\na: 1 # one\nb: [x, y]\n---\nc:\n  d: \"30\"\n  e: 'yes'\n  'on': 'y'\n  o: \"0755\"\n  s: 1:20\n  f: |-\n    multi\n    line\n", yamlOut.String())
+	assert.Equal(t, "# head\na: 1 # one\nb: [x, z]\n---\nc:\n  d: \"30\"\n  e: 'yes'\n  'on': 'y'\n  o: \"0755\"\n  s: 1:20\n  f: |-\n    multi\n    line\n", yamlOut.String())
 
 	var jsonOut bytes.Buffer
 	require.NoError(t, Write(&jsonOut, JSON, docs, [][]byte{nil, changed}))
-	assert.Equal(t, "{\n  \"a\": 1,\n  \"b\": [\n    \"x\",\n    \"y\"\n  ]\n}\n{\n  \"c\": {\n    \"d\": \"30\",\n    \"e\": \"yes\",\n    \"on\": \"y\",\n    \"o\": \"0755\",\n    \"s\": \"1:20\",\n    \"f\": \"multi\\nline\"\n  }\n}\n", jsonOut.String())
+	assert.Equal(t, "{\n  \"a\": 1,\n  \"b\": [\n    \"x\",\n    \"z\"\n  ]\n}\n{\n  \"c\": {\n    \"d\": \"30\",\n    \"e\": \"yes\",\n    \"on\": \"y\",\n    \"o\": \"0755\",\n    \"s\": \"1:20\",\n    \"f\": \"multi\\nline\"\n  }\n}\n", jsonOut.String())
 
 	assert.Error(t, Write(&jsonOut, Format("xml"), docs, [][]byte{nil, nil}))
 }
