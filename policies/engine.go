@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
@@ -98,4 +99,4 @@ func statefulSetNote(policy *v1alpha1.HAPolicy, w Workload) (Decision, bool) {
 	return Decision{}, false
 }
 
-func enabled(b *bool) bool { return b != nil && *b }
+func enabled(b *bool) bool { return ptr.Deref(b, false) }

@@ -2,6 +2,8 @@ package policies
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -90,7 +92,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 
 	// Split the policy's sysctls between the securityContext and the init container.
 	var toContext, toInit, kept []sysctl
-	for _, name := range sortedNames(c.Values) {
+	for _, name := range slices.Sorted(maps.Keys(c.Values)) {
 		s := sysctl{name, string(c.Values[name])}
 		if v, ok := userSet[canonicalSysctl(name)]; ok {
 			kept = append(kept, sysctl{name, v})
@@ -228,15 +230,6 @@ func isWindows(spec *corev1.PodSpec) bool {
 		return true
 	}
 	return spec.NodeSelector[corev1.LabelOSStable] == string(corev1.Windows)
-}
-
-func sortedNames(m map[string]v1alpha1.SysctlValue) []string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func joinSysctls(list []sysctl) string {

@@ -69,6 +69,9 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		log.Error(err, "reading the HAPolicy", "policy", policyName)
 		return m.failOpen(policyName, fmt.Sprintf("HAPolicy %q named by namespace %s could not be read (%v), admitted unchanged", policyName, req.Namespace, shortError(err)))
 	}
+	// The API server defaults stored policies, but one written before a
+	// field existed may lack it; this copy is ours to default.
+	policy.Default()
 
 	obj, err := m.decode(req)
 	if err != nil {
@@ -151,13 +154,10 @@ func getWithFallback(ctx context.Context, cache, api client.Reader, key types.Na
 // do not count, cordoned or tainted workers still do.
 func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1.HAPolicy) policies.Cluster {
 	a := policy.Spec.AntiAffinity
-	if m.Kind != policies.KindDeployment || a.Type != v1alpha1.AntiAffinityRequired || (a.Enabled != nil && !*a.Enabled) {
+	if m.Kind != policies.KindDeployment || a.Type != v1alpha1.AntiAffinityRequired || !*a.Enabled {
 		return policies.Cluster{}
 	}
 	key := a.TopologyKey
-	if key == "" {
-		key = v1alpha1.DefaultTopologyKey
-	}
 	domains, err := countTopologyDomains(ctx, m.Cache, key)
 	if err != nil {
 		log.Error(err, "listing nodes; Required anti-affinity will not be downgraded")
@@ -172,7 +172,8 @@ func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1
 func countTopologyDomains(ctx context.Context, r client.Reader, key string) (int, error) {
 	nodes := &metav1.PartialObjectMetadataList{}
 	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
-	if err := r.List(ctx, nodes); err != nil {
+	// Read-only: the cached objects need not be copied.
+	if err := r.List(ctx, nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return 0, err
 	}
 	domains := map[string]bool{}

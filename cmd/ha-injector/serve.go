@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	goflag "flag"
 
 	"github.com/spf13/cobra"
@@ -30,7 +29,7 @@ func newServeCommand() *cobra.Command {
 labelled ha-injector.io/policy=<HAPolicy name>, with health probes and
 Prometheus metrics. It stops gracefully on SIGTERM.`,
 		Args: usageArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(*cobra.Command, []string) error {
 			cfg, err := f.config()
 			if err != nil {
 				return err
@@ -39,7 +38,8 @@ Prometheus metrics. It stops gracefully on SIGTERM.`,
 				return usageError{err}
 			}
 			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
-			return webhook.Run(signalContext(cmd.Context()), cfg)
+			// Cancelled on SIGTERM or SIGINT; a second signal exits at once.
+			return webhook.Run(ctrl.SetupSignalHandler(), cfg)
 		},
 	}
 	fs := cmd.Flags()
@@ -75,21 +75,4 @@ func (f *serveFlags) config() (webhook.Config, error) {
 	cfg.RestConfig = rest.CopyConfig(cfg.RestConfig)
 	cfg.RestConfig.UserAgent = "ha-injector/" + version
 	return cfg, nil
-}
-
-// signalContext is cancelled on SIGTERM or SIGINT (a second signal exits at once).
-func signalContext(parent context.Context) context.Context {
-	ctx := ctrl.SetupSignalHandler()
-	if parent == nil {
-		return ctx
-	}
-	merged, cancel := context.WithCancel(parent)
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-merged.Done():
-		}
-		cancel()
-	}()
-	return merged
 }

@@ -2,10 +2,12 @@ package v1alpha1
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 )
 
 // The patterns below are the ones in the kubebuilder markers of the types, so
@@ -43,14 +45,14 @@ func (p *HAPolicy) Validate() field.ErrorList {
 	case !topologyKeyRE.MatchString(a.TopologyKey):
 		errs = append(errs, field.Invalid(ap.Child("topologyKey"), a.TopologyKey, "must be a label key such as kubernetes.io/hostname or topology.kubernetes.io/zone"))
 	}
-	errs = append(errs, inRange(ap.Child("weight"), int64(deref(a.Weight)), 1, 100)...)
+	errs = append(errs, inRange(ap.Child("weight"), int64(ptr.Deref(a.Weight, 0)), 1, 100)...)
 	if a.MinReplicas != nil && *a.MinReplicas < 1 {
 		errs = append(errs, field.Invalid(ap.Child("minReplicas"), *a.MinReplicas, "must be at least 1"))
 	}
 
 	t, tp := s.Tolerations, spec.Child("tolerations")
-	errs = append(errs, inRange(tp.Child("notReadySeconds"), deref(t.NotReadySeconds), 0, maxTolerationSeconds)...)
-	errs = append(errs, inRange(tp.Child("unreachableSeconds"), deref(t.UnreachableSeconds), 0, maxTolerationSeconds)...)
+	errs = append(errs, inRange(tp.Child("notReadySeconds"), ptr.Deref(t.NotReadySeconds, 0), 0, maxTolerationSeconds)...)
+	errs = append(errs, inRange(tp.Child("unreachableSeconds"), ptr.Deref(t.UnreachableSeconds, 0), 0, maxTolerationSeconds)...)
 
 	c, cp := s.Sysctls, spec.Child("sysctls")
 	errs = append(errs, oneOf(cp.Child("method"), string(c.Method), string(SysctlInitContainer), string(SysctlPodSecurityContext), string(SysctlAuto))...)
@@ -67,7 +69,7 @@ func (p *HAPolicy) Validate() field.ErrorList {
 	if c.Enabled != nil && *c.Enabled && len(c.Values) == 0 {
 		errs = append(errs, field.Required(vp, "values must name at least one sysctl when sysctls are enabled"))
 	}
-	for _, name := range sortedKeys(c.Values) {
+	for _, name := range slices.Sorted(maps.Keys(c.Values)) {
 		value := string(c.Values[name])
 		if !sysctlNameRE.MatchString(name) {
 			errs = append(errs, field.Invalid(vp.Key(name), name, "must be a valid sysctl name (lower-case segments separated by '.' or '/')"))
@@ -96,21 +98,4 @@ func inRange(path *field.Path, value, lo, hi int64) field.ErrorList {
 		return field.ErrorList{field.Invalid(path, value, fmt.Sprintf("must be between %d and %d", lo, hi))}
 	}
 	return nil
-}
-
-func deref[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
