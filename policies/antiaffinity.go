@@ -30,11 +30,13 @@ func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map
 		return skip("disabled by the policy")
 	}
 
-	replicas := int32(1)
+	// A Deployment's replica count is known (unset means 1); a Pod's only
+	// when the webhook found its owner.
+	replicas, known := int32(1), w.Kind == KindDeployment
 	if w.Replicas != nil {
-		replicas = *w.Replicas
+		replicas, known = *w.Replicas, true
 	}
-	if w.Kind == KindDeployment && replicas < *a.MinReplicas {
+	if known && replicas < *a.MinReplicas {
 		return skip(fmt.Sprintf("%d replica(s), fewer than minReplicas %d", replicas, *a.MinReplicas))
 	}
 
@@ -56,7 +58,7 @@ func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map
 
 	var decisions []Decision
 	kind := a.Type
-	if kind == v1alpha1.AntiAffinityRequired && w.Kind == KindDeployment {
+	if kind == v1alpha1.AntiAffinityRequired && known {
 		if domains, known := ctx.Cluster.TopologyDomains[a.TopologyKey]; known && int(replicas) > domains {
 			kind = v1alpha1.AntiAffinityPreferred
 			decisions = append(decisions, Decision{

@@ -69,6 +69,9 @@ func skipWorkload(w Workload, tmpl *corev1.PodTemplateSpec) (string, bool) {
 	if w.Kind != KindPod {
 		return "", false
 	}
+	if w.Owner != nil && w.Owner.Annotations[InjectAnnotation] == "false" {
+		return fmt.Sprintf("opted out by annotation %s=false on its %s %s (copied from its Deployment)", InjectAnnotation, w.Owner.Kind, w.Owner.Name), true
+	}
 	if _, ok := w.Annotations[mirrorPodAnnotation]; ok {
 		return "mirror pod of a static pod: the kubelet owns it", true
 	}

@@ -27,6 +27,8 @@ type goldenCase struct {
 	Policy          v1alpha1.HAPolicySpec `json:"policy"`
 	NamespaceLabels map[string]string     `json:"namespaceLabels"`
 	TopologyDomains map[string]int        `json:"topologyDomains"`
+	// Owner is what the webhook would know of a Pod's ReplicaSet.
+	Owner *policies.Owner `json:"owner"`
 }
 
 type loadedCase struct {
@@ -58,6 +60,7 @@ func loadCases(t testing.TB) []loadedCase {
 				Policy:    policy,
 				Namespace: policies.Namespace{Name: "team-a", Labels: settings.NamespaceLabels},
 				Cluster:   policies.Cluster{TopologyDomains: settings.TopologyDomains},
+				Owner:     settings.Owner,
 			},
 			object: docs[1],
 		})

@@ -39,7 +39,10 @@ type Status struct {
 func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		w := Workload{Kind: KindPod, Annotations: o.Annotations, OwnerReferences: o.OwnerReferences}
+		w := Workload{Kind: KindPod, Annotations: o.Annotations, OwnerReferences: o.OwnerReferences, Owner: ctx.Owner}
+		if ctx.Owner != nil {
+			w.Replicas = ctx.Owner.Replicas
+		}
 		res := MutateTemplate(ctx, w, &corev1.PodTemplateSpec{ObjectMeta: o.ObjectMeta, Spec: o.Spec})
 		out := o.DeepCopy()
 		out.Spec = res.Template.Spec

@@ -62,6 +62,18 @@ type Cluster struct {
 	TopologyDomains map[string]int
 }
 
+// Owner is what the cluster knows about the controller of a Pod. For a
+// ReplicaSet made by a Deployment it carries the Deployment's decisions: the
+// Deployment controller copies the Deployment's annotations (an opt-out
+// among them) onto the ReplicaSet, with its desired replica count.
+type Owner struct {
+	Kind        string            `json:"kind"`
+	Name        string            `json:"name"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Replicas is the desired replica count, nil when unknown.
+	Replicas *int32 `json:"replicas,omitempty"`
+}
+
 // Context is everything the engine needs besides the workload itself.
 type Context struct {
 	// Policy is the HAPolicy to apply. It is defaulted on a copy, so a policy
@@ -69,6 +81,9 @@ type Context struct {
 	Policy    *v1alpha1.HAPolicy
 	Namespace Namespace
 	Cluster   Cluster
+	// Owner is, for a Pod, its controller as the webhook found it; nil when
+	// unknown (always, in preview).
+	Owner *Owner
 }
 
 // Workload describes the object whose pod template is mutated.
@@ -77,11 +92,15 @@ type Workload struct {
 	// Annotations are the object's own annotations (for a Pod, the same as
 	// its template's).
 	Annotations map[string]string
-	// Selector and Replicas are the Deployment's; nil for a Pod.
+	// Selector is the Deployment's; nil for a Pod.
 	Selector *metav1.LabelSelector
+	// Replicas is the Deployment's (nil: 1), or for a Pod its owner's
+	// desired count (nil: unknown).
 	Replicas *int32
 	// OwnerReferences are the Pod's; nil for a Deployment.
 	OwnerReferences []metav1.OwnerReference
+	// Owner is the Pod's controller as the cluster knows it, if known.
+	Owner *Owner
 }
 
 // Feature names one of the things ha-injector injects.

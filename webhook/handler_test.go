@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,7 +30,8 @@ import (
 // clusterState is what the handler tests' fake cluster holds: namespaces
 // opted in to a default, an audit and a strict policy, one enforcing Pod
 // Security baseline, one naming a policy that does not exist, one not opted
-// in, and two worker nodes plus a control-plane node.
+// in, two worker nodes plus a control-plane node, and ReplicaSets as the
+// Deployment controller leaves them (3 replicas; opted out; 1 replica).
 func clusterState() []client.Object {
 	ns := func(name string, labels map[string]string) client.Object {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
@@ -37,6 +39,9 @@ func clusterState() []client.Object {
 	node := func(name string, labels map[string]string) client.Object {
 		labels["kubernetes.io/hostname"] = name
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	}
+	replicaSet := func(name string, annotations map[string]string) client.Object {
+		return &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name, Annotations: annotations}}
 	}
 	policy := func(name string, spec v1alpha1.HAPolicySpec) client.Object {
 		return &v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
@@ -51,6 +56,9 @@ func clusterState() []client.Object {
 		node("worker-1", map[string]string{}),
 		node("worker-2", map[string]string{}),
 		node("control-plane-1", map[string]string{controlPlaneLabel: ""}),
+		replicaSet("web-7d4b9c8f5", map[string]string{desiredReplicasAnnotation: "3"}),
+		replicaSet("quiet-5f6d7c8b9", map[string]string{desiredReplicasAnnotation: "3", policies.InjectAnnotation: "false"}),
+		replicaSet("single-6d5c4b3a2", map[string]string{desiredReplicasAnnotation: "1"}),
 		policy("default", v1alpha1.HAPolicySpec{}),
 		policy("audit", v1alpha1.HAPolicySpec{Mode: v1alpha1.ModeAudit}),
 		policy("strict", v1alpha1.HAPolicySpec{AntiAffinity: v1alpha1.AntiAffinitySpec{Type: v1alpha1.AntiAffinityRequired}}),

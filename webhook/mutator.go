@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
+	"strings"
 
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
@@ -13,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -83,8 +86,11 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 	pctx := policies.Context{
 		Policy:    policy,
 		Namespace: policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
-		Cluster:   m.cluster(ctx, log, policy),
 	}
+	if pod, ok := obj.(*corev1.Pod); ok {
+		pctx.Owner = m.owner(ctx, log, req.Namespace, pod)
+	}
+	pctx.Cluster = m.cluster(ctx, log, policy, pctx.Owner)
 	mutation, err := policies.Mutate(pctx, obj)
 	if err != nil {
 		log.Error(err, "mutating")
@@ -149,12 +155,14 @@ func getWithFallback(ctx context.Context, cache, api client.Reader, key types.Na
 }
 
 // cluster gathers the cluster facts the policy needs: the number of
-// topology domains, only for a Required Deployment policy. "Schedulable" is
+// topology domains, only for a Required policy and a workload whose replica
+// count is known (a Deployment, or a Pod whose ReplicaSet was found). "Schedulable" is
 // approximated from node metadata: control-plane nodes (by their role label)
 // do not count, cordoned or tainted workers still do.
-func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1.HAPolicy) policies.Cluster {
+func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1.HAPolicy, owner *policies.Owner) policies.Cluster {
 	a := policy.Spec.AntiAffinity
-	if m.Kind != policies.KindDeployment || a.Type != v1alpha1.AntiAffinityRequired || !*a.Enabled {
+	replicasKnown := m.Kind == policies.KindDeployment || (owner != nil && owner.Replicas != nil)
+	if !replicasKnown || a.Type != v1alpha1.AntiAffinityRequired || !*a.Enabled {
 		return policies.Cluster{}
 	}
 	key := a.TopologyKey
@@ -165,6 +173,33 @@ func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1
 	}
 	return policies.Cluster{TopologyDomains: map[string]int{key: domains}}
 }
+
+// owner finds the ReplicaSet that controls a Pod, as metadata (cached, one
+// uncached read for a ReplicaSet created a moment ago). The Deployment
+// controller copies the Deployment's annotations onto it, with the desired
+// replica count, so the Pod webhook can honour a Deployment's opt-out and
+// minReplicas. Anything else, or a lookup that fails, gives nil: unknown.
+func (m *Mutator) owner(ctx context.Context, log logr.Logger, namespace string, pod *corev1.Pod) *policies.Owner {
+	ref := metav1.GetControllerOf(pod)
+	if ref == nil || ref.Kind != "ReplicaSet" || !strings.HasPrefix(ref.APIVersion, "apps/") {
+		return nil
+	}
+	rs := &metav1.PartialObjectMetadata{}
+	rs.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))
+	if err := getWithFallback(ctx, m.Cache, m.APIReader, types.NamespacedName{Namespace: namespace, Name: ref.Name}, rs); err != nil {
+		log.V(1).Info("owner ReplicaSet not found; its Deployment's settings are unknown", "replicaSet", ref.Name, "error", err.Error())
+		return nil
+	}
+	owner := &policies.Owner{Kind: "ReplicaSet", Name: rs.Name, Annotations: rs.Annotations}
+	if n, err := strconv.ParseInt(rs.Annotations[desiredReplicasAnnotation], 10, 32); err == nil {
+		owner.Replicas = ptr.To(int32(n))
+	}
+	return owner
+}
+
+// desiredReplicasAnnotation is set by the Deployment controller on each of
+// its ReplicaSets to the Deployment's replica count.
+const desiredReplicasAnnotation = "deployment.kubernetes.io/desired-replicas"
 
 // countTopologyDomains counts the distinct values of the label key on the
 // nodes that run workloads. Node metadata carries no spec, so control-plane

@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -97,14 +99,21 @@ func NewManager(cfg Config) (manager.Manager, error) {
 	return mgr, nil
 }
 
-// watched lists what the handlers read: namespaces and nodes as metadata
-// only (labels are all they need), and the policies.
+// watched lists what the handlers read: namespaces, nodes and ReplicaSets
+// as metadata only (labels and annotations are all they need), and the
+// policies.
 func watched() []client.Object {
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	node := &metav1.PartialObjectMetadata{}
-	node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
-	return []client.Object{ns, node, &v1alpha1.HAPolicy{}}
+	objs := []client.Object{&v1alpha1.HAPolicy{}}
+	for _, gvk := range []schema.GroupVersionKind{
+		corev1.SchemeGroupVersion.WithKind("Namespace"),
+		corev1.SchemeGroupVersion.WithKind("Node"),
+		appsv1.SchemeGroupVersion.WithKind("ReplicaSet"),
+	} {
+		meta := &metav1.PartialObjectMetadata{}
+		meta.SetGroupVersionKind(gvk)
+		objs = append(objs, meta)
+	}
+	return objs
 }
 
 // cachesSynced is ready once every informer has synced.

@@ -405,3 +405,40 @@ func TestOptOutAndDryRun(t *testing.T) {
 	err := f.client.Get(ctx, client.ObjectKeyFromObject(dry), &corev1.Pod{})
 	assert.True(t, err != nil && strings.Contains(err.Error(), "not found"), "and not persisted: %v", err)
 }
+
+// TestPodsFollowTheirDeploymentsOptOut: the Deployment controller copies a
+// Deployment's annotations onto its ReplicaSet; a Pod whose ReplicaSet says
+// ha-injector.io/inject: "false" is left alone like its Deployment. (envtest
+// runs no controllers, so the ReplicaSet and its Pod are created here as the
+// controller would.)
+func TestPodsFollowTheirDeploymentsOptOut(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "default"})
+	labels := map[string]string{"app": "quiet", "pod-template-hash": "5f6d7c8b9"}
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quiet-5f6d7c8b9", Annotations: map[string]string{
+			policies.InjectAnnotation:                   "false",
+			"deployment.kubernetes.io/desired-replicas": "3",
+		}},
+		Spec: appsv1.ReplicaSetSpec{
+			Replicas: ptr.To[int32](3),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+			},
+		},
+	}
+	require.NoError(t, f.client.Create(ctx, rs))
+	f.warnings.take()
+
+	pod := newPod(ns, "quiet-5f6d7c8b9-abcde")
+	pod.Labels = labels
+	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}
+	require.NoError(t, f.client.Create(ctx, pod))
+	assert.Empty(t, pod.Spec.InitContainers)
+	assert.NotContains(t, pod.Annotations, policies.StatusAnnotation)
+	assert.Equal(t, map[string][]int64{policies.NotReadyTaint: {300}, policies.UnreachableTaint: {300}}, tolerationSeconds(pod))
+	assert.Empty(t, f.warnings.take())
+}
