@@ -7,6 +7,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -43,46 +44,68 @@ func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 		if ctx.Owner != nil {
 			w.Replicas = ctx.Owner.Replicas
 		}
-		res := MutateTemplate(ctx, w, &corev1.PodTemplateSpec{ObjectMeta: o.ObjectMeta, Spec: o.Spec})
-		out := o.DeepCopy()
-		out.Spec = res.Template.Spec
-		return finish(ctx, o, out, res, &out.ObjectMeta.Annotations, "/spec", func(obj runtime.Object) *corev1.PodSpec {
-			return &obj.(*corev1.Pod).Spec
-		})
+		// The engine reads only the labels and annotations of the template.
+		tmpl := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: o.Labels, Annotations: o.Annotations}, Spec: o.Spec}
+		res := MutateTemplate(ctx, w, tmpl)
+		out := &corev1.Pod{TypeMeta: o.TypeMeta, ObjectMeta: *o.ObjectMeta.DeepCopy(), Spec: res.Template.Spec, Status: *o.Status.DeepCopy()}
+		m := &Mutation{Object: out, Decisions: res.Decisions}
+		if !res.Changed {
+			return m, nil
+		}
+		if err := setStatus(ctx, &out.ObjectMeta, res.Decisions); err != nil {
+			return nil, err
+		}
+		// Shallow copies without managedFields: they can be large and
+		// ha-injector never changes them.
+		before, after := *o, *out
+		before.ManagedFields, after.ManagedFields = nil, nil
+		var insert *jsonpatch.Operation
+		if res.insertedInitContainer {
+			insert = takeInsertion("/spec", &before.Spec, &after.Spec)
+		}
+		return m, m.setPatch(&before, &after, insert)
 	case *appsv1.Deployment:
 		w := Workload{Kind: KindDeployment, Annotations: o.Annotations, Selector: o.Spec.Selector, Replicas: o.Spec.Replicas}
 		res := MutateTemplate(ctx, w, &o.Spec.Template)
-		out := o.DeepCopy()
+		out := &appsv1.Deployment{TypeMeta: o.TypeMeta, ObjectMeta: *o.ObjectMeta.DeepCopy(), Spec: *o.Spec.DeepCopy(), Status: *o.Status.DeepCopy()}
 		out.Spec.Template = res.Template
-		return finish(ctx, o, out, res, &out.ObjectMeta.Annotations, "/spec/template/spec", func(obj runtime.Object) *corev1.PodSpec {
-			return &obj.(*appsv1.Deployment).Spec.Template.Spec
-		})
+		m := &Mutation{Object: out, Decisions: res.Decisions}
+		if !res.Changed {
+			return m, nil
+		}
+		if err := setStatus(ctx, &out.ObjectMeta, res.Decisions); err != nil {
+			return nil, err
+		}
+		before, after := *o, *out
+		before.ManagedFields, after.ManagedFields = nil, nil
+		var insert *jsonpatch.Operation
+		if res.insertedInitContainer {
+			insert = takeInsertion("/spec/template/spec", &before.Spec.Template.Spec, &after.Spec.Template.Spec)
+		}
+		return m, m.setPatch(&before, &after, insert)
 	case nil:
 		return nil, fmt.Errorf("no object to mutate")
 	}
 	return nil, fmt.Errorf("ha-injector mutates Pods and Deployments, not %T", obj)
 }
 
-// finish records the status annotation on a changed object and computes the patch.
-func finish(ctx Context, in, out runtime.Object, res Result, annotations *map[string]string, specPath string, spec func(runtime.Object) *corev1.PodSpec) (*Mutation, error) {
-	m := &Mutation{Object: out, Decisions: res.Decisions}
-	if !res.Changed {
-		return m, nil
-	}
-	status, err := json.Marshal(statusOf(ctx, res.Decisions))
-	if err != nil {
-		return nil, err
-	}
-	if *annotations == nil {
-		*annotations = map[string]string{}
-	}
-	(*annotations)[StatusAnnotation] = string(status)
+func (m *Mutation) setPatch(before, after any, insert *jsonpatch.Operation) error {
+	ops, err := createPatch(before, after, insert)
+	m.Patch = ops
+	return err
+}
 
-	m.Patch, err = createPatch(in, out, specPath, res.insertedInitContainer, spec)
+// setStatus records what was done in the object's StatusAnnotation.
+func setStatus(ctx Context, meta *metav1.ObjectMeta, decisions []Decision) error {
+	status, err := json.Marshal(statusOf(ctx, decisions))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return m, nil
+	if meta.Annotations == nil {
+		meta.Annotations = map[string]string{}
+	}
+	meta.Annotations[StatusAnnotation] = string(status)
+	return nil
 }
 
 func statusOf(ctx Context, decisions []Decision) Status {

@@ -11,44 +11,15 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	apiserverpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// createPatch diffs two typed objects with gomodules.xyz/jsonpatch/v2.
+// createPatch diffs two typed objects with gomodules.xyz/jsonpatch/v2 and
+// appends insert, if any.
 //
 // Both sides are typed, so a field of the request that this build's API types
 // do not know appears on neither side and no operation touches it: the patch
-// never removes what a newer cluster added. managedFields are dropped from
-// both sides first; they can be large and ha-injector never changes them.
-//
-// jsonpatch/v2 diffs arrays index by index, so a container inserted at the
-// front would come out as a rewrite of every existing init container, which
-// would move their unknown fields onto the wrong container. The ha-sysctl
-// insertion is therefore left out of the diff and added as one
-// "add .../initContainers/0" operation, after the others.
-func createPatch(original, mutated runtime.Object, specPath string, insertedInit bool, spec func(runtime.Object) *corev1.PodSpec) ([]jsonpatch.Operation, error) {
-	before, after := original.DeepCopyObject(), mutated.DeepCopyObject()
-	for _, obj := range []runtime.Object{before, after} {
-		accessor, err := meta.Accessor(obj)
-		if err != nil {
-			return nil, err
-		}
-		accessor.SetManagedFields(nil)
-	}
-
-	var insert *jsonpatch.Operation
-	if insertedInit {
-		s := spec(after)
-		container := s.InitContainers[0]
-		s.InitContainers = s.InitContainers[1:]
-		op := jsonpatch.NewOperation("add", specPath+"/initContainers/0", container)
-		if len(spec(before).InitContainers) == 0 {
-			op = jsonpatch.NewOperation("add", specPath+"/initContainers", []corev1.Container{container})
-		}
-		insert = &op
-	}
-
+// never removes what a newer cluster added.
+func createPatch(before, after any, insert *jsonpatch.Operation) ([]jsonpatch.Operation, error) {
 	a, err := json.Marshal(before)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the original object: %w", err)
@@ -66,6 +37,24 @@ func createPatch(original, mutated runtime.Object, specPath string, insertedInit
 		ops = append(ops, *insert)
 	}
 	return ops, nil
+}
+
+// takeInsertion removes the inserted ha-sysctl container (the first) from
+// after's init containers and returns the one operation that inserts it.
+//
+// jsonpatch/v2 diffs arrays index by index, so a container inserted at the
+// front would come out as a rewrite of every existing init container, which
+// would move their unknown fields onto the wrong container. The insertion is
+// therefore left out of the diff and expressed as one "add .../0", applied
+// after the others. after must be a copy the caller owns.
+func takeInsertion(specPath string, before, after *corev1.PodSpec) *jsonpatch.Operation {
+	container := after.InitContainers[0]
+	after.InitContainers = after.InitContainers[1:]
+	op := jsonpatch.NewOperation("add", specPath+"/initContainers/0", container)
+	if len(before.InitContainers) == 0 {
+		op = jsonpatch.NewOperation("add", specPath+"/initContainers", []corev1.Container{container})
+	}
+	return &op
 }
 
 // sortOperations puts the operations in a stable order (jsonpatch/v2 emits
