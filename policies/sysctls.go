@@ -93,9 +93,11 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 	// Split the policy's sysctls between the securityContext and the init container.
 	var toContext, toInit, kept []sysctl
 	for _, name := range slices.Sorted(maps.Keys(c.Values)) {
-		s := sysctl{name, string(c.Values[name])}
-		if v, ok := userSet[canonicalSysctl(name)]; ok {
-			kept = append(kept, sysctl{name, v})
+		// Written with dots: Pod Security matches securityContext names
+		// exactly, against the dotted form.
+		s := sysctl{canonicalSysctl(name), string(c.Values[name])}
+		if v, ok := userSet[s.name]; ok {
+			kept = append(kept, sysctl{s.name, v})
 			continue
 		}
 		switch {

@@ -9,11 +9,11 @@ import (
 )
 
 // tolerations caps the not-ready and unreachable NoExecute tolerations at the
-// policy's seconds. The taint manager evicts after the shortest matching
-// toleration with tolerationSeconds, and a toleration without seconds only
-// counts when no matching one has seconds; so appending a second toleration
-// next to the user's would silently override it. Longer ones are therefore
-// shortened in place, shorter ones kept, and "tolerate forever" left alone.
+// policy's seconds. For each taint the taint manager uses the first matching
+// toleration in list order (GetMatchingTolerations), so the DefaultTolerationSeconds
+// 300s toleration, or the user's own, is the one that counts: a toleration
+// appended after it would be ignored. Longer ones are therefore shortened in
+// place, shorter ones kept, and "tolerate forever" left alone.
 func tolerations(policy *v1alpha1.HAPolicy, spec *corev1.PodSpec) []Decision {
 	t := policy.Spec.Tolerations
 	if !enabled(t.Enabled) {
@@ -30,41 +30,14 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64) Decision {
 		return Decision{Feature: FeatureTolerations, Action: action, Reason: key + " " + fmt.Sprintf(format, args...)}
 	}
 
-	var (
-		own             []int // tolerations of exactly this key, with seconds
-		ownForever      bool  // a toleration of exactly this key without seconds
-		wildcardForever bool  // a toleration of every taint without seconds
-		wildcardMin     *int64
-	)
+	first := -1
 	for i := range spec.Tolerations {
-		tol := &spec.Tolerations[i]
-		if !toleratesNoExecute(tol, key) {
-			continue
-		}
-		switch {
-		case tol.Key == key && tol.TolerationSeconds == nil:
-			ownForever = true
-		case tol.Key == key:
-			own = append(own, i)
-		case tol.TolerationSeconds == nil:
-			wildcardForever = true
-		case wildcardMin == nil || *tol.TolerationSeconds < *wildcardMin:
-			wildcardMin = tol.TolerationSeconds
+		if toleratesNoExecute(&spec.Tolerations[i], key) {
+			first = i
+			break
 		}
 	}
-
-	switch {
-	case ownForever:
-		return decision(Kept, "tolerated forever by a toleration without tolerationSeconds: the workload's choice, left alone")
-	case wildcardForever && len(own) == 0 && wildcardMin == nil:
-		// A toleration without seconds only counts when no matching one has seconds.
-		return decision(Kept, "tolerated forever by a toleration of every taint without tolerationSeconds: the workload's choice, left alone")
-	case len(own) == 0 && wildcardMin != nil && *wildcardMin <= limit:
-		return decision(Kept, "already %ds through a toleration of every taint, within the policy's %ds", *wildcardMin, limit)
-	case len(own) == 0:
-		// Nothing for this key: add one. The shortest matching toleration
-		// wins, so it also caps a longer toleration of every taint, for this
-		// taint only.
+	if first < 0 {
 		spec.Tolerations = append(spec.Tolerations, corev1.Toleration{
 			Key:               key,
 			Operator:          corev1.TolerationOpExists,
@@ -74,18 +47,21 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64) Decision {
 		return decision(Applied, "added with %ds", limit)
 	}
 
-	var shortened []string
-	for _, i := range own {
-		tol := &spec.Tolerations[i]
-		if *tol.TolerationSeconds > limit {
-			shortened = append(shortened, fmt.Sprintf("%ds -> %ds", *tol.TolerationSeconds, limit))
-			tol.TolerationSeconds = &limit
-		}
+	tol := &spec.Tolerations[first]
+	switch {
+	case tol.TolerationSeconds == nil && tol.Key == "":
+		return decision(Kept, "tolerated forever by a toleration of every taint without tolerationSeconds: the workload's choice, left alone")
+	case tol.TolerationSeconds == nil:
+		return decision(Kept, "tolerated forever by a toleration without tolerationSeconds: the workload's choice, left alone")
+	case *tol.TolerationSeconds <= limit:
+		return decision(Kept, "already %ds, within the policy's %ds", *tol.TolerationSeconds, limit)
+	case tol.Key == "":
+		// Shortening it would change every NoExecute taint, not just this one.
+		return decision(Kept, "tolerated %ds by a toleration of every NoExecute taint, which comes first and is left alone: add a %s toleration before it to cap this taint", *tol.TolerationSeconds, key)
 	}
-	if len(shortened) == 0 {
-		return decision(Kept, "already %ds, within the policy's %ds", *spec.Tolerations[own[0]].TolerationSeconds, limit)
-	}
-	return decision(Applied, "shortened %s", joinComma(shortened))
+	was := *tol.TolerationSeconds
+	tol.TolerationSeconds = &limit
+	return decision(Applied, "shortened %ds -> %ds", was, limit)
 }
 
 // toleratesNoExecute reports whether tol tolerates the NoExecute taint key

@@ -130,25 +130,9 @@ const notPlain = yaml.TaggedStyle | yaml.DoubleQuotedStyle | yaml.SingleQuotedSt
 
 func scalarToJSON(buf *bytes.Buffer, n *yaml.Node, path string) error {
 	if n.Style&notPlain == 0 {
-		// kubectl reads manifests as YAML 1.1 (sigs.k8s.io/yaml), where a
-		// plain yes, on or y is a boolean and 0755 an octal number: resolve
-		// plain scalars the same way so preview accepts what kubectl accepts.
-		var m map[string]any
-		if err := yaml11.Unmarshal([]byte("v: "+n.Value), &m); err == nil {
-			switch v := m["v"].(type) {
-			case float64:
-				if math.IsNaN(v) || math.IsInf(v, 0) {
-					return fmt.Errorf("%s: line %d: %s is not a JSON number", pathOrRoot(path), n.Line, n.Value)
-				}
-			case string:
-				if v != n.Value {
-					break // folded differently in isolation: use the YAML 1.2 reading below
-				}
-			}
-			if out, err := json.Marshal(m["v"]); err == nil {
-				buf.Write(out)
-				return nil
-			}
+		if out, ok := yaml11Value(n.Value); ok {
+			buf.Write(out)
+			return nil
 		}
 	}
 	switch n.ShortTag() {
@@ -184,6 +168,23 @@ func scalarToJSON(buf *bytes.Buffer, n *yaml.Node, path string) error {
 		writeString(buf, n.Value)
 	}
 	return nil
+}
+
+// yaml11Value reads a plain scalar value the way kubectl (sigs.k8s.io/yaml,
+// YAML 1.1) does, where yes, on or y are booleans and 0755 an octal number.
+// It reports false when YAML 1.1 gives no JSON value for it (NaN, infinity)
+// or reads the text differently in isolation, leaving it to the YAML 1.2
+// reading.
+func yaml11Value(text string) ([]byte, bool) {
+	var m map[string]any
+	if err := yaml11.Unmarshal([]byte("v: "+text), &m); err != nil {
+		return nil, false
+	}
+	if s, ok := m["v"].(string); ok && s != text {
+		return nil, false
+	}
+	out, err := json.Marshal(m["v"])
+	return out, err == nil
 }
 
 func writeString(buf *bytes.Buffer, s string) {
