@@ -109,7 +109,10 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 
 	outcome := outcomeOf(policy, mutation)
 	m.count(policyName, outcome, mutation.Decisions)
-	warnings := warningsFor(mutation.Decisions)
+	var warnings []string
+	if !madeByController(obj) {
+		warnings = warningsFor(mutation.Decisions)
+	}
 
 	if log.V(1).Enabled() {
 		lines := make([]string, len(mutation.Decisions))
@@ -277,6 +280,14 @@ func (m *Mutator) count(policy string, outcome Outcome, decisions []policies.Dec
 			fallbacksTotal.WithLabelValues(string(m.Kind), string(d.Fallback)).Inc()
 		}
 	}
+}
+
+// madeByController reports whether a controller (a ReplicaSet, a Job...)
+// created the object. Warnings to a controller only end up in its log, once
+// per pod; the decisions are in the webhook's log and the status annotation.
+func madeByController(obj runtime.Object) bool {
+	o, ok := obj.(client.Object)
+	return ok && metav1.GetControllerOfNoCopy(o) != nil
 }
 
 // objectName is the name, or the generateName prefix of a Pod made by a controller.

@@ -16,7 +16,7 @@ const (
 )
 
 // warningsFor turns the engine's decisions into admission warnings, which
-// kubectl prints. When nothing was (or, under Audit, would be) applied, the
+// kubectl prints (the caller sends none for objects made by controllers). When nothing was (or, under Audit, would be) applied, the
 // "kept" decisions are left out, so the pods of an already compliant
 // Deployment pass silently; workload-level skips (opted out, DaemonSet and
 // mirror pods) are counted in the metrics, not shouted at controllers.
