@@ -48,64 +48,58 @@ func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 		tmpl := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: o.Labels, Annotations: o.Annotations}, Spec: o.Spec}
 		res := MutateTemplate(ctx, w, tmpl)
 		out := &corev1.Pod{TypeMeta: o.TypeMeta, ObjectMeta: *o.ObjectMeta.DeepCopy(), Spec: res.Template.Spec, Status: *o.Status.DeepCopy()}
-		m := &Mutation{Object: out, Decisions: res.Decisions}
-		if !res.Changed {
-			return m, nil
-		}
-		if err := setStatus(ctx, &out.ObjectMeta, res.Decisions); err != nil {
-			return nil, err
-		}
-		// Shallow copies without managedFields: they can be large and
-		// ha-injector never changes them.
-		before, after := *o, *out
-		before.ManagedFields, after.ManagedFields = nil, nil
-		var insert *jsonpatch.Operation
-		if res.insertedInitContainer {
-			insert = takeInsertion("/spec", &before.Spec, &after.Spec)
-		}
-		return m, m.setPatch(&before, &after, insert)
+		return finish(ctx, res, o, out, "/spec", func(p *corev1.Pod) *corev1.PodSpec { return &p.Spec })
 	case *appsv1.Deployment:
 		w := Workload{Kind: KindDeployment, Annotations: o.Annotations, Selector: o.Spec.Selector, Replicas: o.Spec.Replicas}
 		res := MutateTemplate(ctx, w, &o.Spec.Template)
 		out := &appsv1.Deployment{TypeMeta: o.TypeMeta, ObjectMeta: *o.ObjectMeta.DeepCopy(), Spec: *o.Spec.DeepCopy(), Status: *o.Status.DeepCopy()}
 		out.Spec.Template = res.Template
-		m := &Mutation{Object: out, Decisions: res.Decisions}
-		if !res.Changed {
-			return m, nil
-		}
-		if err := setStatus(ctx, &out.ObjectMeta, res.Decisions); err != nil {
-			return nil, err
-		}
-		before, after := *o, *out
-		before.ManagedFields, after.ManagedFields = nil, nil
-		var insert *jsonpatch.Operation
-		if res.insertedInitContainer {
-			insert = takeInsertion("/spec/template/spec", &before.Spec.Template.Spec, &after.Spec.Template.Spec)
-		}
-		return m, m.setPatch(&before, &after, insert)
+		return finish(ctx, res, o, out, "/spec/template/spec", func(d *appsv1.Deployment) *corev1.PodSpec { return &d.Spec.Template.Spec })
 	case nil:
 		return nil, fmt.Errorf("no object to mutate")
 	}
 	return nil, fmt.Errorf("ha-injector mutates Pods and Deployments, not %T", obj)
 }
 
-func (m *Mutation) setPatch(before, after any, insert *jsonpatch.Operation) error {
-	ops, err := createPatch(before, after, insert)
-	m.Patch = ops
-	return err
+// object is a pointer to a Kubernetes object type T.
+type object[T any] interface {
+	*T
+	runtime.Object
+	metav1.Object
 }
 
-// setStatus records what was done in the object's StatusAnnotation.
-func setStatus(ctx Context, meta *metav1.ObjectMeta, decisions []Decision) error {
-	status, err := json.Marshal(statusOf(ctx, decisions))
+// finish records the StatusAnnotation on a changed out and computes the
+// patch from in to out. spec finds the pod spec at specPath.
+func finish[T any, P object[T]](ctx Context, res Result, in, out P, specPath string, spec func(P) *corev1.PodSpec) (*Mutation, error) {
+	m := &Mutation{Object: out, Decisions: res.Decisions}
+	if !res.Changed {
+		return m, nil
+	}
+	status, err := json.Marshal(statusOf(ctx, res.Decisions))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if meta.Annotations == nil {
-		meta.Annotations = map[string]string{}
+	annotations := out.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
 	}
-	meta.Annotations[StatusAnnotation] = string(status)
-	return nil
+	annotations[StatusAnnotation] = string(status)
+	out.SetAnnotations(annotations)
+
+	// Shallow copies without managedFields: they can be large and
+	// ha-injector never changes them.
+	before, after := *in, *out
+	P(&before).SetManagedFields(nil)
+	P(&after).SetManagedFields(nil)
+	var insert *jsonpatch.Operation
+	if res.insertedInitContainer {
+		insert = takeInsertion(specPath, spec(&before), spec(&after))
+	}
+	m.Patch, err = createPatch(&before, &after, insert)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func statusOf(ctx Context, decisions []Decision) Status {
