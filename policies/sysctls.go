@@ -121,23 +121,11 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 		if version != "" && version != "latest" {
 			enforced += " at " + version
 		}
-		var moved, dropped []sysctl
-		for _, s := range toInit {
-			if podSecurityAllows(s.name, version) {
-				moved = append(moved, s)
-			} else {
-				dropped = append(dropped, s)
-			}
-		}
-		var allowed []sysctl
-		for _, s := range toContext {
-			if podSecurityAllows(s.name, version) {
-				allowed = append(allowed, s)
-			} else {
-				dropped = append(dropped, s)
-			}
-		}
-		toInit, toContext = nil, append(allowed, moved...)
+		allowed := func(s sysctl) bool { return podSecurityAllows(s.name, version) }
+		moved, droppedInit := partition(toInit, allowed)
+		kept, droppedContext := partition(toContext, allowed)
+		dropped := append(droppedInit, droppedContext...)
+		toInit, toContext = nil, append(kept, moved...)
 		sort.Slice(toContext, func(i, j int) bool { return toContext[i].name < toContext[j].name })
 		if len(moved) > 0 {
 			decisions = append(decisions, decide(Noted, FallbackPodSecurity,
@@ -213,6 +201,18 @@ func sysctlContainer(image string, values []sysctl) corev1.Container {
 			RunAsNonRoot: ptr.To(false),
 		},
 	}
+}
+
+// partition splits list into the sysctls keep accepts and the others, in order.
+func partition(list []sysctl, keep func(sysctl) bool) (yes, no []sysctl) {
+	for _, s := range list {
+		if keep(s) {
+			yes = append(yes, s)
+		} else {
+			no = append(no, s)
+		}
+	}
+	return yes, no
 }
 
 func hasContainer(spec *corev1.PodSpec, name string) bool {

@@ -16,9 +16,6 @@ import (
 
 var update = flag.Bool("update", os.Getenv("UPDATE_GOLDEN") != "", "rewrite the golden files from the current output")
 
-// Updating reports whether golden files are being rewritten.
-func Updating() bool { return *update }
-
 // Check compares got with the golden file at path, or rewrites it when updating.
 func Check(t testing.TB, path string, got []byte) {
 	t.Helper()
