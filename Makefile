@@ -50,7 +50,7 @@ fuzz: ## Fuzz the HTTP handler and the engine for FUZZTIME each (default 2m).
 
 .PHONY: golden
 golden: ## Refresh the golden files after an intended change of output.
-	$(GO) test ./policies/... ./webhook/... -run 'Golden' -update
+	$(GO) test ./policies/... ./webhook/... ./test/chart/... -run 'Golden|Schema|Readme' -update
 
 .PHONY: demo
 demo: ## Preview the example Deployment with all three injections.
