@@ -15,7 +15,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,7 +25,6 @@ import (
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
-	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 
@@ -151,13 +149,14 @@ func install(restCfg *rest.Config) (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, obj := range []client.Object{
-		webhookConfiguration(port, kp.Cert),
-		&v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
-		&v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: "audit"}, Spec: v1alpha1.HAPolicySpec{Mode: v1alpha1.ModeAudit}},
-	} {
+	// What the chart installs, with the webhooks pointed at this process.
+	objs, err := chartObjects(fmt.Sprintf("https://127.0.0.1:%d", port), kp.Cert)
+	if err != nil {
+		return nil, err
+	}
+	for _, obj := range objs {
 		if err := c.Create(ctx, obj); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
 		}
 	}
 	// The API server picks up a new webhook configuration asynchronously:
@@ -177,43 +176,6 @@ func install(restCfg *rest.Config) (*fixture, error) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return nil, fmt.Errorf("the webhook configuration did not take effect")
-}
-
-// webhookConfiguration is what the chart installs: opted-in namespaces only,
-// kube-system exempt, no side effects, reinvoked if another webhook changes
-// the object, and failing open.
-func webhookConfiguration(port int, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
-	hook := func(name, path string, rule admissionregistrationv1.RuleWithOperations) admissionregistrationv1.MutatingWebhook {
-		url := fmt.Sprintf("https://127.0.0.1:%d%s", port, path)
-		return admissionregistrationv1.MutatingWebhook{
-			Name:                    name,
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{rule},
-			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
-			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
-			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
-			TimeoutSeconds:          ptr.To[int32](10),
-			AdmissionReviewVersions: []string{"v1"},
-			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
-			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-				{Key: policies.PolicyLabel, Operator: metav1.LabelSelectorOpExists},
-				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system"}},
-			}},
-		}
-	}
-	return &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "ha-injector"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{
-			hook("pods.ha-injector.io", webhook.PodPath, admissionregistrationv1.RuleWithOperations{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-			}),
-			hook("deployments.ha-injector.io", webhook.DeploymentPath, admissionregistrationv1.RuleWithOperations{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"deployments"}},
-			}),
-		},
-	}
 }
 
 func freePort() (int, error) {
