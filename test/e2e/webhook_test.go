@@ -22,7 +22,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/webhook"
@@ -79,8 +78,12 @@ func (w *warnings) take() []string {
 }
 
 type fixture struct {
-	client   client.Client
-	warnings *warnings
+	client     client.Client
+	warnings   *warnings
+	restConfig *rest.Config
+	// ca signs the serving certificate in certDir; port is where serve listens.
+	ca   *testCA
+	port int
 }
 
 var (
@@ -103,7 +106,11 @@ func setup(t *testing.T) *fixture {
 
 func install(restCfg *rest.Config) (*fixture, error) {
 	ctx := context.Background()
-	kp, err := certs.SelfSigned([]string{"127.0.0.1"}, time.Hour)
+	ca, err := newTestCA()
+	if err != nil {
+		return nil, err
+	}
+	kp, _, err := ca.issue()
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +157,7 @@ func install(restCfg *rest.Config) (*fixture, error) {
 		return nil, err
 	}
 	// What the chart installs, with the webhooks pointed at this process.
-	objs, err := chartObjects(fmt.Sprintf("https://127.0.0.1:%d", port), kp.Cert)
+	objs, err := chartObjects(fmt.Sprintf("https://127.0.0.1:%d", port), ca.pem)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +178,7 @@ func install(restCfg *rest.Config) (*fixture, error) {
 			return nil, err
 		}
 		if pod.Annotations[policies.StatusAnnotation] != "" {
-			return &fixture{client: c, warnings: w}, nil
+			return &fixture{client: c, warnings: w, restConfig: clientCfg, ca: ca, port: port}, nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
