@@ -53,5 +53,9 @@ golden: ## Refresh the golden files after an intended change of output.
 	$(GO) test ./policies/... ./webhook/... ./test/chart/... -run 'Golden|Schema|Readme' -update
 
 .PHONY: demo
-demo: ## Preview the example Deployment with all three injections.
+demo: ## Run ha-injector behind a local kube-apiserver and show what it injects; Ctrl-C stops it.
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./hack/demo
+
+.PHONY: preview
+preview: ## Preview the example Deployment with all three injections (no cluster).
 	$(GO) run ./cmd/ha-injector preview -f examples/web-server.yaml

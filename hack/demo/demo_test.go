@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDemo runs `make demo`'s program to the point where it waits for Ctrl-C, uses the
+// kubeconfig it printed with the real kubectl, then stops it and checks it cleaned up.
+func TestDemo(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	require.NoError(t, err, "the demo test drives kubectl, as a user would")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	var kubectlOut map[string]string
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, options{out: &out, ready: func(kubeconfig string) {
+			kubectlOut = map[string]string{}
+			for name, args := range map[string][]string{
+				"init container": {"-n", "demo", "get", "deployment", "web-server", "-o", "jsonpath={.spec.template.spec.initContainers[*].name}"},
+				"tolerations":    {"-n", "demo", "get", "deployment", "web-server", "-o", "jsonpath={.spec.template.spec.tolerations[*].tolerationSeconds}"},
+				"policies":       {"get", "hapolicies", "-o", "name"},
+			} {
+				cmd := exec.CommandContext(ctx, kubectl, args...)
+				cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+				b, err := cmd.CombinedOutput()
+				assert.NoError(t, err, "kubectl %v: %s", args, b)
+				kubectlOut[name] = string(b)
+			}
+			cancel() // Ctrl-C
+		}})
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err, out.String())
+	case <-time.After(4 * time.Minute):
+		t.Fatal("the demo did not stop")
+	}
+
+	text := out.String()
+	m := regexp.MustCompile(`(?m)^export KUBECONFIG=(\S+)$`).FindStringSubmatch(text)
+	require.NotNil(t, m, "a line of its own with export KUBECONFIG=...:\n%s", text)
+	assert.True(t, filepath.IsAbs(m[1]), "an absolute path")
+	assert.NoFileExists(t, m[1], "cleaned up on exit")
+	assert.Contains(t, text, "ha-injector.io/status:")
+	assert.Contains(t, text, "podAntiAffinity:")
+	assert.Contains(t, text, "name: ha-sysctl")
+	assert.Contains(t, text, "tolerationSeconds: 30")
+	assert.Contains(t, text, "dropped net.ipv4.tcp_retries2=9", "the restricted namespace's warning")
+	assert.Equal(t, "ha-sysctl", kubectlOut["init container"])
+	assert.Equal(t, "30 30", kubectlOut["tolerations"])
+	assert.Equal(t, "hapolicy.ha-injector.io/default\n", kubectlOut["policies"])
+}

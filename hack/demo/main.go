@@ -1,0 +1,398 @@
+// Command demo runs ha-injector for real on a laptop with nothing installed (`make demo`):
+// a local kube-apiserver and etcd (the test control plane), `ha-injector serve` in this
+// process, and the CRD, webhook configuration and default policy the Helm chart renders.
+// It creates the example web-server Deployment in an opted-in namespace, prints what the
+// API server stored, shows the warnings of a Pod Security "restricted" namespace, then
+// leaves a kubeconfig for kubectl until Ctrl-C or SIGTERM, and cleans up.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/internal/chartrender"
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/webhook"
+)
+
+func main() {
+	ctx := ctrl.SetupSignalHandler()
+	if err := run(ctx, options{out: os.Stdout}); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+// options are what a test changes; main uses the defaults.
+type options struct {
+	out io.Writer
+	// ready, if set, is called with the kubeconfig path once everything is up.
+	ready func(kubeconfig string)
+}
+
+// warnings collects the warnings the API server relays, as kubectl prints them.
+type warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = append(w.list, text)
+}
+
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.list
+	w.list = nil
+	return out
+}
+
+func run(ctx context.Context, opts options) (err error) {
+	out := opts.out
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	work := filepath.Join(root, "_output", "demo")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return err
+	}
+	defer func() {
+		if rmErr := os.RemoveAll(work); rmErr != nil && err == nil {
+			err = rmErr
+		}
+	}()
+	logFile, err := os.Create(filepath.Join(work, "webhook.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	ctrl.SetLogger(zap.New(zap.WriteTo(logFile), zap.Level(zapcore.InfoLevel)))
+
+	step := func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }
+
+	step("Starting a local kube-apiserver and etcd (built once by hack/control-plane.sh)")
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		b, err := exec.CommandContext(ctx, filepath.Join(root, "hack", "control-plane.sh")).Output()
+		if err != nil {
+			return fmt.Errorf("hack/control-plane.sh: %w", err)
+		}
+		assets = strings.TrimSpace(string(b))
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{filepath.Join(root, chartrender.ChartDir, "crds")},
+		ErrorIfCRDPathMissing: true,
+	}
+	restCfg, err := env.Start()
+	if err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	defer func() {
+		step("Stopping the webhook, kube-apiserver and etcd")
+		if stopErr := env.Stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+	}()
+
+	step("Starting ha-injector serve on 127.0.0.1 with a self-signed certificate")
+	kp, err := certs.SelfSigned([]string{"127.0.0.1"}, 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	certDir := filepath.Join(work, "certs")
+	if err := kp.WriteFiles(certDir, "tls.crt", "tls.key"); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	probePort, err := freePort()
+	if err != nil {
+		return err
+	}
+	cfg := webhook.DefaultConfig()
+	cfg.RestConfig = restCfg
+	cfg.CertPath = certDir
+	cfg.WebhookHost = "127.0.0.1"
+	cfg.WebhookPort = port
+	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", probePort)
+	cfg.MetricsBindAddress = "0"
+	serveCtx, stopServe := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- webhook.Run(serveCtx, cfg) }()
+	defer func() {
+		stopServe()
+		if serveErr := <-served; serveErr != nil && err == nil {
+			err = serveErr
+		}
+	}()
+	if err := waitReady(ctx, cfg.HealthProbeBindAddress, served); err != nil {
+		return err
+	}
+
+	w := &warnings{}
+	clientCfg := rest.CopyConfig(restCfg)
+	clientCfg.WarningHandler = w
+	c, err := client.New(clientCfg, client.Options{Scheme: webhook.Scheme})
+	if err != nil {
+		return err
+	}
+
+	step("Installing what the Helm chart renders: the default HAPolicy and the MutatingWebhookConfiguration")
+	chart, err := chartrender.Load(root)
+	if err != nil {
+		return err
+	}
+	rendered, err := chartrender.Render(chart, map[string]any{
+		"certManager": map[string]any{"enabled": false},
+		"certs":       map[string]any{"mode": "provided", "provided": map[string]any{"secretName": "unused", "caBundle": "dW51c2Vk"}},
+	}, chartrender.Options{})
+	if err != nil {
+		return err
+	}
+	hooks, err := rendered.LocalWebhookConfiguration(fmt.Sprintf("https://127.0.0.1:%d", port), kp.Cert)
+	if err != nil {
+		return err
+	}
+	objs := []client.Object{hooks}
+	for _, p := range rendered.Find("HAPolicy") {
+		objs = append(objs, p)
+	}
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil {
+			return fmt.Errorf("%s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
+		}
+	}
+
+	step("Creating namespace demo, labelled ha-injector.io/policy=default")
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{policies.PolicyLabel: "default"}}}); err != nil {
+		return err
+	}
+	if err := waitEffective(ctx, c, "demo"); err != nil {
+		return err
+	}
+	w.take()
+
+	step("Creating the 3-replica web-server Deployment from examples/web-server.yaml")
+	dep, err := exampleDeployment(filepath.Join(root, "examples", "web-server.yaml"))
+	if err != nil {
+		return err
+	}
+	dep.Namespace = "demo"
+	if err := c.Create(ctx, dep); err != nil {
+		return err
+	}
+	printWarnings(out, w.take())
+	var stored appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKeyFromObject(dep), &stored); err != nil {
+		return err
+	}
+	step("What the API server stored (kubectl -n demo get deployment web-server -o yaml), the injected parts:")
+	spec := stored.Spec.Template.Spec
+	if err := printYAML(out, map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{policies.StatusAnnotation: stored.Annotations[policies.StatusAnnotation]}},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
+			"affinity":       spec.Affinity,
+			"tolerations":    spec.Tolerations,
+			"initContainers": spec.InitContainers,
+		}}},
+	}); err != nil {
+		return err
+	}
+
+	step("A second case: namespace demo-restricted enforces Pod Security \"restricted\"")
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo-restricted", Labels: map[string]string{
+		policies.PolicyLabel: "default", policies.PodSecurityEnforceLabel: "restricted",
+	}}}); err != nil {
+		return err
+	}
+	pod := restrictedPod("demo-restricted")
+	if err := c.Create(ctx, pod); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "The pod is admitted: no privileged init container, the safe sysctls in its securityContext.")
+	printWarnings(out, w.take())
+	if err := printYAML(out, map[string]any{"spec": map[string]any{"securityContext": map[string]any{"sysctls": pod.Spec.SecurityContext.Sysctls}}}); err != nil {
+		return err
+	}
+
+	user, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	kubeconfigPath := filepath.Join(work, "kubeconfig")
+	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	step("The demo cluster runs until Ctrl-C. In another shell:")
+	fmt.Fprintf(out, "export KUBECONFIG=%s\n", kubeconfigPath)
+	fmt.Fprintln(out, "kubectl -n demo get deployment web-server -o yaml")
+	fmt.Fprintln(out, "kubectl get hapolicies")
+	fmt.Fprintln(out, "kubectl create namespace team-a && kubectl label namespace team-a ha-injector.io/policy=default")
+	fmt.Fprintln(out, "kubectl -n team-a run web --image=nginx:1.27 --dry-run=server -o yaml")
+	fmt.Fprintf(out, "(webhook log: %s)\n", logFile.Name())
+	if opts.ready != nil {
+		opts.ready(kubeconfigPath)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		served <- err // for the deferred shutdown
+		return fmt.Errorf("the webhook stopped: %v", err)
+	}
+	return nil
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the demo inside the repository (no go.mod found above the current folder)")
+		}
+		dir = parent
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitReady waits (bounded) for serve's /readyz.
+func waitReady(ctx context.Context, addr string, served <-chan error) error {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case err := <-served:
+			return fmt.Errorf("serve stopped: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+	}
+	return errors.New("serve did not become ready in 30s")
+}
+
+// waitEffective waits (bounded) until the API server calls the webhook: it picks up a
+// new webhook configuration asynchronously.
+func waitEffective(ctx context.Context, c client.Client, ns string) error {
+	for i, deadline := 0, time.Now().Add(30*time.Second); time.Now().Before(deadline); i++ {
+		probe := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("probe-%d", i)},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
+		}
+		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
+			return err
+		}
+		if probe.Annotations[policies.StatusAnnotation] != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return errors.New("the webhook configuration did not take effect in 30s")
+}
+
+func exampleDeployment(path string) (*appsv1.Deployment, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	for i, doc := range bytes.Split(data, []byte("\n---")) {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
+		}
+		if meta.Kind == "Deployment" {
+			dep := &appsv1.Deployment{}
+			if err := yaml.UnmarshalStrict(doc, dep); err != nil {
+				return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
+			}
+			return dep, nil
+		}
+	}
+	return nil, fmt.Errorf("%s has no Deployment", path)
+}
+
+// restrictedPod is a pod that Pod Security "restricted" accepts as it is.
+func restrictedPod(ns string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web", Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{
+				Name: "web", Image: "nginxinc/nginx-unprivileged:1.27",
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+			}},
+		},
+	}
+}
+
+func printWarnings(out io.Writer, list []string) {
+	for _, w := range list {
+		fmt.Fprintf(out, "Warning: %s\n", w)
+	}
+}
+
+func printYAML(out io.Writer, v any) error {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(b)
+	return err
+}
