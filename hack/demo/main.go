@@ -15,9 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +33,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/chartrender"
+	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/webhook"
 )
@@ -76,7 +75,7 @@ func (w *warnings) take() []string {
 
 func run(ctx context.Context, opts options) (err error) {
 	out := opts.out
-	root, err := repoRoot()
+	root, err := controlplane.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -99,18 +98,9 @@ func run(ctx context.Context, opts options) (err error) {
 	step := func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }
 
 	step("Starting a local kube-apiserver and etcd (built once by hack/control-plane.sh)")
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		b, err := exec.CommandContext(ctx, filepath.Join(root, "hack", "control-plane.sh")).Output()
-		if err != nil {
-			return fmt.Errorf("hack/control-plane.sh: %w", err)
-		}
-		assets = strings.TrimSpace(string(b))
-	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(root, chartrender.ChartDir, "crds")},
-		ErrorIfCRDPathMissing: true,
+	env, err := controlplane.New(root)
+	if err != nil {
+		return err
 	}
 	restCfg, err := env.Start()
 	if err != nil {
@@ -275,23 +265,6 @@ func run(ctx context.Context, opts options) (err error) {
 		return fmt.Errorf("the webhook stopped: %v", err)
 	}
 	return nil
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run the demo inside the repository (no go.mod found above the current folder)")
-		}
-		dir = parent
-	}
 }
 
 func freePort() (int, error) {

@@ -1,21 +1,16 @@
 // Package testenv starts one real kube-apiserver and etcd (controller-runtime
-// envtest) per test binary, with the HAPolicy CRD installed. The binaries are
-// built from Go modules by hack/control-plane.sh and cached outside the
-// repository; KUBEBUILDER_ASSETS, when set, names a folder that already holds
-// them.
+// envtest, through internal/controlplane) per test binary, with the HAPolicy CRD
+// installed.
 package testenv
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/ha-injector/ha-injector/internal/controlplane"
 )
 
 var (
@@ -26,37 +21,7 @@ var (
 )
 
 // RepoRoot is the folder of the repository's go.mod.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(data), "module github.com/ha-injector/ha-injector\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no ha-injector go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// assets returns the folder with kube-apiserver and etcd, building them if needed.
-func assets(root string) (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
-	}
-	cmd := exec.Command(filepath.Join(root, "hack", "control-plane.sh"))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("hack/control-plane.sh: %w", err)
-	}
-	return strings.TrimSpace(string(out)), nil
-}
+func RepoRoot() (string, error) { return controlplane.RepoRoot() }
 
 // Start returns the connection to the shared API server, starting it on first use.
 func Start(t testing.TB) *rest.Config {
@@ -67,15 +32,8 @@ func Start(t testing.TB) *rest.Config {
 			startEr = err
 			return
 		}
-		dir, err := assets(root)
-		if err != nil {
-			startEr = err
+		if env, startEr = controlplane.New(root); startEr != nil {
 			return
-		}
-		env = &envtest.Environment{
-			BinaryAssetsDirectory: dir,
-			CRDDirectoryPaths:     []string{filepath.Join(root, "charts", "ha-injector", "crds")},
-			ErrorIfCRDPathMissing: true,
 		}
 		cfg, startEr = env.Start()
 	})
