@@ -8,7 +8,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,7 +27,7 @@ func SelfSigned(hosts []string, validFor time.Duration) (KeyPair, error) {
 	if err != nil {
 		return KeyPair{}, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	serial, err := randomSerial()
 	if err != nil {
 		return KeyPair{}, err
 	}

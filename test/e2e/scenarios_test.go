@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
@@ -192,9 +193,9 @@ func TestPolicyEditsApplyToTheNextAdmission(t *testing.T) {
 // meshWebhook is a second mutating webhook, like a service mesh's injector, that runs
 // after ha-injector and puts its own init container and a long unreachable toleration
 // in front of the pod's.
-func meshWebhook(t *testing.T, ca *testCA) *httptest.Server {
+func meshWebhook(t *testing.T, ca *certs.CA) *httptest.Server {
 	t.Helper()
-	kp, _, err := ca.issue()
+	kp, _, err := ca.Issue([]string{"127.0.0.1"}, time.Hour)
 	require.NoError(t, err)
 	cert, err := tls.X509KeyPair(kp.Cert, kp.Key)
 	require.NoError(t, err)
@@ -260,7 +261,7 @@ func TestReinvocationKeepsThePodCorrect(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "zz-e2e-mesh"},
 		Webhooks: []admissionregistrationv1.MutatingWebhook{{
 			Name:                    "mesh.e2e.example",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To(mesh.URL + "/inject"), CABundle: f.ca.pem},
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To(mesh.URL + "/inject"), CABundle: f.ca.PEM},
 			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
 			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"e2e-mesh": "true"}},
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
@@ -320,7 +321,7 @@ func TestWebhookDownFailurePolicies(t *testing.T) {
 				"webhook":     map[string]any{"failurePolicy": failurePolicy},
 			}, chartrender.Options{})
 			require.NoError(t, err)
-			cfg, err := r.LocalWebhookConfiguration("https://"+down.Addr().String(), f.ca.pem)
+			cfg, err := r.LocalWebhookConfiguration("https://"+down.Addr().String(), f.ca.PEM)
 			require.NoError(t, err)
 			// A second installation whose server is down, limited to this test's namespaces.
 			scope := "e2e-down-" + strings.ToLower(failurePolicy)
@@ -406,12 +407,12 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 		}()
 	}
 	time.Sleep(time.Second)
-	kp, serial, err := f.ca.issue()
+	kp, serial, err := f.ca.Issue([]string{"127.0.0.1"}, time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, kp.WriteFiles(certDir, "tls.crt", "tls.key"))
 	served := func() bool {
 		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(f.ca.pem)
+		pool.AppendCertsFromPEM(f.ca.PEM)
 		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", f.port), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 		if err != nil {
 			return false

@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/webhook"
@@ -82,7 +83,7 @@ type fixture struct {
 	warnings   *warnings
 	restConfig *rest.Config
 	// ca signs the serving certificate in certDir; port is where serve listens.
-	ca   *testCA
+	ca   *certs.CA
 	port int
 }
 
@@ -106,11 +107,11 @@ func setup(t *testing.T) *fixture {
 
 func install(restCfg *rest.Config) (*fixture, error) {
 	ctx := context.Background()
-	ca, err := newTestCA()
+	ca, err := certs.NewCA("ha-injector-e2e-ca", 24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	kp, _, err := ca.issue()
+	kp, _, err := ca.Issue([]string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +158,7 @@ func install(restCfg *rest.Config) (*fixture, error) {
 		return nil, err
 	}
 	// What the chart installs, with the webhooks pointed at this process.
-	objs, err := chartObjects(fmt.Sprintf("https://127.0.0.1:%d", port), ca.pem)
+	objs, err := chartObjects(fmt.Sprintf("https://127.0.0.1:%d", port), ca.PEM)
 	if err != nil {
 		return nil, err
 	}
