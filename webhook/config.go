@@ -8,13 +8,29 @@ import (
 	"path/filepath"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
+
+	"github.com/ha-injector/ha-injector/certs"
 )
 
 // Paths the webhook serves, as the chart's MutatingWebhookConfiguration names them.
 const (
 	PodPath        = "/mutate-v1-pod"
 	DeploymentPath = "/mutate-apps-v1-deployment"
+)
+
+// Where the serving certificate comes from (--cert-mode).
+const (
+	// CertModeFile serves the certificate files found in CertPath, reloaded
+	// when they change: a Secret written by cert-manager or by the user and
+	// mounted there.
+	CertModeFile = "file"
+	// CertModeSelfManaged keeps a CA and the serving certificate in a Secret,
+	// writes the CA into the webhook configuration and renews before expiry
+	// (see certs.SelfManaged). The Secret is still mounted in CertPath and
+	// served from there; the files appear only once it has been filled.
+	CertModeSelfManaged = "self-managed"
 )
 
 // Config is the validated configuration of `ha-injector serve`.
@@ -27,6 +43,11 @@ type Config struct {
 	// mounted Secret); CertName and KeyName are their file names. The files
 	// are watched and reloaded when they change.
 	CertPath, CertName, KeyName string
+	// CertMode is CertModeFile or CertModeSelfManaged.
+	CertMode string
+	// SelfManaged configures CertModeSelfManaged; in CertModeFile it must be
+	// left unset, so a forgotten --cert-mode is reported rather than ignored.
+	SelfManaged certs.SelfManaged
 	// HealthProbeBindAddress serves /healthz and /readyz ("0" disables).
 	HealthProbeBindAddress string
 	// MetricsBindAddress serves Prometheus metrics on /metrics ("0" disables).
@@ -50,6 +71,8 @@ func DefaultConfig() Config {
 		CertPath:                "/tmp/k8s-webhook-server/serving-certs",
 		CertName:                "tls.crt",
 		KeyName:                 "tls.key",
+		CertMode:                CertModeFile,
+		SelfManaged:             certs.DefaultSelfManaged(),
 		HealthProbeBindAddress:  ":8081",
 		MetricsBindAddress:      ":8080",
 		TLSMinVersion:           "1.2",
@@ -83,16 +106,102 @@ func (c Config) Validate() error {
 	if c.RestConfig == nil {
 		errs = append(errs, fmt.Errorf("no connection to the API server is configured"))
 	}
-	cert, key := filepath.Join(c.CertPath, c.CertName), filepath.Join(c.CertPath, c.KeyName)
-	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-		errs = append(errs, fmt.Errorf("serving certificate %s and key %s (--webhook-cert-path, --webhook-cert-name, --webhook-cert-key): %w", cert, key, err))
+	switch c.CertMode {
+	case CertModeFile:
+		errs = append(errs, c.validateFileMode()...)
+	case CertModeSelfManaged:
+		errs = append(errs, c.validateSelfManaged()...)
+	default:
+		errs = append(errs, fmt.Errorf("--cert-mode must be %s or %s, not %q", CertModeFile, CertModeSelfManaged, c.CertMode))
 	}
 	return errors.Join(errs...)
 }
 
-// tlsOptions applies the minimum TLS version and, unless enabled, turns
-// HTTP/2 off by offering only HTTP/1.1 in ALPN.
-func (c Config) tlsOptions() []func(*tls.Config) {
+// validateFileMode checks that the mounted certificate can be loaded now:
+// the files are not written by ha-injector, so a missing one is a mistake
+// in the deployment.
+func (c Config) validateFileMode() []error {
+	var errs []error
+	sm := c.SelfManaged
+	if sm.Secret.Name != "" || sm.Secret.Namespace != "" || sm.WebhookConfiguration != "" || len(sm.DNSNames) > 0 {
+		errs = append(errs, fmt.Errorf("--cert-secret-name, --cert-secret-namespace, --webhook-configuration-name and --cert-dns-name are only used with --cert-mode=%s", CertModeSelfManaged))
+	}
+	cert, key := filepath.Join(c.CertPath, c.CertName), filepath.Join(c.CertPath, c.KeyName)
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		errs = append(errs, fmt.Errorf("serving certificate %s and key %s (--webhook-cert-path, --webhook-cert-name, --webhook-cert-key): %w", cert, key, err))
+	}
+	return errs
+}
+
+// validateSelfManaged checks the self-managed settings. The certificate
+// files are not checked: they appear only after the rotator has filled the
+// Secret and the kubelet has copied it into the mount.
+func (c Config) validateSelfManaged() []error {
+	var errs []error
+	sm := c.SelfManaged
+	required := []struct{ flag, value string }{
+		{"--cert-secret-name", sm.Secret.Name},
+		{"--cert-secret-namespace", sm.Secret.Namespace},
+		{"--webhook-configuration-name", sm.WebhookConfiguration},
+		{"--webhook-cert-path", c.CertPath},
+	}
+	for _, r := range required {
+		if r.value == "" {
+			errs = append(errs, fmt.Errorf("--cert-mode=%s needs %s", CertModeSelfManaged, r.flag))
+		}
+	}
+	if len(sm.DNSNames) == 0 {
+		errs = append(errs, fmt.Errorf("--cert-mode=%s needs at least one --cert-dns-name (the Service's name, e.g. ha-injector.ha-injector.svc)", CertModeSelfManaged))
+	}
+	for _, name := range sm.DNSNames {
+		// cert-controller puts every name in the certificate's DNS names; an
+		// IP address there never matches a connection to that address.
+		if net.ParseIP(name) != nil {
+			errs = append(errs, fmt.Errorf("--cert-dns-name %q is an IP address; only DNS names are supported", name))
+		} else if problems := validation.IsDNS1123Subdomain(name); len(problems) > 0 {
+			errs = append(errs, fmt.Errorf("--cert-dns-name %q: %v", name, problems))
+		}
+	}
+	durations := []struct {
+		flag  string
+		value time.Duration
+	}{
+		{"--cert-ca-duration", sm.CADuration},
+		{"--cert-duration", sm.Duration},
+		{"--cert-renew-before", sm.RenewBefore},
+		{"--cert-check-interval", sm.CheckInterval},
+	}
+	positive := true
+	for _, d := range durations {
+		if d.value <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, not %s", d.flag, d.value))
+			positive = false
+		}
+	}
+	if !positive {
+		return errs
+	}
+	// A certificate that is always within its renewal margin would be
+	// replaced on every check and on every Secret update, the rotator's own
+	// included: an endless loop of writes.
+	if sm.RenewBefore >= sm.Duration {
+		errs = append(errs, fmt.Errorf("--cert-renew-before (%s) must be shorter than --cert-duration (%s)", sm.RenewBefore, sm.Duration))
+	}
+	if sm.Duration > sm.CADuration {
+		errs = append(errs, fmt.Errorf("--cert-duration (%s) must not exceed --cert-ca-duration (%s): the serving certificate cannot outlive its CA", sm.Duration, sm.CADuration))
+	}
+	// Checked less often than the renewal margin, a certificate could expire
+	// between two checks.
+	if sm.CheckInterval >= sm.RenewBefore {
+		errs = append(errs, fmt.Errorf("--cert-check-interval (%s) must be shorter than --cert-renew-before (%s), or a certificate can expire between two checks", sm.CheckInterval, sm.RenewBefore))
+	}
+	return errs
+}
+
+// TLSOptions are the webhook server's TLS settings: the minimum TLS version and, unless
+// enabled, HTTP/2 off by offering only HTTP/1.1 in ALPN. The benchmarks' no-op server uses
+// them too, so both are measured over the same TLS.
+func (c Config) TLSOptions() []func(*tls.Config) {
 	return []func(*tls.Config){func(t *tls.Config) {
 		t.MinVersion = tlsVersions[c.TLSMinVersion]
 		if !c.EnableHTTP2 {

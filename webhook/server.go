@@ -22,6 +22,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
@@ -48,27 +49,34 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.CertMode == CertModeSelfManaged {
+		if err := certs.CheckSecret(ctx, mgr.GetAPIReader(), cfg.SelfManaged.Secret); err != nil {
+			return fmt.Errorf("--cert-secret-name, --cert-secret-namespace: %w", err)
+		}
+	}
 	return mgr.Start(ctx)
 }
 
 // NewManager builds the controller-runtime manager: the webhook server with
-// both handlers, the informers it reads from, the probes and the metrics.
+// both handlers, the informers it reads from, the probes and the metrics,
+// and in self-managed mode the certificate rotator.
 func NewManager(cfg Config) (manager.Manager, error) {
 	timeout := cfg.GracefulShutdownTimeout
+	server := crwebhook.NewServer(crwebhook.Options{
+		Host:     cfg.WebhookHost,
+		Port:     cfg.WebhookPort,
+		CertDir:  cfg.CertPath,
+		CertName: cfg.CertName,
+		KeyName:  cfg.KeyName,
+		TLSOpts:  cfg.TLSOptions(),
+	})
 	mgr, err := ctrl.NewManager(cfg.RestConfig, ctrl.Options{
 		Scheme:                  Scheme,
 		HealthProbeBindAddress:  cfg.HealthProbeBindAddress,
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
 		GracefulShutdownTimeout: &timeout,
-		WebhookServer: crwebhook.NewServer(crwebhook.Options{
-			Host:     cfg.WebhookHost,
-			Port:     cfg.WebhookPort,
-			CertDir:  cfg.CertPath,
-			CertName: cfg.CertName,
-			KeyName:  cfg.KeyName,
-			TLSOpts:  cfg.tlsOptions(),
-		}),
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		WebhookServer:           server,
+		Cache:                   cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
@@ -82,14 +90,33 @@ func NewManager(cfg Config) (manager.Manager, error) {
 		}
 	}
 
-	server := mgr.GetWebhookServer()
-	for path, kind := range map[string]policies.Kind{PodPath: policies.KindPod, DeploymentPath: policies.KindDeployment} {
-		server.Register(path, newReviewHandler(&Mutator{Kind: kind, Cache: mgr.GetClient(), APIReader: mgr.GetAPIReader()}))
+	switch cfg.CertMode {
+	case CertModeSelfManaged:
+		ready, err := certs.AddRotator(mgr, cfg.SelfManaged, certs.Mount{Dir: cfg.CertPath, CertName: cfg.CertName, KeyName: cfg.KeyName})
+		if err != nil {
+			return nil, err
+		}
+		// The server loads its files when it starts and fails if they are
+		// missing, so it joins the manager only once the rotator reports them.
+		if err := mgr.Add(&serveWhenReady{mgr: mgr, server: server, ready: ready}); err != nil {
+			return nil, err
+		}
+		if err := mgr.AddReadyzCheck("certificates", certificatesReady(ready, cfg)); err != nil {
+			return nil, err
+		}
+	default:
+		// mgr.GetWebhookServer adds the server to the manager, which starts it
+		// with everything else; the files are there (Validate loaded them).
+		mgr.GetWebhookServer()
 	}
+	registerHandlers(mgr, server)
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
 	}
+	// The server itself, not mgr.GetWebhookServer(), which would add it to
+	// the manager before its certificate exists in self-managed mode. The
+	// check fails until the server has started and accepts a TLS connection.
 	if err := mgr.AddReadyzCheck("webhook", server.StartedChecker()); err != nil {
 		return nil, err
 	}
@@ -97,6 +124,62 @@ func NewManager(cfg Config) (manager.Manager, error) {
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// registerHandlers serves both mutators on server.
+func registerHandlers(mgr manager.Manager, server crwebhook.Server) {
+	for path, kind := range map[string]policies.Kind{PodPath: policies.KindPod, DeploymentPath: policies.KindDeployment} {
+		server.Register(path, newReviewHandler(&Mutator{Kind: kind, Cache: mgr.GetClient(), APIReader: mgr.GetAPIReader()}))
+	}
+}
+
+// serveWhenReady adds the webhook server to the manager once ready is
+// closed, the way Gatekeeper registers its webhooks after cert-controller's
+// IsReady. It uses mgr.Add rather than mgr.GetWebhookServer: both add the
+// server (the manager starts it at once when already running), but
+// GetWebhookServer panics if the manager is shutting down at that moment,
+// while Add returns an error. Nothing else may call mgr.GetWebhookServer in
+// this mode, or the server would be added, and started, twice.
+type serveWhenReady struct {
+	mgr    manager.Manager
+	server crwebhook.Server
+	ready  <-chan struct{}
+}
+
+var _ manager.LeaderElectionRunnable = &serveWhenReady{}
+
+// Start waits for the certificate, then adds the server and returns.
+func (s *serveWhenReady) Start(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-s.ready:
+	}
+	if err := s.mgr.Add(s.server); err != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down: nothing left to serve
+		}
+		return fmt.Errorf("starting the webhook server: %w", err)
+	}
+	return nil
+}
+
+// NeedLeaderElection is false: every replica serves.
+func (*serveWhenReady) NeedLeaderElection() bool { return false }
+
+// certificatesReady names what readiness waits for in self-managed mode, so
+// /readyz?verbose says which step is missing rather than only that the
+// server has not started.
+func certificatesReady(ready <-chan struct{}, cfg Config) healthz.Checker {
+	return func(*http.Request) error {
+		select {
+		case <-ready:
+			return nil
+		default:
+			return fmt.Errorf("waiting for the self-managed certificate: Secret %s filled, its CA written into MutatingWebhookConfiguration %s, %s mounted in %s",
+				cfg.SelfManaged.Secret, cfg.SelfManaged.WebhookConfiguration, cfg.CertName, cfg.CertPath)
+		}
+	}
 }
 
 // watched lists what the handlers read: namespaces, nodes and ReplicaSets

@@ -27,7 +27,18 @@ func newServeCommand() *cobra.Command {
 		Long: `serve runs the ha-injector admission webhook: an HTTPS server that mutates Pods
 (/mutate-v1-pod) and Deployments (/mutate-apps-v1-deployment) in namespaces
 labelled ha-injector.io/policy=<HAPolicy name>, with health probes and
-Prometheus metrics. It stops gracefully on SIGTERM.`,
+Prometheus metrics. It stops gracefully on SIGTERM.
+
+The serving certificate comes from --cert-mode:
+  file          the files in --webhook-cert-path (a mounted Secret written by
+                cert-manager or by you), reloaded when they change.
+  self-managed  ha-injector keeps a CA and a serving certificate in the Secret
+                --cert-secret-name (which must exist, and be mounted in
+                --webhook-cert-path), writes the CA into every webhook of
+                --webhook-configuration-name and renews the certificate
+                --cert-renew-before its expiry. Every replica runs the rotator;
+                they coordinate through the Secret. The pod becomes ready once
+                the kubelet has copied the filled Secret into the mount.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := f.config()
@@ -38,8 +49,7 @@ Prometheus metrics. It stops gracefully on SIGTERM.`,
 				return usageError{err}
 			}
 			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
-			// Cancelled on SIGTERM or SIGINT; a second signal exits at once.
-			return webhook.Run(ctrl.SetupSignalHandler(), cfg)
+			return serve(cfg)
 		},
 	}
 	fs := cmd.Flags()
@@ -48,6 +58,16 @@ Prometheus metrics. It stops gracefully on SIGTERM.`,
 	fs.StringVar(&f.cfg.CertPath, "webhook-cert-path", f.cfg.CertPath, "folder with the serving certificate and key (reloaded when they change)")
 	fs.StringVar(&f.cfg.CertName, "webhook-cert-name", f.cfg.CertName, "serving certificate file name in --webhook-cert-path")
 	fs.StringVar(&f.cfg.KeyName, "webhook-cert-key", f.cfg.KeyName, "serving key file name in --webhook-cert-path")
+	fs.StringVar(&f.cfg.CertMode, "cert-mode", f.cfg.CertMode, "where the serving certificate comes from: file (--webhook-cert-path, e.g. from cert-manager) or self-managed (a CA and certificate ha-injector keeps in --cert-secret-name)")
+	sm := &f.cfg.SelfManaged
+	fs.StringVar(&sm.Secret.Name, "cert-secret-name", sm.Secret.Name, "self-managed: existing Secret that holds the CA and the serving certificate, mounted in --webhook-cert-path")
+	fs.StringVar(&sm.Secret.Namespace, "cert-secret-namespace", sm.Secret.Namespace, "self-managed: namespace of --cert-secret-name")
+	fs.StringVar(&sm.WebhookConfiguration, "webhook-configuration-name", sm.WebhookConfiguration, "self-managed: MutatingWebhookConfiguration whose webhooks get the CA as caBundle")
+	fs.StringSliceVar(&sm.DNSNames, "cert-dns-name", sm.DNSNames, "self-managed: DNS name of the serving certificate; repeat for more, the first is the main one (e.g. ha-injector.ha-injector.svc)")
+	fs.DurationVar(&sm.CADuration, "cert-ca-duration", sm.CADuration, "self-managed: lifetime of the CA")
+	fs.DurationVar(&sm.Duration, "cert-duration", sm.Duration, "self-managed: lifetime of the serving certificate")
+	fs.DurationVar(&sm.RenewBefore, "cert-renew-before", sm.RenewBefore, "self-managed: renew a certificate (the CA too) this long before it expires")
+	fs.DurationVar(&sm.CheckInterval, "cert-check-interval", sm.CheckInterval, "self-managed: how often to check whether a certificate needs renewing")
 	fs.StringVar(&f.cfg.HealthProbeBindAddress, "health-probe-bind-address", f.cfg.HealthProbeBindAddress, "address of /healthz and /readyz (0 disables)")
 	fs.StringVar(&f.cfg.MetricsBindAddress, "metrics-bind-address", f.cfg.MetricsBindAddress, "address of the Prometheus /metrics endpoint (0 disables)")
 	fs.BoolVar(&f.cfg.EnableHTTP2, "enable-http2", f.cfg.EnableHTTP2, "allow HTTP/2 on the webhook server (off: HTTP/2 stream-reset advisories)")
@@ -58,6 +78,14 @@ Prometheus metrics. It stops gracefully on SIGTERM.`,
 	f.zap.BindFlags(zapFlags)
 	fs.AddGoFlagSet(zapFlags)
 	return cmd
+}
+
+// serve runs the webhook with a validated configuration. A variable so that
+// a test can see the configuration the flags produce without starting a
+// server (and without the signal handler, which a process may set up once).
+var serve = func(cfg webhook.Config) error {
+	// Cancelled on SIGTERM or SIGINT; a second signal exits at once.
+	return webhook.Run(ctrl.SetupSignalHandler(), cfg)
 }
 
 // config completes the Config with the connection to the API server.
