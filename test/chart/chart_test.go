@@ -379,9 +379,15 @@ certs: {mode: selfManaged}`,
 			assert.Equal(t, "2160h", in.flag("cert-renew-before"))
 			assert.Equal(t, "12h", in.flag("cert-check-interval"))
 			role := typed[rbacv1.Role](t, in.r.Get("Role", release+"-certs"))
-			assert.Contains(t, role.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secret.Name}, Verbs: []string{"update", "patch"}})
+			assert.ElementsMatch(t, []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list", "watch"}},
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secret.Name}, Verbs: []string{"get", "update"}},
+			}, role.Rules, "what webhook/selfmanaged_test.go proves serve needs, and no more")
 			hooks := typed[rbacv1.ClusterRole](t, in.r.Get("ClusterRole", release+"-webhook-ca"))
-			assert.Contains(t, hooks.Rules, rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{in.webhooks.Name}, Verbs: []string{"update", "patch"}})
+			assert.ElementsMatch(t, []rbacv1.PolicyRule{
+				{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: []string{"list", "watch"}},
+				{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{in.webhooks.Name}, Verbs: []string{"update"}},
+			}, hooks.Rules)
 		},
 	}, {
 		name: "cert-manager off, provided: the user's Secret and caBundle",
