@@ -103,7 +103,12 @@ func ApplyPatch(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	patch, err := apiserverpatch.DecodePatch(raw)
+	return ApplyPatchJSON(doc, raw)
+}
+
+// ApplyPatchJSON is ApplyPatch for a patch already encoded, as the webhook sends it.
+func ApplyPatchJSON(doc, patchJSON []byte) ([]byte, error) {
+	patch, err := apiserverpatch.DecodePatch(patchJSON)
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,9 @@ type Config struct {
 	HealthProbeBindAddress string
 	// MetricsBindAddress serves Prometheus metrics on /metrics ("0" disables).
 	MetricsBindAddress string
+	// PprofBindAddress serves Go's /debug/pprof profiles ("0" disables, the
+	// default): for profiling the admission path under real load.
+	PprofBindAddress string
 	// EnableHTTP2 allows HTTP/2 on the webhook server; off by default because
 	// of the HTTP/2 stream-reset advisories (CVE-2023-44487, CVE-2023-39325).
 	EnableHTTP2 bool
@@ -75,6 +78,7 @@ func DefaultConfig() Config {
 		SelfManaged:             certs.DefaultSelfManaged(),
 		HealthProbeBindAddress:  ":8081",
 		MetricsBindAddress:      ":8080",
+		PprofBindAddress:        "0",
 		TLSMinVersion:           "1.2",
 		GracefulShutdownTimeout: 30 * time.Second,
 	}
@@ -92,7 +96,7 @@ func (c Config) Validate() error {
 	if _, ok := tlsVersions[c.TLSMinVersion]; !ok {
 		errs = append(errs, fmt.Errorf("--tls-min-version must be 1.2 or 1.3, not %q", c.TLSMinVersion))
 	}
-	for flag, addr := range map[string]string{"--health-probe-bind-address": c.HealthProbeBindAddress, "--metrics-bind-address": c.MetricsBindAddress} {
+	for flag, addr := range map[string]string{"--health-probe-bind-address": c.HealthProbeBindAddress, "--metrics-bind-address": c.MetricsBindAddress, "--pprof-bind-address": c.PprofBindAddress} {
 		if addr == "0" {
 			continue
 		}

@@ -65,7 +65,7 @@ func newSelfManagedSetup(t *testing.T, restCfg *rest.Config, port int) selfManag
 	ctx := context.Background()
 	n := selfManagedSeq.Add(1)
 	s := selfManagedSetup{
-		admin:         admin,
+		admin: admin,
 		// Named as the chart names them for a release called ha-injector-sm-<n>.
 		secret:        types.NamespacedName{Namespace: fmt.Sprintf("ha-injector-sm-%d", n), Name: fmt.Sprintf("ha-injector-sm-%d-tls", n)},
 		webhookConfig: fmt.Sprintf("ha-injector-sm-%d", n),

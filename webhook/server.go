@@ -74,6 +74,7 @@ func NewManager(cfg Config) (manager.Manager, error) {
 		Scheme:                  Scheme,
 		HealthProbeBindAddress:  cfg.HealthProbeBindAddress,
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
+		PprofBindAddress:        cfg.PprofBindAddress,
 		GracefulShutdownTimeout: &timeout,
 		WebhookServer:           server,
 		Cache:                   cache.Options{DefaultTransform: cache.TransformStripManagedFields()},

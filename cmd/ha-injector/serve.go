@@ -70,6 +70,7 @@ The serving certificate comes from --cert-mode:
 	fs.DurationVar(&sm.CheckInterval, "cert-check-interval", sm.CheckInterval, "self-managed: how often to check whether a certificate needs renewing")
 	fs.StringVar(&f.cfg.HealthProbeBindAddress, "health-probe-bind-address", f.cfg.HealthProbeBindAddress, "address of /healthz and /readyz (0 disables)")
 	fs.StringVar(&f.cfg.MetricsBindAddress, "metrics-bind-address", f.cfg.MetricsBindAddress, "address of the Prometheus /metrics endpoint (0 disables)")
+	fs.StringVar(&f.cfg.PprofBindAddress, "pprof-bind-address", f.cfg.PprofBindAddress, "address of Go's /debug/pprof profiles (0 disables); keep it on localhost")
 	fs.BoolVar(&f.cfg.EnableHTTP2, "enable-http2", f.cfg.EnableHTTP2, "allow HTTP/2 on the webhook server (off: HTTP/2 stream-reset advisories)")
 	fs.StringVar(&f.cfg.TLSMinVersion, "tls-min-version", f.cfg.TLSMinVersion, "minimum TLS version of the webhook server: 1.2 or 1.3")
 	fs.DurationVar(&f.cfg.GracefulShutdownTimeout, "graceful-shutdown-timeout", f.cfg.GracefulShutdownTimeout, "how long in-flight requests may take to finish after SIGTERM")
