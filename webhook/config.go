@@ -52,6 +52,11 @@ type Config struct {
 	HealthProbeBindAddress string
 	// MetricsBindAddress serves Prometheus metrics on /metrics ("0" disables).
 	MetricsBindAddress string
+	// ShutdownDelay is how long the webhook keeps serving after SIGTERM, with
+	// readiness failing and every answer closing its connection, before it
+	// stops accepting: time for the Service to drop the pod and for the API
+	// server's keep-alive connections to move to other replicas.
+	ShutdownDelay time.Duration
 	// PprofBindAddress serves Go's /debug/pprof profiles ("0" disables, the
 	// default): for profiling the admission path under real load.
 	PprofBindAddress string
@@ -79,6 +84,7 @@ func DefaultConfig() Config {
 		HealthProbeBindAddress:  ":8081",
 		MetricsBindAddress:      ":8080",
 		PprofBindAddress:        "0",
+		ShutdownDelay:           5 * time.Second,
 		TLSMinVersion:           "1.2",
 		GracefulShutdownTimeout: 30 * time.Second,
 	}
@@ -106,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if c.GracefulShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("the graceful shutdown timeout must be positive"))
+	}
+	if c.ShutdownDelay < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-delay must not be negative, not %s", c.ShutdownDelay))
 	}
 	if c.RestConfig == nil {
 		errs = append(errs, fmt.Errorf("no connection to the API server is configured"))

@@ -131,6 +131,7 @@ func selfManagedConfig(t *testing.T, restCfg *rest.Config, s selfManagedSetup, p
 	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.MetricsBindAddress = "0"
 	cfg.GracefulShutdownTimeout = 5 * time.Second
+	cfg.ShutdownDelay = 0 // nothing to drain for in a test
 	cfg.SelfManaged.Secret = s.secret
 	cfg.SelfManaged.WebhookConfiguration = s.webhookConfig
 	cfg.SelfManaged.DNSNames = []string{mainDNSName, "localhost"}

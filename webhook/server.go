@@ -45,7 +45,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
-	mgr, err := NewManager(cfg)
+	d := &drain{}
+	mgr, err := newManager(cfg, d)
 	if err != nil {
 		return err
 	}
@@ -54,13 +55,19 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--cert-secret-name, --cert-secret-namespace: %w", err)
 		}
 	}
-	return mgr.Start(ctx)
+	runCtx, stop := d.delayed(ctx, cfg.ShutdownDelay, ctrl.Log.WithName("shutdown"))
+	defer stop()
+	return mgr.Start(runCtx)
 }
 
 // NewManager builds the controller-runtime manager: the webhook server with
 // both handlers, the informers it reads from, the probes and the metrics,
 // and in self-managed mode the certificate rotator.
 func NewManager(cfg Config) (manager.Manager, error) {
+	return newManager(cfg, &drain{})
+}
+
+func newManager(cfg Config, d *drain) (manager.Manager, error) {
 	timeout := cfg.GracefulShutdownTimeout
 	server := crwebhook.NewServer(crwebhook.Options{
 		Host:     cfg.WebhookHost,
@@ -110,7 +117,10 @@ func NewManager(cfg Config) (manager.Manager, error) {
 		// with everything else; the files are there (Validate loaded them).
 		mgr.GetWebhookServer()
 	}
-	registerHandlers(mgr, server)
+	registerHandlers(mgr, server, d)
+	if err := mgr.AddReadyzCheck("shutdown", d.readyz); err != nil {
+		return nil, err
+	}
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
@@ -128,9 +138,9 @@ func NewManager(cfg Config) (manager.Manager, error) {
 }
 
 // registerHandlers serves both mutators on server.
-func registerHandlers(mgr manager.Manager, server crwebhook.Server) {
+func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain) {
 	for path, kind := range map[string]policies.Kind{PodPath: policies.KindPod, DeploymentPath: policies.KindDeployment} {
-		server.Register(path, newReviewHandler(&Mutator{Kind: kind, Cache: mgr.GetClient(), APIReader: mgr.GetAPIReader()}))
+		server.Register(path, d.closeWhileDraining(newReviewHandler(&Mutator{Kind: kind, Cache: mgr.GetClient(), APIReader: mgr.GetAPIReader()})))
 	}
 }
 

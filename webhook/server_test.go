@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -154,6 +155,7 @@ func TestRunAgainstARealAPIServer(t *testing.T) {
 	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.MetricsBindAddress = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.GracefulShutdownTimeout = 10 * time.Second
+	cfg.ShutdownDelay = 2 * time.Second
 	webhookAddr := net.JoinHostPort(cfg.WebhookHost, strconv.Itoa(cfg.WebhookPort))
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -216,8 +218,11 @@ func TestRunAgainstARealAPIServer(t *testing.T) {
 		return nil
 	})
 
-	// A request in flight when SIGTERM arrives is finished: send the headers
-	// and half the body, stop the server, then send the rest.
+	// SIGTERM first drains: for ShutdownDelay the server still answers, but
+	// readiness fails (the Service drops the pod) and every answer closes its
+	// connection (the API server's keep-alive connections move elsewhere
+	// cleanly). Then it stops accepting, and a request in flight is finished:
+	// send the headers and half the body, stop the server, send the rest.
 	conn, err := tls.Dial("tcp", webhookAddr, &tls.Config{InsecureSkipVerify: true})
 	require.NoError(t, err)
 	defer conn.Close()
@@ -226,9 +231,27 @@ func TestRunAgainstARealAPIServer(t *testing.T) {
 	require.NoError(t, err)
 	time.Sleep(200 * time.Millisecond) // let the server start reading the request
 	cancel()
-	time.Sleep(500 * time.Millisecond) // shutdown has begun
-	_, err = net.DialTimeout("tcp", webhookAddr, time.Second)
-	assert.Error(t, err, "no new connections once shutting down")
+	time.Sleep(200 * time.Millisecond)
+	ready, err := http.Get("http://" + cfg.HealthProbeBindAddress + "/readyz?verbose")
+	require.NoError(t, err)
+	readyText, _ := io.ReadAll(ready.Body)
+	ready.Body.Close()
+	assert.GreaterOrEqual(t, ready.StatusCode, http.StatusBadRequest, "not ready while draining")
+	assert.Contains(t, string(readyText), "shutdown")
+	resp, err = httpClient.Post("https://"+webhookAddr+PodPath, "application/json", strings.NewReader(string(body)))
+	require.NoError(t, err, "still answering while draining")
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.True(t, resp.Close, "the answer closes its connection")
+	eventually(t, 10*time.Second, "no new connections once the delay is over", func() error {
+		c, err := net.DialTimeout("tcp", webhookAddr, time.Second)
+		if err == nil {
+			c.Close()
+			return errors.New("still accepting")
+		}
+		return nil
+	})
 	_, err = conn.Write(body[half:])
 	require.NoError(t, err)
 	inFlight, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -59,6 +59,9 @@ func TestServeAcceptsTheChartsArguments(t *testing.T) {
 			assert.Equal(t, ":8080", cfg.MetricsBindAddress)
 			assert.Equal(t, "1.2", cfg.TLSMinVersion)
 			assert.Equal(t, 10*time.Second, cfg.GracefulShutdownTimeout)
+			assert.Equal(t, 5*time.Second, cfg.ShutdownDelay)
+			assert.Greater(t, time.Duration(*dep.Spec.Template.Spec.TerminationGracePeriodSeconds)*time.Second, cfg.ShutdownDelay+cfg.GracefulShutdownTimeout,
+				"the kubelet waits longer than serve takes to drain and stop")
 			if name == "selfManaged" {
 				assert.Equal(t, webhook.CertModeSelfManaged, cfg.CertMode)
 				assert.Equal(t, "ha-injector-tls", cfg.SelfManaged.Secret.Name)

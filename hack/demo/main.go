@@ -137,6 +137,7 @@ func run(ctx context.Context, opts options) (err error) {
 	cfg.WebhookPort = port
 	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", probePort)
 	cfg.MetricsBindAddress = "0"
+	cfg.ShutdownDelay = 0 // no Service to drain from: stop at once
 	serveCtx, stopServe := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- webhook.Run(serveCtx, cfg) }()

@@ -67,6 +67,7 @@ func TestServeBinary(t *testing.T) {
 		"--webhook-cert-path", filepath.Join(dir, "certs"),
 		"--webhook-cert-name", "serving.crt",
 		"--webhook-cert-key", "serving.key",
+		"--shutdown-delay", "1s",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
 		"--tls-min-version", "1.3",

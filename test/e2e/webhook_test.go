@@ -138,6 +138,7 @@ func install(restCfg *rest.Config) (*fixture, error) {
 	cfg.WebhookPort = port
 	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", probePort)
 	cfg.MetricsBindAddress = "0"
+	cfg.ShutdownDelay = 0 // no Service to drain from: stop at once
 	serveCtx, cancel := context.WithCancel(context.Background())
 	serveCancel = cancel
 	go func() {
