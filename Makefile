@@ -40,8 +40,9 @@ unit: ## Run every Go test (unit, golden, CLI, fuzz seeds, real API server suite
 test: lint verify-generate build unit ## Everything CI runs: lint, generated files, build, tests.
 
 .PHONY: bench
-bench: ## Admission benchmarks: ns/op, allocs/op and the ratio to a decode/encode baseline.
+bench: ## Handler benchmarks, then load over TLS and through kube-apiserver next to a no-op webhook; table on stdout, rows in _output/bench.json.
 	$(GO) test ./webhook -run '^$$' -bench Admission -benchmem
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./test/bench/cmd/bench -out _output/bench.json
 
 .PHONY: fuzz
 fuzz: ## Fuzz the HTTP handler and the engine for FUZZTIME each (default 2m).

@@ -1,0 +1,57 @@
+// Command bench runs the load benchmarks (`make bench`): it prints one table of
+// scenario, ours, baseline and ratio, and writes the same rows to _output/bench.json.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/test/bench"
+)
+
+func main() {
+	short := flag.Bool("short", false, "little load, every scenario (what make test runs)")
+	out := flag.String("out", "", "JSON output (default: _output/bench.json in the repository)")
+	profile := flag.String("cpuprofile", "", "also write a CPU profile of serve under the admission load to this file")
+	flag.Parse()
+	// The API clients log through controller-runtime; the report is the output.
+	ctrllog.SetLogger(logr.Discard())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *short, *out, *profile); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, short bool, out, profile string) error {
+	sizes := bench.Full
+	if short {
+		sizes = bench.Short
+	}
+	if out == "" {
+		root, err := controlplane.RepoRoot()
+		if err != nil {
+			return err
+		}
+		out = filepath.Join(root, "_output", "bench.json")
+	}
+	rows, err := bench.Run(ctx, sizes, os.Stderr, profile)
+	if err != nil {
+		return err
+	}
+	if err := bench.Print(os.Stdout, rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "rows written to %s\n", out)
+	return bench.WriteJSON(out, rows)
+}

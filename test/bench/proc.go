@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// process is a server started for a benchmark, in its own process group so that
+// stopping it stops everything it started.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func startProcess(name, logPath, bin string, args ...string) (*process, error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop sends SIGTERM and waits up to timeout for a graceful exit, then kills the group.
+func (p *process) stop(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			return fmt.Errorf("%s exited with %v after SIGTERM", p.name, p.err)
+		}
+		return nil
+	case <-time.After(timeout):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("%s did not stop within %s of SIGTERM", p.name, timeout)
+	}
+}
+
+// rss is the resident set size of the process, from /proc.
+func (p *process) rss() (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// waitHTTP waits (bounded) until url answers 200, or the process exits.
+func (p *process) waitHTTP(url string, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v", p.name, p.err)
+		default:
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%s: %s not OK within %s", p.name, url, timeout)
+}
+
+// waitTLS waits (bounded) until addr completes a TLS handshake trusted by ca, or the
+// process exits.
+func (p *process) waitTLS(addr string, ca []byte, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v", p.name, p.err)
+		default:
+		}
+		if _, err := servedSerial(addr, ca); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no TLS on %s within %s", p.name, addr, timeout)
+}
+
+// servedSerial is the serial number of the certificate addr serves.
+func servedSerial(addr string, ca []byte) (*big.Int, error) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber, nil
+}
+
+// goHeap reads go_memstats_heap_inuse_bytes from a Prometheus endpoint.
+func goHeap(metricsURL string) (int64, error) {
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "go_memstats_heap_inuse_bytes "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return int64(v), err
+		}
+	}
+	return 0, errors.New("no go_memstats_heap_inuse_bytes in the metrics")
+}
+
+// balancer spreads new TCP connections over backends in turn, skipping one that refuses
+// the connection, like a Service's endpoints from which a terminating pod is removed.
+type balancer struct {
+	ln       net.Listener
+	backends []string
+	next     atomic.Uint32
+	wg       sync.WaitGroup
+}
+
+func newBalancer(backends ...string) (*balancer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	b := &balancer{ln: ln, backends: backends}
+	b.wg.Add(1)
+	go b.serve()
+	return b, nil
+}
+
+func (b *balancer) addr() string { return b.ln.Addr().String() }
+
+func (b *balancer) close() {
+	b.ln.Close()
+	b.wg.Wait()
+}
+
+func (b *balancer) serve() {
+	defer b.wg.Done()
+	for {
+		conn, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		go b.handle(conn)
+	}
+}
+
+func (b *balancer) handle(client net.Conn) {
+	defer client.Close()
+	start := int(b.next.Add(1))
+	for i := range b.backends {
+		server, err := net.DialTimeout("tcp", b.backends[(start+i)%len(b.backends)], time.Second)
+		if err != nil {
+			continue
+		}
+		defer server.Close()
+		done := make(chan struct{}, 2)
+		pipe := func(dst, src net.Conn) {
+			_, _ = io.Copy(dst, src)
+			if tc, ok := dst.(*net.TCPConn); ok {
+				_ = tc.CloseWrite()
+			}
+			done <- struct{}{}
+		}
+		go pipe(server, client)
+		go pipe(client, server)
+		<-done
+		<-done
+		return
+	}
+}
