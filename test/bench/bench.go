@@ -151,7 +151,7 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 	}
 	for _, obj := range []client.Object{
 		&v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench", Labels: map[string]string{policies.PolicyLabel: "default"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace, Labels: map[string]string{policies.PolicyLabel: "default"}}},
 	} {
 		if err := c.Create(ctx, obj); err != nil {
 			return nil, err
@@ -274,12 +274,16 @@ func fill(ctx context.Context, c client.Client, namespaces, policyCount int) err
 	}
 }
 
-// reviews are the requests of the admission load: a Pod as the API server sends it
-// after DefaultTolerationSeconds, and a Deployment, both CREATE in an opted-in namespace.
-func reviews() ([]loadgen.Request, error) {
+// benchNamespace is the opted-in namespace of the admission load.
+const benchNamespace = "bench"
+
+// Reviews are the requests of the admission load: a Pod as the API server sends it
+// after DefaultTolerationSeconds, and a Deployment, both CREATE in namespace ns (which
+// must be opted in for the webhook to do its work), encoded as the API server encodes.
+func Reviews(ns string) ([]loadgen.Request, error) {
 	pod := &corev1.Pod{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "web-server-7d4b9c6f5-", Namespace: "bench", Labels: map[string]string{"app": "web-server"}},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "web-server-7d4b9c6f5-", Namespace: ns, Labels: map[string]string{"app": "web-server"}},
 		Spec: corev1.PodSpec{
 			Containers: []corev1.Container{{Name: "nginx", Image: "nginx:1.27", Ports: []corev1.ContainerPort{{ContainerPort: 80}}}},
 			Tolerations: []corev1.Toleration{
@@ -291,7 +295,7 @@ func reviews() ([]loadgen.Request, error) {
 	labels := map[string]string{"app": "web-server"}
 	dep := &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
-		ObjectMeta: metav1.ObjectMeta{Name: "web-server", Namespace: "bench"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web-server", Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](3),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -307,7 +311,7 @@ func reviews() ([]loadgen.Request, error) {
 			TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 			Request: &admissionv1.AdmissionRequest{
 				UID: types.UID(uid), Kind: gvk, Resource: resource, RequestKind: &gvk, RequestResource: &resource,
-				Namespace: "bench", Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
+				Namespace: ns, Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
 				UserInfo: authenticationv1.UserInfo{Username: "system:serviceaccount:kube-system:replicaset-controller"},
 				Options:  runtime.RawExtension{Raw: []byte(`{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1"}`)},
 			},
@@ -328,7 +332,7 @@ func reviews() ([]loadgen.Request, error) {
 // admissionLoad runs the same load against both servers in alternating rounds: first as
 // fast as each answers (throughput), then at one fixed rate for both (latency).
 func admissionLoad(ctx context.Context, sizes Sizes, step func(string, ...any), ca []byte, ours, noop string) ([]Row, error) {
-	mix, err := reviews()
+	mix, err := Reviews(benchNamespace)
 	if err != nil {
 		return nil, err
 	}

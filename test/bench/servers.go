@@ -97,7 +97,7 @@ func (s *servers) stopAll() {
 
 // memory warms a server up with the admission mix, then reads its RSS and Go heap.
 func (s *servers) memory(ctx context.Context, srv *server) (rss, heap int64, err error) {
-	mix, err := reviews()
+	mix, err := Reviews(benchNamespace)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -130,7 +130,7 @@ func (s *servers) resilience(ctx context.Context, sizes Sizes, step func(string,
 		return nil, err
 	}
 	defer lb.close()
-	mix, err := reviews()
+	mix, err := Reviews(benchNamespace)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +196,7 @@ func (s *servers) resilience(ctx context.Context, sizes Sizes, step func(string,
 // profile records a CPU profile of srv while the admission mix runs against it as fast
 // as it answers, and writes it to path (read it with go tool pprof).
 func (s *servers) profile(ctx context.Context, srv *server, concurrency int, seconds int, path string) error {
-	mix, err := reviews()
+	mix, err := Reviews(benchNamespace)
 	if err != nil {
 		return err
 	}

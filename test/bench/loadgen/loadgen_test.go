@@ -71,8 +71,12 @@ func TestRunKeepsAFixedRate(t *testing.T) {
 
 func TestRunCountsErrors(t *testing.T) {
 	for name, srv := range map[string]func() (*httptest.Server, []byte, *atomic.Int32){
-		"an HTTP error":         func() (*httptest.Server, []byte, *atomic.Int32) { return server(t, http.StatusInternalServerError, same) },
-		"an answer for another": func() (*httptest.Server, []byte, *atomic.Int32) { return server(t, http.StatusOK, func(types.UID) types.UID { return "x" }) },
+		"an HTTP error": func() (*httptest.Server, []byte, *atomic.Int32) {
+			return server(t, http.StatusInternalServerError, same)
+		},
+		"an answer for another": func() (*httptest.Server, []byte, *atomic.Int32) {
+			return server(t, http.StatusOK, func(types.UID) types.UID { return "x" })
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s, ca, _ := srv()
