@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -51,26 +50,6 @@ type options struct {
 	out io.Writer
 	// ready, if set, is called with the kubeconfig path once everything is up.
 	ready func(kubeconfig string)
-}
-
-// warnings collects the warnings the API server relays, as kubectl prints them.
-type warnings struct {
-	mu   sync.Mutex
-	list []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.list = append(w.list, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.list
-	w.list = nil
-	return out
 }
 
 func run(ctx context.Context, opts options) (err error) {
@@ -151,7 +130,7 @@ func run(ctx context.Context, opts options) (err error) {
 		return err
 	}
 
-	w := &warnings{}
+	w := &controlplane.Warnings{}
 	clientCfg := rest.CopyConfig(restCfg)
 	clientCfg.WarningHandler = w
 	c, err := client.New(clientCfg, client.Options{Scheme: webhook.Scheme})
@@ -192,7 +171,7 @@ func run(ctx context.Context, opts options) (err error) {
 	if err := waitEffective(ctx, c, "demo"); err != nil {
 		return err
 	}
-	w.take()
+	w.Take()
 
 	step("Creating the 3-replica web-server Deployment from examples/web-server.yaml")
 	dep, err := exampleDeployment(filepath.Join(root, "examples", "web-server.yaml"))
@@ -203,7 +182,7 @@ func run(ctx context.Context, opts options) (err error) {
 	if err := c.Create(ctx, dep); err != nil {
 		return err
 	}
-	printWarnings(out, w.take())
+	printWarnings(out, w.Take())
 	var stored appsv1.Deployment
 	if err := c.Get(ctx, client.ObjectKeyFromObject(dep), &stored); err != nil {
 		return err
@@ -232,7 +211,7 @@ func run(ctx context.Context, opts options) (err error) {
 		return err
 	}
 	fmt.Fprintln(out, "The pod is admitted: no privileged init container, the safe sysctls in its securityContext.")
-	printWarnings(out, w.take())
+	printWarnings(out, w.Take())
 	if err := printYAML(out, map[string]any{"spec": map[string]any{"securityContext": map[string]any{"sysctls": pod.Spec.SecurityContext.Sysctls}}}); err != nil {
 		return err
 	}

@@ -90,7 +90,7 @@ func TestNamespaceWithoutTheLabelIsUntouched(t *testing.T) {
 	assert.Empty(t, got.Spec.Template.Spec.InitContainers)
 	assert.Empty(t, got.Spec.Template.Spec.Tolerations)
 	assert.NotContains(t, got.Annotations, policies.StatusAnnotation)
-	assert.Empty(t, f.warnings.take())
+	assert.Empty(t, f.warnings.Take())
 }
 
 // TestPodFromTheMutatedTemplateIsLeftAsIs: the ReplicaSet controller creates pods from
@@ -104,7 +104,7 @@ func TestPodFromTheMutatedTemplateIsLeftAsIs(t *testing.T) {
 	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "default"})
 	dep := webServer(ns)
 	require.NoError(t, f.client.Create(ctx, dep))
-	f.warnings.take()
+	f.warnings.Take()
 
 	hash := "7d4b9c6f5"
 	tmpl := dep.Spec.Template.DeepCopy()
@@ -124,7 +124,7 @@ func TestPodFromTheMutatedTemplateIsLeftAsIs(t *testing.T) {
 	}
 	pod := podFrom(ns)
 	require.NoError(t, f.client.Create(ctx, pod))
-	assert.Empty(t, f.warnings.take(), "controller-made pods get no warnings")
+	assert.Empty(t, f.warnings.Take(), "controller-made pods get no warnings")
 
 	control := podFrom(namespace(t, f, nil))
 	control.OwnerReferences = nil
@@ -157,7 +157,7 @@ func TestPodSecurityRestrictedAdmitsThePod(t *testing.T) {
 	assert.Empty(t, pod.Spec.InitContainers, "no privileged init container")
 	assert.Len(t, pod.Spec.SecurityContext.Sysctls, 3, "the safe sysctls went into the securityContext")
 	assert.Equal(t, ptr.To[int64](30), effectiveSeconds(pod, policies.UnreachableTaint))
-	assert.Contains(t, strings.Join(f.warnings.take(), "\n"), "dropped net.ipv4.tcp_retries2=9", "kubectl shows the user what was left out")
+	assert.Contains(t, strings.Join(f.warnings.Take(), "\n"), "dropped net.ipv4.tcp_retries2=9", "kubectl shows the user what was left out")
 }
 
 // TestPolicyEditsApplyToTheNextAdmission: the webhook reads policies from its cache,

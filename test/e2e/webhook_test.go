@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/webhook"
@@ -58,29 +59,9 @@ func stopServe() {
 	}
 }
 
-// warnings collects the warnings the API server relays to the client.
-type warnings struct {
-	mu   sync.Mutex
-	list []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.list = append(w.list, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.list
-	w.list = nil
-	return out
-}
-
 type fixture struct {
 	client     client.Client
-	warnings   *warnings
+	warnings   *controlplane.Warnings
 	restConfig *rest.Config
 	// ca signs the serving certificate in certDir; port is where serve listens.
 	ca   *certs.CA
@@ -101,7 +82,7 @@ func setup(t *testing.T) *fixture {
 	cfg := testenv.Start(t)
 	setupOnce.Do(func() { shared, setupErr = install(cfg) })
 	require.NoError(t, setupErr)
-	shared.warnings.take()
+	shared.warnings.Take()
 	return shared
 }
 
@@ -151,7 +132,7 @@ func install(restCfg *rest.Config) (*fixture, error) {
 		return nil, err
 	}
 
-	w := &warnings{}
+	w := &controlplane.Warnings{}
 	clientCfg := rest.CopyConfig(restCfg)
 	clientCfg.WarningHandler = w
 	c, err := client.New(clientCfg, client.Options{Scheme: webhook.Scheme})
@@ -259,7 +240,7 @@ func TestDeploymentIsMutatedThroughTheAPIServer(t *testing.T) {
 		},
 	}
 	require.NoError(t, f.client.Create(ctx, dep))
-	assert.NotEmpty(t, f.warnings.take(), "kubectl would print the decisions")
+	assert.NotEmpty(t, f.warnings.Take(), "kubectl would print the decisions")
 
 	var got appsv1.Deployment
 	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(dep), &got))
@@ -328,7 +309,7 @@ func TestPodSecurityBaselineAdmitsTheFallback(t *testing.T) {
 	assert.Empty(t, got.Spec.InitContainers)
 	require.NotNil(t, got.Spec.SecurityContext)
 	assert.Len(t, got.Spec.SecurityContext.Sysctls, 3)
-	assert.Contains(t, strings.Join(f.warnings.take(), "\n"), "dropped net.ipv4.tcp_retries2=9")
+	assert.Contains(t, strings.Join(f.warnings.Take(), "\n"), "dropped net.ipv4.tcp_retries2=9")
 }
 
 func TestAuditModeOnlyWarns(t *testing.T) {
@@ -337,7 +318,7 @@ func TestAuditModeOnlyWarns(t *testing.T) {
 	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "audit"})
 	pod := newPod(ns, "web")
 	require.NoError(t, f.client.Create(ctx, pod))
-	warned := strings.Join(f.warnings.take(), "\n")
+	warned := strings.Join(f.warnings.Take(), "\n")
 	assert.Contains(t, warned, "would apply: node.kubernetes.io/not-ready shortened 300s -> 30s")
 
 	var got corev1.Pod
@@ -353,7 +334,7 @@ func TestFailsOpenOnAnUnknownPolicy(t *testing.T) {
 	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "no-such-policy"})
 	pod := newPod(ns, "web")
 	require.NoError(t, f.client.Create(ctx, pod), "ha-injector's own trouble never blocks a deploy")
-	assert.Contains(t, strings.Join(f.warnings.take(), "\n"), `HAPolicy "no-such-policy"`)
+	assert.Contains(t, strings.Join(f.warnings.Take(), "\n"), `HAPolicy "no-such-policy"`)
 	var got corev1.Pod
 	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(pod), &got))
 	assert.Empty(t, got.Spec.InitContainers)
@@ -402,7 +383,7 @@ func TestPodsFollowTheirDeploymentsOptOut(t *testing.T) {
 		},
 	}
 	require.NoError(t, f.client.Create(ctx, rs))
-	f.warnings.take()
+	f.warnings.Take()
 
 	pod := newPod(ns, "quiet-5f6d7c8b9-abcde")
 	pod.Labels = labels
@@ -411,5 +392,5 @@ func TestPodsFollowTheirDeploymentsOptOut(t *testing.T) {
 	assert.Empty(t, pod.Spec.InitContainers)
 	assert.NotContains(t, pod.Annotations, policies.StatusAnnotation)
 	assert.Equal(t, map[string][]int64{policies.NotReadyTaint: {300}, policies.UnreachableTaint: {300}}, tolerationSeconds(pod))
-	assert.Empty(t, f.warnings.take())
+	assert.Empty(t, f.warnings.Take())
 }
