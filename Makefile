@@ -29,11 +29,14 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: control-plane
-control-plane: ## Build (once, cached outside the repo) the kube-apiserver and etcd the tests run.
+control-plane: ## Build (once, cached outside the repo) kube-apiserver, etcd, kube-controller-manager, kube-scheduler and KWOK.
 	hack/control-plane.sh
+	hack/cluster.sh
 
 .PHONY: unit
-unit: ## Run every Go test (unit, golden, CLI, fuzz seeds, real API server suites).
+unit: ## Run every Go test (unit, golden, CLI, fuzz seeds, real API server suites, the short failover).
+	@# Built (or found in the cache) before the tests, outside go test's time limit.
+	hack/cluster.sh >/dev/null
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) test -count=1 ./...
 
 .PHONY: test
@@ -60,3 +63,7 @@ demo: ## Run ha-injector behind a local kube-apiserver and show what it injects;
 .PHONY: preview
 preview: ## Preview the example Deployment with all three injections (no cluster).
 	$(GO) run ./cmd/ha-injector preview -f examples/web-server.yaml
+
+.PHONY: failover
+failover: ## Kill a node of a simulated cluster (real control plane + KWOK) and time recovery with and without ha-injector (~6 min); table on stdout, rows in _output/failover.json.
+	$(GO) run ./test/failover/cmd/failover -json _output/failover.json
