@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"github.com/ha-injector/ha-injector/certs"
@@ -108,8 +107,7 @@ func (s *servers) memory(ctx context.Context, srv *server) (rss, heap int64, err
 	if res.Errors > 0 {
 		return 0, 0, fmt.Errorf("warm-up: %d of %d requests failed: %v", res.Errors, res.Sent, res.FirstErr)
 	}
-	runtime.GC() // ours, not the server's: only keeps this process's noise down
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // let the server settle after the burst
 	if rss, err = srv.proc.rss(); err != nil {
 		return 0, 0, err
 	}
