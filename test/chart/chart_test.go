@@ -496,6 +496,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"provided without its Secret", `{certManager: {enabled: false}, certs: {mode: provided, provided: {caBundle: ` + caBundle + `}}}`, "certs.provided.secretName"},
 		{"provided without its CA", `{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s}}}`, "certs.provided.caBundle"},
 		{"a second policy named default", `policies: {default: {}}`, "defaultPolicy.spec"},
+		{"a caBundle that is PEM, not base64", `{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: "-----BEGIN CERTIFICATE-----"}}}`, "caBundle"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
