@@ -7,7 +7,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +32,7 @@ import (
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/internal/examples"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/webhook"
 )
@@ -174,7 +174,7 @@ func run(ctx context.Context, opts options) (err error) {
 	w.Take()
 
 	step("Creating the 3-replica web-server Deployment from examples/web-server.yaml")
-	dep, err := exampleDeployment(filepath.Join(root, "examples", "web-server.yaml"))
+	dep, err := examples.WebServer(root)
 	if err != nil {
 		return err
 	}
@@ -298,27 +298,6 @@ func waitEffective(ctx context.Context, c client.Client, ns string) error {
 		}
 	}
 	return errors.New("the webhook configuration did not take effect in 30s")
-}
-
-func exampleDeployment(path string) (*appsv1.Deployment, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	for i, doc := range bytes.Split(data, []byte("\n---")) {
-		var meta metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
-		}
-		if meta.Kind == "Deployment" {
-			dep := &appsv1.Deployment{}
-			if err := yaml.UnmarshalStrict(doc, dep); err != nil {
-				return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
-			}
-			return dep, nil
-		}
-	}
-	return nil, fmt.Errorf("%s has no Deployment", path)
 }
 
 // restrictedPod is a pod that Pod Security "restricted" accepts as it is.

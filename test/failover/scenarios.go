@@ -1,12 +1,8 @@
 package failover
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -19,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/yaml"
 
+	"github.com/ha-injector/ha-injector/internal/examples"
 	"github.com/ha-injector/ha-injector/policies"
 )
 
@@ -142,7 +138,7 @@ func Run(ctx context.Context, root string, bins Binaries, opts Options, dir stri
 	}()
 	logf("ha-injector serving as the cluster's webhook")
 
-	if r.example, err = exampleDeployment(filepath.Join(root, "examples", "web-server.yaml")); err != nil {
+	if r.example, err = examples.WebServer(root); err != nil {
 		return nil, err
 	}
 	if err := r.placement(ctx); err != nil {
@@ -772,31 +768,6 @@ func formatPlacement(per map[string]int) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
-}
-
-// exampleDeployment reads the Deployment of examples/web-server.yaml.
-func exampleDeployment(path string) (*appsv1.Deployment, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	for i, doc := range bytes.Split(data, []byte("\n---")) {
-		var meta metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
-		}
-		if meta.Kind == "Deployment" {
-			d := &appsv1.Deployment{}
-			if err := yaml.UnmarshalStrict(doc, d); err != nil {
-				return nil, fmt.Errorf("%s: document %d: %w", path, i+1, err)
-			}
-			if d.Labels == nil || d.Spec.Selector == nil || d.Spec.Template.Labels == nil {
-				return nil, errors.New(path + ": the Deployment needs labels, a selector and template labels")
-			}
-			return d, nil
-		}
-	}
-	return nil, fmt.Errorf("%s has no Deployment", path)
 }
 
 func round(f float64) float64 {
