@@ -174,30 +174,44 @@ func (c CertManagerChain) Check(service types.NamespacedName) error {
 	if pk := c.CA.Spec.PrivateKey; pk == nil || pk.RotationPolicy != cmapi.RotationPolicyNever {
 		errs = append(errs, fmt.Errorf("certificate %s: the CA's privateKey.rotationPolicy must be Never, or a CA renewal invalidates the serving certificate until it is reissued", c.CA.Name))
 	}
+	errs = append(errs, CheckServingCertificate(c.Serving, service))
 	s := c.Serving.Spec
-	if s.IsCA {
-		errs = append(errs, fmt.Errorf("serving certificate %s has isCA true", c.Serving.Name))
-	}
-	want := service.Name + "." + service.Namespace + ".svc"
-	if !slices.Contains(s.DNSNames, want) {
-		errs = append(errs, fmt.Errorf("serving certificate %s: dnsNames %v lack %s, the name the API server dials", c.Serving.Name, s.DNSNames, want))
-	}
-	if len(s.Usages) > 0 && !slices.Contains(s.Usages, cmapi.UsageServerAuth) {
-		errs = append(errs, fmt.Errorf("serving certificate %s: usages %v lack %q", c.Serving.Name, s.Usages, cmapi.UsageServerAuth))
-	}
 	if s.SecretName == c.CA.Spec.SecretName {
 		errs = append(errs, fmt.Errorf("serving certificate %s and the CA write the same Secret %q", c.Serving.Name, s.SecretName))
-	}
-	if s.Duration != nil && s.RenewBefore != nil && s.RenewBefore.Duration >= s.Duration.Duration {
-		errs = append(errs, fmt.Errorf("serving certificate %s: renewBefore %s is not shorter than duration %s", c.Serving.Name, s.RenewBefore.Duration, s.Duration.Duration))
 	}
 	if s.Duration != nil && c.CA.Spec.Duration != nil && s.Duration.Duration > c.CA.Spec.Duration.Duration {
 		errs = append(errs, fmt.Errorf("serving certificate %s outlives its CA (%s > %s)", c.Serving.Name, s.Duration.Duration, c.CA.Spec.Duration.Duration))
 	}
-	for _, o := range []metav1.Object{c.SelfSignedIssuer, c.CA, c.CAIssuer, c.Serving} {
+	for _, o := range []metav1.Object{c.SelfSignedIssuer, c.CA, c.CAIssuer} {
 		if o.GetNamespace() != service.Namespace {
 			errs = append(errs, fmt.Errorf("%s is in namespace %q, not the Service's %q", o.GetName(), o.GetNamespace(), service.Namespace))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckServingCertificate reports every way cert would not serve service: not valid for
+// the name the API server dials, not for server auth, a CA, renewed too late, or in
+// another namespace. It holds whoever issues the certificate (the chart's own CA chain or
+// an issuer of the user's, certManager.issuerRef).
+func CheckServingCertificate(cert *cmapi.Certificate, service types.NamespacedName) error {
+	var errs []error
+	s := cert.Spec
+	if s.IsCA {
+		errs = append(errs, fmt.Errorf("serving certificate %s has isCA true", cert.Name))
+	}
+	want := service.Name + "." + service.Namespace + ".svc"
+	if !slices.Contains(s.DNSNames, want) {
+		errs = append(errs, fmt.Errorf("serving certificate %s: dnsNames %v lack %s, the name the API server dials", cert.Name, s.DNSNames, want))
+	}
+	if len(s.Usages) > 0 && !slices.Contains(s.Usages, cmapi.UsageServerAuth) {
+		errs = append(errs, fmt.Errorf("serving certificate %s: usages %v lack %q", cert.Name, s.Usages, cmapi.UsageServerAuth))
+	}
+	if s.Duration != nil && s.RenewBefore != nil && s.RenewBefore.Duration >= s.Duration.Duration {
+		errs = append(errs, fmt.Errorf("serving certificate %s: renewBefore %s is not shorter than duration %s", cert.Name, s.RenewBefore.Duration, s.Duration.Duration))
+	}
+	if cert.Namespace != service.Namespace {
+		errs = append(errs, fmt.Errorf("serving certificate %s is in namespace %q, not the Service's %q", cert.Name, cert.Namespace, service.Namespace))
 	}
 	return errors.Join(errs...)
 }

@@ -55,6 +55,7 @@ func TestChartAppliesToAPIServer(t *testing.T) {
 	for _, values := range []string{
 		``,
 		`{certManager: {enabled: false}, certs: {mode: selfManaged}}`,
+		`{certManager: {issuerRef: {name: corp-ca, kind: ClusterIssuer}}}`,
 		`{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: ` + caBundle + `}}}`,
 		`{webhook: {failurePolicy: Fail, excludeNamespaces: [monitoring]}, replicaCount: 1, policies: {strict: {antiAffinity: {type: Required}}}}`,
 	} {

@@ -359,6 +359,21 @@ func TestChartRenders(t *testing.T) {
 			assert.NotContains(t, in.r.Notes, "WARNING")
 		},
 	}, {
+		name:   "cert-manager with an issuer of the user's: only the serving Certificate",
+		values: `certManager: {issuerRef: {name: corp-ca, kind: ClusterIssuer}}`,
+		check: func(t *testing.T, in installation) {
+			objs := certManagerObjects(t, in.r)
+			require.Len(t, objs, 1, "no CA chain of the chart's own")
+			cert, ok := objs[0].(*cmapi.Certificate)
+			require.True(t, ok)
+			assert.Equal(t, "corp-ca", cert.Spec.IssuerRef.Name)
+			assert.Equal(t, "ClusterIssuer", cert.Spec.IssuerRef.Kind)
+			assert.Equal(t, "cert-manager.io", cert.Spec.IssuerRef.Group)
+			require.NoError(t, certs.CheckServingCertificate(cert, serviceKey))
+			assert.Equal(t, cert.Spec.SecretName, tlsSecretName(t, in))
+			assert.Equal(t, namespace+"/"+cert.Name, in.webhooks.Annotations[cmapi.WantInjectAnnotation])
+		},
+	}, {
 		name: "cert-manager off, selfManaged: an empty Secret, scoped write access, rotation flags",
 		values: `
 certManager: {enabled: false}
@@ -496,6 +511,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"provided without its Secret", `{certManager: {enabled: false}, certs: {mode: provided, provided: {caBundle: ` + caBundle + `}}}`, "certs.provided.secretName"},
 		{"provided without its CA", `{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s}}}`, "certs.provided.caBundle"},
 		{"a second policy named default", `policies: {default: {}}`, "defaultPolicy.spec"},
+		{"an issuer kind cert-manager does not have", `certManager: {issuerRef: {name: x, kind: Vault}}`, "kind"},
 		{"a caBundle that is PEM, not base64", `{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: "-----BEGIN CERTIFICATE-----"}}}`, "caBundle"},
 	}
 	for _, tc := range cases {
