@@ -8,11 +8,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -30,9 +27,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/internal/examples"
+	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/webhook"
 )
@@ -101,34 +98,15 @@ func run(ctx context.Context, opts options) (err error) {
 	if err := kp.WriteFiles(certDir, "tls.crt", "tls.key"); err != nil {
 		return err
 	}
-	port, err := freePort()
+	server, err := localwebhook.Start(restCfg, certDir)
 	if err != nil {
 		return err
 	}
-	probePort, err := freePort()
-	if err != nil {
-		return err
-	}
-	cfg := webhook.DefaultConfig()
-	cfg.RestConfig = restCfg
-	cfg.CertPath = certDir
-	cfg.WebhookHost = "127.0.0.1"
-	cfg.WebhookPort = port
-	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", probePort)
-	cfg.MetricsBindAddress = "0"
-	cfg.ShutdownDelay = 0 // no Service to drain from: stop at once
-	serveCtx, stopServe := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- webhook.Run(serveCtx, cfg) }()
 	defer func() {
-		stopServe()
-		if serveErr := <-served; serveErr != nil && err == nil {
-			err = serveErr
+		if stopErr := server.Stop(); stopErr != nil && err == nil {
+			err = stopErr
 		}
 	}()
-	if err := waitReady(ctx, cfg.HealthProbeBindAddress, served); err != nil {
-		return err
-	}
 
 	w := &controlplane.Warnings{}
 	clientCfg := rest.CopyConfig(restCfg)
@@ -139,36 +117,15 @@ func run(ctx context.Context, opts options) (err error) {
 	}
 
 	step("Installing what the Helm chart renders: the default HAPolicy and the MutatingWebhookConfiguration")
-	chart, err := chartrender.Load(root)
-	if err != nil {
+	if err := localwebhook.Install(ctx, c, root, localwebhook.ProvidedValues(nil), server.URL(), kp.Cert, true); err != nil {
 		return err
-	}
-	rendered, err := chartrender.Render(chart, map[string]any{
-		"certManager": map[string]any{"enabled": false},
-		"certs":       map[string]any{"mode": "provided", "provided": map[string]any{"secretName": "unused", "caBundle": "dW51c2Vk"}},
-	}, chartrender.Options{})
-	if err != nil {
-		return err
-	}
-	hooks, err := rendered.LocalWebhookConfiguration(fmt.Sprintf("https://127.0.0.1:%d", port), kp.Cert)
-	if err != nil {
-		return err
-	}
-	objs := []client.Object{hooks}
-	for _, p := range rendered.Find("HAPolicy") {
-		objs = append(objs, p)
-	}
-	for _, o := range objs {
-		if err := c.Create(ctx, o); err != nil {
-			return fmt.Errorf("%s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
-		}
 	}
 
 	step("Creating namespace demo, labelled ha-injector.io/policy=default")
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{policies.PolicyLabel: "default"}}}); err != nil {
 		return err
 	}
-	if err := waitEffective(ctx, c, "demo"); err != nil {
+	if err := localwebhook.WaitEffective(ctx, c, "demo", 30*time.Second); err != nil {
 		return err
 	}
 	w.Take()
@@ -240,64 +197,10 @@ func run(ctx context.Context, opts options) (err error) {
 	}
 	select {
 	case <-ctx.Done():
-	case err := <-served:
-		served <- err // for the deferred shutdown
-		return fmt.Errorf("the webhook stopped: %v", err)
+	case <-server.Done():
+		return fmt.Errorf("the webhook stopped: %v", server.Err())
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitReady waits (bounded) for serve's /readyz.
-func waitReady(ctx context.Context, addr string, served <-chan error) error {
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		select {
-		case err := <-served:
-			return fmt.Errorf("serve stopped: %v", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-	}
-	return errors.New("serve did not become ready in 30s")
-}
-
-// waitEffective waits (bounded) until the API server calls the webhook: it picks up a
-// new webhook configuration asynchronously.
-func waitEffective(ctx context.Context, c client.Client, ns string) error {
-	for i, deadline := 0, time.Now().Add(30*time.Second); time.Now().Before(deadline); i++ {
-		probe := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("probe-%d", i)},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
-		}
-		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
-			return err
-		}
-		if probe.Annotations[policies.StatusAnnotation] != "" {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return errors.New("the webhook configuration did not take effect in 30s")
 }
 
 // restrictedPod is a pod that Pod Security "restricted" accepts as it is.

@@ -31,8 +31,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/bench/loadgen"
@@ -437,22 +437,8 @@ func ms(ns float64) float64 { return ns / 1e6 }
 // chart's webhook configuration, pointed at ours) and in one that is not, alternating
 // batches, and compares the creation latency.
 func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any), c client.Client, root, oursURL string, ca []byte) ([]Row, error) {
-	chart, err := chartrender.Load(root)
-	if err != nil {
-		return nil, err
-	}
-	r, err := chartrender.Render(chart, map[string]any{
-		"certManager": map[string]any{"enabled": false},
-		"certs":       map[string]any{"mode": "provided", "provided": map[string]any{"secretName": "unused", "caBundle": "dW51c2Vk"}},
-	}, chartrender.Options{})
-	if err != nil {
-		return nil, err
-	}
-	hooks, err := r.LocalWebhookConfiguration(oursURL, ca)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Create(ctx, hooks); err != nil {
+	// Only the webhook configuration: the default policy is there already.
+	if err := localwebhook.Install(ctx, c, root, localwebhook.ProvidedValues(nil), oursURL, ca, false); err != nil {
 		return nil, err
 	}
 	for name, labels := range map[string]map[string]string{"pods-opted-in": {policies.PolicyLabel: "default"}, "pods-plain": nil} {
@@ -460,19 +446,8 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 			return nil, err
 		}
 	}
-	// The API server picks the configuration up asynchronously.
-	for i, deadline := 0, time.Now().Add(30*time.Second); ; i++ {
-		probe := benchPod("pods-opted-in", fmt.Sprintf("probe-%d", i))
-		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
-			return nil, err
-		}
-		if probe.Annotations[policies.StatusAnnotation] != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the webhook configuration did not take effect")
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := localwebhook.WaitEffective(ctx, c, "pods-opted-in", 30*time.Second); err != nil {
+		return nil, err
 	}
 
 	step("Through the API server: %d pods in an opted-in namespace and %d in a plain one, alternating batches", sizes.PodsPerNamespace, sizes.PodsPerNamespace)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/chartrender"
+	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
@@ -315,11 +316,9 @@ func TestWebhookDownFailurePolicies(t *testing.T) {
 
 	for _, failurePolicy := range []string{"Ignore", "Fail"} {
 		t.Run(failurePolicy, func(t *testing.T) {
-			r, err := chartrender.Render(chart, map[string]any{
-				"certManager": map[string]any{"enabled": false},
-				"certs":       map[string]any{"mode": "provided", "provided": map[string]any{"secretName": "s", "caBundle": "dW51c2Vk"}},
-				"webhook":     map[string]any{"failurePolicy": failurePolicy},
-			}, chartrender.Options{})
+			r, err := chartrender.Render(chart, localwebhook.ProvidedValues(map[string]any{
+				"webhook": map[string]any{"failurePolicy": failurePolicy},
+			}), chartrender.Options{})
 			require.NoError(t, err)
 			cfg, err := r.LocalWebhookConfiguration("https://"+down.Addr().String(), f.ca.PEM)
 			require.NoError(t, err)

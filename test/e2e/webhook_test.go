@@ -24,6 +24,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/webhook"
@@ -31,7 +32,11 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	stopServe()
+	if server != nil {
+		if err := server.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
 	if certDir != "" {
 		_ = os.RemoveAll(certDir)
 	}
@@ -40,24 +45,10 @@ func TestMain(m *testing.M) {
 }
 
 var (
-	certDir     string
-	serveCancel context.CancelFunc
-	serveDone   = make(chan struct{})
+	certDir string
+	// server is `serve` running in this process, started by setup.
+	server *localwebhook.Server
 )
-
-// stopServe stops the webhook server started by setup, if any, and waits
-// (bounded) for it to finish.
-func stopServe() {
-	if serveCancel == nil {
-		return
-	}
-	serveCancel()
-	select {
-	case <-serveDone:
-	case <-time.After(30 * time.Second):
-		fmt.Fprintln(os.Stderr, "serve did not stop within 30s")
-	}
-}
 
 type fixture struct {
 	client     client.Client
@@ -88,6 +79,10 @@ func setup(t *testing.T) *fixture {
 
 func install(restCfg *rest.Config) (*fixture, error) {
 	ctx := context.Background()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
 	ca, err := certs.NewCA("ha-injector-e2e-ca", 24*time.Hour)
 	if err != nil {
 		return nil, err
@@ -104,31 +99,7 @@ func install(restCfg *rest.Config) (*fixture, error) {
 	if err := kp.WriteFiles(dir, "tls.crt", "tls.key"); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	probePort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	cfg := webhook.DefaultConfig()
-	cfg.RestConfig = restCfg
-	cfg.CertPath = dir
-	cfg.WebhookHost = "127.0.0.1"
-	cfg.WebhookPort = port
-	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", probePort)
-	cfg.MetricsBindAddress = "0"
-	cfg.ShutdownDelay = 0 // no Service to drain from: stop at once
-	serveCtx, cancel := context.WithCancel(context.Background())
-	serveCancel = cancel
-	go func() {
-		defer close(serveDone)
-		if err := webhook.Run(serveCtx, cfg); err != nil {
-			fmt.Fprintln(os.Stderr, "serve:", err)
-		}
-	}()
-	if err := waitReady(cfg.HealthProbeBindAddress); err != nil {
+	if server, err = localwebhook.Start(restCfg, dir); err != nil {
 		return nil, err
 	}
 
@@ -139,33 +110,19 @@ func install(restCfg *rest.Config) (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	// What the chart installs, with the webhooks pointed at this process.
-	objs, err := chartObjects(fmt.Sprintf("https://127.0.0.1:%d", port), ca.PEM)
-	if err != nil {
+	// What the chart installs, with the webhooks pointed at this process, and an Audit
+	// policy next to the default one.
+	values := localwebhook.ProvidedValues(map[string]any{"policies": map[string]any{"audit": map[string]any{"mode": "Audit"}}})
+	if err := localwebhook.Install(ctx, c, root, values, server.URL(), ca.PEM, true); err != nil {
 		return nil, err
 	}
-	for _, obj := range objs {
-		if err := c.Create(ctx, obj); err != nil {
-			return nil, fmt.Errorf("%s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
-		}
-	}
-	// The API server picks up a new webhook configuration asynchronously:
-	// wait until a probe object in an opted-in namespace comes back mutated.
 	if err := createNamespace(ctx, c, "probe", map[string]string{policies.PolicyLabel: "default"}); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; time.Now().Before(deadline); i++ {
-		pod := newPod("probe", fmt.Sprintf("probe-%d", i))
-		if err := c.Create(ctx, pod, client.DryRunAll); err != nil {
-			return nil, err
-		}
-		if pod.Annotations[policies.StatusAnnotation] != "" {
-			return &fixture{client: c, warnings: w, restConfig: clientCfg, ca: ca, port: port}, nil
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := localwebhook.WaitEffective(ctx, c, "probe", 30*time.Second); err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("the webhook configuration did not take effect")
+	return &fixture{client: c, warnings: w, restConfig: clientCfg, ca: ca, port: server.Config.WebhookPort}, nil
 }
 
 func freePort() (int, error) {

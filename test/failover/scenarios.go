@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/ha-injector/ha-injector/internal/examples"
+	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
 )
 
@@ -121,12 +122,10 @@ func Run(ctx context.Context, root string, bins Binaries, opts Options, dir stri
 		}
 	}
 	seconds := opts.Settings.PolicyTolerationSeconds
-	values := map[string]any{
-		"certManager":   map[string]any{"enabled": false},
-		"certs":         map[string]any{"mode": "provided", "provided": map[string]any{"secretName": "unused", "caBundle": "dW51c2Vk"}},
+	values := localwebhook.ProvidedValues(map[string]any{
 		"defaultPolicy": map[string]any{"spec": map[string]any{"tolerations": map[string]any{"notReadySeconds": seconds, "unreachableSeconds": seconds}}},
 		"policies":      map[string]any{"required": map[string]any{"antiAffinity": map[string]any{"type": "Required"}}},
-	}
+	})
 	wh, err := StartWebhook(ctx, cl, root, values, OptedIn)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,188 @@
+// Package localwebhook runs `ha-injector serve` (webhook.Run) in this process on
+// 127.0.0.1 and makes a local API server call it the way the Helm chart makes a cluster
+// call it: the chart's rendered MutatingWebhookConfiguration, pointed at the local URL,
+// and its HAPolicies. The end-to-end tests, the demo and the failover measurement share
+// it; the benchmarks, which run serve as a separate process, share Install and
+// WaitEffective.
+package localwebhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ha-injector/ha-injector/internal/chartrender"
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/webhook"
+)
+
+// Server is webhook.Run serving on 127.0.0.1 until Stop.
+type Server struct {
+	// Config is what it runs with.
+	Config webhook.Config
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run has returned, with err
+	err    error
+}
+
+// Start serves with the certificate in certDir (tls.crt, tls.key) on free ports, no
+// metrics and no shutdown delay (there is no Service to drain from), and returns once
+// /readyz answers (bounded: 30 s), or the error Run stopped with.
+func Start(restCfg *rest.Config, certDir string) (*Server, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	cfg := webhook.DefaultConfig()
+	cfg.RestConfig = restCfg
+	cfg.CertPath = certDir
+	cfg.WebhookHost = "127.0.0.1"
+	cfg.WebhookPort = ports[0]
+	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	cfg.MetricsBindAddress = "0"
+	cfg.ShutdownDelay = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Config: cfg, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		s.err = webhook.Run(ctx, cfg)
+		close(s.done)
+	}()
+	if err := s.waitReady(30 * time.Second); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// URL is the server's base URL.
+func (s *Server) URL() string {
+	return fmt.Sprintf("https://%s", net.JoinHostPort(s.Config.WebhookHost, fmt.Sprint(s.Config.WebhookPort)))
+}
+
+// Done is closed when Run has returned; Err then says why.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is Run's error once Done is closed: nil after a clean stop.
+func (s *Server) Err() error { return s.err }
+
+// Stop stops the server and waits (bounded: 30 s) for Run to return.
+func (s *Server) Stop() error {
+	s.cancel()
+	select {
+	case <-s.done:
+		if s.err != nil && !errors.Is(s.err, context.Canceled) {
+			return fmt.Errorf("ha-injector serve: %w", s.err)
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		return errors.New("ha-injector serve did not stop within 30s")
+	}
+}
+
+func (s *Server) waitReady(timeout time.Duration) error {
+	url := "http://" + s.Config.HealthProbeBindAddress + "/readyz"
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case <-s.done:
+			return fmt.Errorf("ha-injector serve stopped: %v", s.err)
+		default:
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("ha-injector serve not ready within %s", timeout)
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close() // held until all are chosen, so they differ
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// ProvidedValues are chart values for a local install: certificates in the provided
+// mode (no cert-manager), whose placeholder CA Install replaces with the real one.
+// extra is merged in at the top level.
+func ProvidedValues(extra map[string]any) map[string]any {
+	v := map[string]any{
+		"certManager": map[string]any{"enabled": false},
+		"certs":       map[string]any{"mode": "provided", "provided": map[string]any{"secretName": "local", "caBundle": "cGxhY2Vob2xkZXI="}},
+	}
+	for k, x := range extra {
+		v[k] = x
+	}
+	return v
+}
+
+// Install renders the chart under root with values and creates what the API server
+// needs of it: the MutatingWebhookConfiguration, pointed at url and trusting caBundle,
+// and, withPolicies, the HAPolicies (the CRD must be installed).
+func Install(ctx context.Context, c client.Client, root string, values map[string]any, url string, caBundle []byte, withPolicies bool) error {
+	chart, err := chartrender.Load(root)
+	if err != nil {
+		return err
+	}
+	r, err := chartrender.Render(chart, values, chartrender.Options{})
+	if err != nil {
+		return err
+	}
+	hooks, err := r.LocalWebhookConfiguration(url, caBundle)
+	if err != nil {
+		return err
+	}
+	objs := []client.Object{hooks}
+	if withPolicies {
+		for _, p := range r.Find("HAPolicy") {
+			objs = append(objs, p)
+		}
+	}
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil {
+			return fmt.Errorf("%s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// WaitEffective waits (bounded by timeout) until the API server calls the webhook for a
+// pod in namespace, which must be opted in: it picks a new webhook configuration up
+// asynchronously. Each try is a server-side dry run, so nothing is stored.
+func WaitEffective(ctx context.Context, c client.Client, namespace string, timeout time.Duration) error {
+	for i, deadline := 0, time.Now().Add(timeout); time.Now().Before(deadline); i++ {
+		probe := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fmt.Sprintf("probe-%d", i)},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
+		}
+		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
+			return err
+		}
+		if probe.Annotations[policies.StatusAnnotation] != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the webhook configuration did not take effect within %s", timeout)
+}
