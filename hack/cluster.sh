@@ -20,71 +20,48 @@
 # the Go build cache), about 6 minutes on a cold one.
 set -euo pipefail
 
-KUBE_VERSION=v1.37.2
 KWOK_VERSION=v0.8.0
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/cached-build.sh
+source "$root/hack/lib/cached-build.sh"
 wrapper="$root/hack/control-plane/cluster"
-cache_root=${HA_INJECTOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ha-injector}
 binaries=(kube-controller-manager kube-scheduler kwok kwokctl)
 stages=(node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete)
 
 key=$( {
-	go env GOVERSION GOOS GOARCH
 	echo "$KUBE_VERSION $KWOK_VERSION"
 	cat "$wrapper/go.mod" "$wrapper/go.sum"
-} | sha256sum | cut -c1-16)
-dest="$cache_root/cluster/$key"
+} | cache_key)
 
 complete() {
 	local b
 	for b in "${binaries[@]}"; do
-		[ -x "$dest/$b" ] || return 1
+		[ -x "$1/$b" ] || return 1
 	done
-	[ -s "$dest/kwok-stages.yaml" ]
+	[ -s "$1/kwok-stages.yaml" ]
 }
 
-if complete; then
-	echo "$dest"
-	exit 0
-fi
+# The same flags as hack/control-plane.sh (kube_ldflags, -trimpath): the builds share
+# one Go build cache.
+build() {
+	local tmp=$1 dest=$2 cmd s kwok_dir start
+	echo "building kube-controller-manager, kube-scheduler $KUBE_VERSION and kwok, kwokctl $KWOK_VERSION into $dest (first run only: about 3 minutes after hack/control-plane.sh, 6 on a cold Go build cache)" >&2
+	start=$(date +%s)
+	for cmd in kube-controller-manager kube-scheduler; do
+		(cd "$wrapper" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$(kube_ldflags)" -o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+	done
+	# KWOK's own go.mod has no replace directives, so `go install pkg@version` builds
+	# it as released. Run outside any module, with GOFLAGS cleared, so neither the
+	# caller's module nor its flags leak in.
+	(cd "$tmp" && GOFLAGS= GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+		"sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION")
+	# The Stages kwokctl embeds (kustomize/stage/...), as one config file for `kwok --config`.
+	kwok_dir=$(cd "$tmp" && GOFLAGS= go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	for s in "${stages[@]}"; do
+		echo "---"
+		cat "$kwok_dir/kustomize/stage/$s.yaml"
+	done >"$tmp/kwok-stages.yaml"
+	echo "built in $(($(date +%s) - start)) s" >&2
+}
 
-mkdir -p "$cache_root/cluster"
-# Test packages and `make failover` may ask at the same time: one builds, the others wait.
-exec 9>"$cache_root/cluster/.lock"
-flock 9
-if complete; then
-	echo "$dest"
-	exit 0
-fi
-tmp=$(mktemp -d "$cache_root/cluster/.build-XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-
-minor=${KUBE_VERSION#v1.}
-minor=${minor%%.*}
-# The same flags as hack/control-plane.sh: -trimpath shares its build cache, and
-# the stamped version keeps clients from failing to parse "v0.0.0-master".
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-
-echo "building kube-controller-manager, kube-scheduler $KUBE_VERSION and kwok, kwokctl $KWOK_VERSION into $dest (first run only: about 3 minutes after hack/control-plane.sh, 6 on a cold Go build cache)" >&2
-start=$(date +%s)
-for cmd in kube-controller-manager kube-scheduler; do
-	(cd "$wrapper" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd")
-done
-# KWOK's own go.mod has no replace directives, so `go install pkg@version` builds
-# it as released. Run outside any module, with GOFLAGS cleared, so neither the
-# caller's module nor its flags leak in.
-(cd "$tmp" && GOFLAGS= GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
-	"sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION")
-# The Stages kwokctl embeds (kustomize/stage/...), as one config file for `kwok --config`.
-kwok_dir=$(cd "$tmp" && GOFLAGS= go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-for s in "${stages[@]}"; do
-	echo "---"
-	cat "$kwok_dir/kustomize/stage/$s.yaml"
-done >"$tmp/kwok-stages.yaml"
-echo "built in $(($(date +%s) - start)) s" >&2
-
-mkdir -p "$(dirname "$dest")"
-rm -rf "$dest"
-mv "$tmp" "$dest"
-trap - EXIT
-echo "$dest"
+cached_build cluster "$key" complete build
