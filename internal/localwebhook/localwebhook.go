@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/internal/chartrender"
+	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/webhook"
 )
@@ -88,22 +88,15 @@ func (s *Server) Stop() error {
 }
 
 func (s *Server) waitReady(timeout time.Duration) error {
-	url := "http://" + s.Config.HealthProbeBindAddress + "/readyz"
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	running := func() error {
 		select {
 		case <-s.done:
 			return fmt.Errorf("ha-injector serve stopped: %v", s.err)
 		default:
-		}
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+			return nil
 		}
 	}
-	return fmt.Errorf("ha-injector serve not ready within %s", timeout)
+	return proc.WaitHTTP(context.Background(), nil, "http://"+s.Config.HealthProbeBindAddress+"/readyz", timeout, running)
 }
 
 func freePorts(n int) ([]int, error) {

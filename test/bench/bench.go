@@ -172,7 +172,7 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 	if err != nil {
 		return nil, err
 	}
-	if err := empty.proc.stop(30 * time.Second); err != nil {
+	if err := stopGracefully(empty.proc, 30*time.Second); err != nil {
 		return nil, err
 	}
 	step("Memory: filling the cluster with %d namespaces and %d HAPolicies", sizes.Namespaces, sizes.Policies)

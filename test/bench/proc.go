@@ -11,69 +11,30 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/ha-injector/ha-injector/internal/proc"
 )
 
-// process is a server started for a benchmark, in its own process group so that
-// stopping it stops everything it started.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+// stopGracefully sends SIGTERM and fails unless p exits 0 within timeout: a replica
+// going away must do so cleanly.
+func stopGracefully(p *proc.Process, timeout time.Duration) error {
+	if err := p.Stop(timeout); err != nil {
+		return err
+	}
+	if _, err := p.Exited(); err != nil {
+		return fmt.Errorf("%s exited with %v after SIGTERM", p.Name, err)
+	}
+	return nil
 }
 
-func startProcess(name, logPath, bin string, args ...string) (*process, error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// stop sends SIGTERM and waits up to timeout for a graceful exit, then kills the group.
-func (p *process) stop(timeout time.Duration) error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if p.err != nil {
-			return fmt.Errorf("%s exited with %v after SIGTERM", p.name, p.err)
-		}
-		return nil
-	case <-time.After(timeout):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("%s did not stop within %s of SIGTERM", p.name, timeout)
-	}
-}
-
-// rss is the resident set size of the process, from /proc.
-func (p *process) rss() (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+// procRSS is the resident set size of p, from /proc.
+func procRSS(p *proc.Process) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		return 0, err
 	}
@@ -88,39 +49,18 @@ func (p *process) rss() (int64, error) {
 	return 0, errors.New("no VmRSS in /proc status")
 }
 
-// waitHTTP waits (bounded) until url answers 200, or the process exits.
-func (p *process) waitHTTP(url string, timeout time.Duration) error {
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited: %v", p.name, p.err)
-		default:
-		}
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("%s: %s not OK within %s", p.name, url, timeout)
-}
-
 // waitTLS waits (bounded) until addr completes a TLS handshake trusted by ca, or the
 // process exits.
-func (p *process) waitTLS(addr string, ca []byte, timeout time.Duration) error {
+func waitTLS(p *proc.Process, addr string, ca []byte, timeout time.Duration) error {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited: %v", p.name, p.err)
-		default:
+		if err := p.Alive(); err != nil {
+			return err
 		}
 		if _, err := servedSerial(addr, ca); err == nil {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s: no TLS on %s within %s", p.name, addr, timeout)
+	return fmt.Errorf("%s: no TLS on %s within %s", p.Name, addr, timeout)
 }
 
 // servedSerial is the serial number of the certificate addr serves.

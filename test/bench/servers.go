@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/test/bench/loadgen"
 )
 
 // server is a running webhook server: its process and its HTTPS base URL.
 type server struct {
-	proc    *process
+	proc    *proc.Process
 	url     string
 	addr    string
 	probe   string
@@ -28,7 +29,7 @@ type server struct {
 type servers struct {
 	bin, work, kubeconfig, certDir string
 	ca                             []byte
-	all                            []*process
+	all                            []*proc.Process
 }
 
 func freeAddr() (string, error) {
@@ -52,7 +53,7 @@ func (s *servers) startOurs(name string) (*server, error) {
 		addrs[i] = a
 	}
 	host, port, _ := net.SplitHostPort(addrs[0])
-	p, err := startProcess(name, filepath.Join(s.work, name+".log"), filepath.Join(s.bin, "ha-injector"), "serve",
+	p, err := proc.Start(name, filepath.Join(s.work, name+".log"), filepath.Join(s.bin, "ha-injector"), nil, "serve",
 		"--kubeconfig="+s.kubeconfig,
 		"--webhook-host="+host, "--webhook-port="+port,
 		"--webhook-cert-path="+s.certDir,
@@ -69,7 +70,7 @@ func (s *servers) startOurs(name string) (*server, error) {
 	}
 	s.all = append(s.all, p)
 	srv := &server{proc: p, url: "https://" + addrs[0], addr: addrs[0], probe: "http://" + addrs[1], metrics: "http://" + addrs[2] + "/metrics", pprof: "http://" + addrs[3]}
-	return srv, p.waitHTTP(srv.probe+"/readyz", 60*time.Second)
+	return srv, proc.WaitHTTP(context.Background(), nil, srv.probe+"/readyz", 60*time.Second, p.Alive)
 }
 
 // startNoop starts the baseline server with the same certificate.
@@ -79,18 +80,18 @@ func (s *servers) startNoop() (*server, error) {
 		return nil, err
 	}
 	host, port, _ := net.SplitHostPort(addr)
-	p, err := startProcess("noop", filepath.Join(s.work, "noop.log"), filepath.Join(s.bin, "noop"),
+	p, err := proc.Start("noop", filepath.Join(s.work, "noop.log"), filepath.Join(s.bin, "noop"), nil,
 		"--webhook-host="+host, "--webhook-port="+port, "--webhook-cert-path="+s.certDir)
 	if err != nil {
 		return nil, err
 	}
 	s.all = append(s.all, p)
-	return &server{proc: p, url: "https://" + addr, addr: addr}, p.waitTLS(addr, s.ca, 30*time.Second)
+	return &server{proc: p, url: "https://" + addr, addr: addr}, waitTLS(p, addr, s.ca, 30*time.Second)
 }
 
 func (s *servers) stopAll() {
 	for _, p := range s.all {
-		_ = p.stop(15 * time.Second)
+		_ = p.Stop(15 * time.Second)
 	}
 }
 
@@ -108,7 +109,7 @@ func (s *servers) memory(ctx context.Context, srv *server) (rss, heap int64, err
 		return 0, 0, fmt.Errorf("warm-up: %d of %d requests failed: %v", res.Errors, res.Sent, res.FirstErr)
 	}
 	time.Sleep(500 * time.Millisecond) // let the server settle after the burst
-	if rss, err = srv.proc.rss(); err != nil {
+	if rss, err = procRSS(srv.proc); err != nil {
 		return 0, 0, err
 	}
 	heap, err = goHeap(srv.metrics)
@@ -146,7 +147,7 @@ func (s *servers) resilience(ctx context.Context, sizes Sizes, step func(string,
 
 	step("Resilience: two replicas behind a load balancer, one gets SIGTERM mid-run")
 	var stopErr error
-	term, err := load(func() { stopErr = first.proc.stop(30 * time.Second) })
+	term, err := load(func() { stopErr = stopGracefully(first.proc, 30*time.Second) })
 	if err != nil {
 		return nil, err
 	}

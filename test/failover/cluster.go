@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/internal/proc"
 )
 
 // Versions of what the cluster runs, as hack/control-plane.sh and hack/cluster.sh build them.
@@ -126,7 +126,7 @@ type Cluster struct {
 	// Dir holds the components' logs and etcd's data.
 	Dir string
 
-	procs []*process
+	procs []*proc.Process
 }
 
 // StartCluster starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
@@ -315,7 +315,7 @@ func StartCluster(ctx context.Context, bins Binaries, settings Settings, dir str
 func (c *Cluster) Stop() error {
 	var errs []error
 	for i := len(c.procs) - 1; i >= 0; i-- {
-		if err := c.procs[i].stop(15 * time.Second); err != nil {
+		if err := c.procs[i].Stop(15 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -327,15 +327,15 @@ func (c *Cluster) Stop() error {
 func (c *Cluster) Logs(lines int) string {
 	var b strings.Builder
 	for _, p := range c.procs {
-		fmt.Fprintf(&b, "--- %s (%s), last %d lines:\n%s\n", p.name, p.log, lines, tail(p.log, lines))
+		fmt.Fprintf(&b, "--- %s (%s), last %d lines:\n%s\n", p.Name, p.Log, lines, tail(p.Log, lines))
 	}
 	return b.String()
 }
 
 func (c *Cluster) withLog(name string, err error) error {
 	for _, p := range c.procs {
-		if p.name == name {
-			return fmt.Errorf("%s: %w\n%s", name, err, tail(p.log, 20))
+		if p.Name == name {
+			return fmt.Errorf("%s: %w\n%s", name, err, tail(p.Log, 20))
 		}
 	}
 	return fmt.Errorf("%s: %w", name, err)
@@ -405,80 +405,21 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// process is a component in its own process group.
-type process struct {
-	name, log string
-	cmd       *exec.Cmd
-	done      chan struct{}
-	err       error
-}
-
 func (c *Cluster) start(name, bin string, env []string, args ...string) error {
-	logPath := filepath.Join(c.Dir, name+".log")
-	logFile, err := os.Create(logPath)
+	p, err := proc.Start(name, filepath.Join(c.Dir, name+".log"), bin, env, args...)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), env...)
-	// Setpgid: Stop signals the whole group. Pdeathsig: if this process dies without
-	// stopping them (a test timeout's panic, a kill -9), the kernel kills them too.
-	// (Pdeathsig follows the OS thread that started the child; the Go runtime does not
-	// end threads unless a goroutine locked to one exits, which nothing here does.)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &process{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
 	c.procs = append(c.procs, p)
 	return nil
-}
-
-// stop sends SIGTERM to the group, waits up to timeout, then SIGKILLs the group.
-func (p *process) stop(timeout time.Duration) error {
-	pgid := p.cmd.Process.Pid
-	select {
-	case <-p.done:
-		// Exited already: make sure nothing it started outlives it.
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		return nil
-	default:
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		return nil
-	case <-time.After(timeout):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("%s did not stop within %s of SIGTERM", p.name, timeout)
-	}
-}
-
-// exited reports whether the process has ended, and how.
-func (p *process) exited() (bool, error) {
-	select {
-	case <-p.done:
-		return true, p.err
-	default:
-		return false, nil
-	}
 }
 
 // Exited returns an error naming any component that has ended: none should while the
 // cluster runs.
 func (c *Cluster) Exited() error {
 	for _, p := range c.procs {
-		if done, err := p.exited(); done {
-			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, err, p.log, tail(p.log, 20))
+		if done, err := p.Exited(); done {
+			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.Name, err, p.Log, tail(p.Log, 20))
 		}
 	}
 	return nil
@@ -517,26 +458,7 @@ func waitHTTP(ctx context.Context, url string, cfg *rest.Config, timeout time.Du
 		}
 		client.Transport = rt
 	}
-	var last string
-	err := poll(ctx, timeout, url, func() (bool, error) {
-		if alive != nil {
-			if err := alive(); err != nil {
-				return false, err
-			}
-		}
-		resp, err := client.Get(url)
-		if err != nil {
-			last = err.Error()
-			return false, nil
-		}
-		defer resp.Body.Close()
-		last = resp.Status
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		return fmt.Errorf("%w (last answer: %s)", err, last)
-	}
-	return nil
+	return proc.WaitHTTP(ctx, client, url, timeout, alive)
 }
 
 // poll calls check every 200 ms until it returns true, an error, ctx ends or timeout passes.
