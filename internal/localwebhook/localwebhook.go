@@ -37,7 +37,7 @@ type Server struct {
 // metrics and no shutdown delay (there is no Service to drain from), and returns once
 // /readyz answers (bounded: 30 s), or the error Run stopped with.
 func Start(restCfg *rest.Config, certDir string) (*Server, error) {
-	ports, err := freePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -97,19 +97,6 @@ func (s *Server) waitReady(timeout time.Duration) error {
 		}
 	}
 	return proc.WaitHTTP(context.Background(), nil, "http://"+s.Config.HealthProbeBindAddress+"/readyz", timeout, running)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close() // held until all are chosen, so they differ
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // ProvidedValues are chart values for a local install: certificates in the provided

@@ -6,6 +6,7 @@ package proc
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -122,4 +123,19 @@ func WaitHTTP(ctx context.Context, client *http.Client, url string, timeout time
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// FreePorts returns n distinct ports on 127.0.0.1 that were free a moment ago (all are
+// held until every one is chosen, so they differ).
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }

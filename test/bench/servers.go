@@ -32,25 +32,25 @@ type servers struct {
 	all                            []*proc.Process
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freeAddrs returns n distinct 127.0.0.1:port addresses that were free a moment ago.
+func freeAddrs(n int) ([]string, error) {
+	ports, err := proc.FreePorts(n)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	addrs := make([]string, n)
+	for i, p := range ports {
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	return addrs, nil
 }
 
 // startOurs starts `ha-injector serve` as the chart runs it (default log level), with
 // its probes and metrics on 127.0.0.1, and waits until it is ready.
 func (s *servers) startOurs(name string) (*server, error) {
-	addrs := make([]string, 4)
-	for i := range addrs {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		addrs[i] = a
+	addrs, err := freeAddrs(4)
+	if err != nil {
+		return nil, err
 	}
 	host, port, _ := net.SplitHostPort(addrs[0])
 	p, err := proc.Start(name, filepath.Join(s.work, name+".log"), filepath.Join(s.bin, "ha-injector"), nil, "serve",
@@ -75,10 +75,11 @@ func (s *servers) startOurs(name string) (*server, error) {
 
 // startNoop starts the baseline server with the same certificate.
 func (s *servers) startNoop() (*server, error) {
-	addr, err := freeAddr()
+	addrs, err := freeAddrs(1)
 	if err != nil {
 		return nil, err
 	}
+	addr := addrs[0]
 	host, port, _ := net.SplitHostPort(addr)
 	p, err := proc.Start("noop", filepath.Join(s.work, "noop.log"), filepath.Join(s.bin, "noop"), nil,
 		"--webhook-host="+host, "--webhook-port="+port, "--webhook-cert-path="+s.certDir)

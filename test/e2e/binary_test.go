@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 )
 
@@ -54,12 +56,9 @@ func TestServeBinary(t *testing.T) {
 		assert.Contains(t, stderr.String(), `--tls-min-version must be 1.2 or 1.3, not "1.0"`)
 	})
 
-	webhookPort, err := freePort()
+	ports, err := proc.FreePorts(3)
 	require.NoError(t, err)
-	probePort, err := freePort()
-	require.NoError(t, err)
-	metricsPort, err := freePort()
-	require.NoError(t, err)
+	webhookPort, probePort, metricsPort := ports[0], ports[1], ports[2]
 	cmd := exec.Command(bin, "serve",
 		"--kubeconfig", kubeconfig,
 		"--webhook-host", "127.0.0.1",
@@ -84,7 +83,7 @@ func TestServeBinary(t *testing.T) {
 		}
 	})
 
-	require.NoError(t, waitReady(fmt.Sprintf("127.0.0.1:%d", probePort)), logs.String())
+	require.NoError(t, proc.WaitHTTP(context.Background(), nil, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort), 30*time.Second, nil), logs.String())
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
 	require.NoError(t, err)
 	resp.Body.Close()
