@@ -60,13 +60,10 @@ func Run(ctx context.Context, cfg Config) error {
 	return mgr.Start(runCtx)
 }
 
-// NewManager builds the controller-runtime manager: the webhook server with
-// both handlers, the informers it reads from, the probes and the metrics,
-// and in self-managed mode the certificate rotator.
-func NewManager(cfg Config) (manager.Manager, error) {
-	return newManager(cfg, &drain{})
-}
-
+// newManager builds the controller-runtime manager: the webhook server with
+// both handlers (wrapped by d, which Run drives on shutdown), the informers it
+// reads from, the probes and the metrics, and in self-managed mode the
+// certificate rotator.
 func newManager(cfg Config, d *drain) (manager.Manager, error) {
 	timeout := cfg.GracefulShutdownTimeout
 	server := crwebhook.NewServer(crwebhook.Options{
