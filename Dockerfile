@@ -8,9 +8,12 @@ COPY . .
 ARG VERSION=dev
 RUN make build VERSION=${VERSION}
 
-# Run: no shell, no package manager, non-root.
+# Run: no shell, no package manager, non-root (the init container that runs /ha-sysctl
+# sets its own user).
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /src/bin/ha-injector /ha-injector
+# The applier of the injected ha-sysctl init container: /ha-sysctl NAME=VALUE ...
+COPY --from=build /src/bin/ha-sysctl /ha-sysctl
 USER 65532:65532
 EXPOSE 9443 8080 8081
 ENTRYPOINT ["/ha-injector"]

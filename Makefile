@@ -11,8 +11,9 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/ha-injector (static, as in the container image).
+build: ## Build bin/ha-injector and bin/ha-sysctl (static, as in the container image).
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/ha-injector ./cmd/ha-injector
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/ha-sysctl ./cmd/ha-sysctl
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the HAPolicy CRD (controller-gen, pinned).

@@ -96,19 +96,24 @@ func TestDockerfile(t *testing.T) {
 		kinds[in.keyword] = append(kinds[in.keyword], in.args)
 	}
 	assert.Empty(t, kinds["RUN"], "nothing runs in the final stage: it has no shell")
-	assert.Equal(t, []string{"--from=build /src/bin/ha-injector /ha-injector"}, kinds["COPY"], "only the binary is copied")
+	assert.Equal(t, []string{
+		"--from=build /src/bin/ha-injector /ha-injector",
+		"--from=build /src/bin/ha-sysctl /ha-sysctl", // the injected init container's applier
+	}, kinds["COPY"], "only the two binaries are copied")
 	assert.Equal(t, []string{"65532:65532"}, kinds["USER"])
 	assert.Equal(t, []string{`["/ha-injector"]`}, kinds["ENTRYPOINT"], "exec form")
 	assert.Equal(t, []string{`["serve"]`}, kinds["CMD"])
 }
 
 // TestImageBuildIsStatic runs the build stage's own RUN line (make build, with the output
-// redirected to a temporary folder) and checks the binary is what a distroless static
-// image can run: no dynamic loader, no shared libraries, CGO off, paths trimmed.
+// redirected to a temporary folder) and checks each binary the final stage copies is what
+// a distroless static image can run: no dynamic loader, no shared libraries, CGO off,
+// paths trimmed, symbols stripped, version stamped.
 func TestImageBuildIsStatic(t *testing.T) {
 	root := repoRoot(t)
 	var build []string
-	for _, in := range parseDockerfile(t, filepath.Join(root, "Dockerfile")) {
+	ins := parseDockerfile(t, filepath.Join(root, "Dockerfile"))
+	for _, in := range ins {
 		if in.stage == 0 && in.keyword == "RUN" && strings.HasPrefix(in.args, "make ") {
 			build = strings.Fields(in.args)
 		}
@@ -121,29 +126,43 @@ func TestImageBuildIsStatic(t *testing.T) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Run(), "make %s: %s", strings.Join(args, " "), stderr.String())
-	bin := filepath.Join(out, "ha-injector")
 
-	f, err := elf.Open(bin)
-	require.NoError(t, err)
-	defer f.Close()
-	for _, p := range f.Progs {
-		assert.NotEqual(t, elf.PT_INTERP, p.Type, "a static binary has no dynamic loader")
+	// Every binary the final stage copies from the build stage must come out of make build.
+	var shipped []string
+	for _, in := range ins {
+		if in.stage == 1 && in.keyword == "COPY" {
+			if src, ok := strings.CutPrefix(strings.Fields(in.args)[1], "/src/bin/"); ok {
+				shipped = append(shipped, src)
+			}
+		}
 	}
-	libs, err := f.ImportedLibraries()
-	require.NoError(t, err)
-	assert.Empty(t, libs, "no shared libraries")
+	require.Equal(t, []string{"ha-injector", "ha-sysctl"}, shipped)
+	for _, name := range shipped {
+		t.Run(name, func(t *testing.T) {
+			bin := filepath.Join(out, name)
+			f, err := elf.Open(bin)
+			require.NoError(t, err, "make build writes %s", name)
+			defer f.Close()
+			for _, p := range f.Progs {
+				assert.NotEqual(t, elf.PT_INTERP, p.Type, "a static binary has no dynamic loader")
+			}
+			libs, err := f.ImportedLibraries()
+			require.NoError(t, err)
+			assert.Empty(t, libs, "no shared libraries")
 
-	info, err := buildinfo.ReadFile(bin)
-	require.NoError(t, err)
-	settings := map[string]string{}
-	for _, s := range info.Settings {
-		settings[s.Key] = s.Value
+			info, err := buildinfo.ReadFile(bin)
+			require.NoError(t, err)
+			settings := map[string]string{}
+			for _, s := range info.Settings {
+				settings[s.Key] = s.Value
+			}
+			assert.Equal(t, "0", settings["CGO_ENABLED"])
+			assert.Equal(t, "true", settings["-trimpath"])
+			assert.Nil(t, f.Section(".symtab"), "symbols stripped (-s)")
+
+			version, err := exec.Command(bin, "--version").Output()
+			require.NoError(t, err)
+			assert.Contains(t, string(version), "image-test", "the version is stamped")
+		})
 	}
-	assert.Equal(t, "0", settings["CGO_ENABLED"])
-	assert.Equal(t, "true", settings["-trimpath"])
-	assert.Nil(t, f.Section(".symtab"), "symbols stripped (-s)")
-
-	version, err := exec.Command(bin, "--version").Output()
-	require.NoError(t, err)
-	assert.Contains(t, string(version), "image-test", "the version is stamped")
 }
