@@ -13,7 +13,7 @@ import (
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
-var defaultCtx = policies.Context{Policy: v1alpha1.NewDefault()}
+var defaultCtx = policies.Context{Policy: v1alpha1.NewDefault(), SysctlImage: sysctlImage}
 
 func TestParsePolicy(t *testing.T) {
 	cases := []struct {

@@ -24,7 +24,7 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 	spec := &res.Template.Spec
 	res.Decisions = append(res.Decisions, antiAffinity(policy, ctx, w, tmpl.Labels, spec)...)
 	res.Decisions = append(res.Decisions, tolerations(policy, spec)...)
-	sysctlDecisions, inserted := sysctls(policy, ctx.Namespace, spec)
+	sysctlDecisions, inserted := sysctls(policy, ctx, spec)
 	res.Decisions = append(res.Decisions, sysctlDecisions...)
 	if note, ok := statefulSetNote(policy, w); ok {
 		res.Decisions = append(res.Decisions, note)

@@ -29,7 +29,12 @@ type goldenCase struct {
 	TopologyDomains map[string]int        `json:"topologyDomains"`
 	// Owner is what the webhook would know of a Pod's ReplicaSet.
 	Owner *policies.Owner `json:"owner"`
+	// PodSecurityDefault is the cluster's Pod Security default (--pod-security-default-level).
+	PodSecurityDefault policies.PodSecurityDefault `json:"podSecurityDefault"`
 }
+
+// sysctlImage stands for the installation's image (serve --sysctl-image).
+const sysctlImage = "registry.example/ha-injector:v1.0.0"
 
 type loadedCase struct {
 	name   string
@@ -57,10 +62,11 @@ func loadCases(t testing.TB) []loadedCase {
 		cases = append(cases, loadedCase{
 			name: strings.TrimSuffix(filepath.Base(in), ".yaml"),
 			ctx: policies.Context{
-				Policy:    policy,
-				Namespace: policies.Namespace{Name: "team-a", Labels: settings.NamespaceLabels},
-				Cluster:   policies.Cluster{TopologyDomains: settings.TopologyDomains},
-				Owner:     settings.Owner,
+				Policy:      policy,
+				Namespace:   policies.Namespace{Name: "team-a", Labels: settings.NamespaceLabels},
+				Cluster:     policies.Cluster{TopologyDomains: settings.TopologyDomains, PodSecurity: settings.PodSecurityDefault},
+				Owner:       settings.Owner,
+				SysctlImage: sysctlImage,
 			},
 			object: docs[1],
 		})

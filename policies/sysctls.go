@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 
+	sysctlname "github.com/ha-injector/ha-injector/internal/sysctl"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
@@ -33,9 +34,9 @@ var safeSysctls = map[string]int{
 	"net.ipv4.tcp_wmem":                   32,
 }
 
-// canonicalSysctl writes a sysctl name with dots: the kubelet accepts
-// net/ipv4/tcp_retries2 and net.ipv4.tcp_retries2 for the same sysctl.
-func canonicalSysctl(name string) string { return strings.ReplaceAll(name, "/", ".") }
+// canonicalSysctl writes a sysctl name with dots, as the kubelet converts it:
+// net/ipv4/tcp_retries2 and net.ipv4.tcp_retries2 are the same sysctl.
+func canonicalSysctl(name string) string { return sysctlname.Normalize(name) }
 
 // IsSafeSysctl reports whether the kubelet (of a current Kubernetes) allows
 // the sysctl in a pod's securityContext without --allowed-unsafe-sysctls.
@@ -68,7 +69,7 @@ func (s sysctl) String() string { return s.name + "=" + s.value }
 // sysctls sets the policy's sysctls through the pod securityContext, the
 // ha-sysctl init container, or both, and reports whether it inserted the init
 // container (at index 0).
-func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]Decision, bool) {
+func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec) ([]Decision, bool) {
 	c := policy.Spec.Sysctls
 	decide := func(action Action, fallback Fallback, format string, args ...any) Decision {
 		return Decision{Feature: FeatureSysctls, Action: action, Fallback: fallback, Reason: fmt.Sprintf(format, args...)}
@@ -91,6 +92,10 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 	}
 
 	// Split the policy's sysctls between the securityContext and the init container.
+	method := c.Method
+	if method == "" {
+		method = v1alpha1.DefaultSysctlMethod
+	}
 	var toContext, toInit, kept []sysctl
 	for _, name := range slices.Sorted(maps.Keys(c.Values)) {
 		// Written with dots: Pod Security matches securityContext names
@@ -101,9 +106,9 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 			continue
 		}
 		switch {
-		case c.Method == v1alpha1.SysctlPodSecurityContext:
+		case method == v1alpha1.SysctlPodSecurityContext:
 			toContext = append(toContext, s)
-		case c.Method == v1alpha1.SysctlAuto && IsSafeSysctl(name):
+		case method == v1alpha1.SysctlAuto && IsSafeSysctl(name):
 			toContext = append(toContext, s)
 		default:
 			toInit = append(toInit, s)
@@ -115,13 +120,8 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 
 	// Pod Security baseline and restricted reject privileged containers and
 	// unsafe sysctls: keep what the level allows, drop the rest loudly.
-	if level := ns.Labels[PodSecurityEnforceLabel]; level == "baseline" || level == "restricted" {
-		version := ns.Labels[PodSecurityEnforceVersionLabel]
-		enforced := fmt.Sprintf("%q", level)
-		if version != "" && version != "latest" {
-			enforced += " at " + version
-		}
-		allowed := func(s sysctl) bool { return podSecurityAllows(s.name, version) }
+	if ps := effectivePodSecurity(ctx.Namespace, ctx.Cluster.PodSecurity); ps.level != PodSecurityPrivileged {
+		allowed := func(s sysctl) bool { return podSecurityAllows(s.name, ps.version) }
 		moved, droppedInit := partition(toInit, allowed)
 		kept, droppedContext := partition(toContext, allowed)
 		dropped := append(droppedInit, droppedContext...)
@@ -129,11 +129,11 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 		sort.Slice(toContext, func(i, j int) bool { return toContext[i].name < toContext[j].name })
 		if len(moved) > 0 {
 			decisions = append(decisions, decide(Noted, FallbackPodSecurity,
-				"namespace enforces Pod Security %s: safe sysctls set through securityContext instead of a privileged init container", enforced))
+				"%s: safe sysctls set through securityContext instead of a privileged init container", ps))
 		}
 		if len(dropped) > 0 {
 			decisions = append(decisions, decide(Skipped, FallbackPodSecurity,
-				"namespace enforces Pod Security %s, which rejects privileged containers and unsafe sysctls: dropped %s", enforced, joinSysctls(dropped)))
+				"%s, which rejects privileged containers and unsafe sysctls: dropped %s", ps, joinSysctls(dropped)))
 		}
 	}
 
@@ -159,10 +159,14 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 
 	inserted := false
 	if len(toInit) > 0 {
-		if hasContainer(spec, SysctlContainerName) {
+		container, ok := sysctlContainer(c.Image, ctx.SysctlImage, toInit)
+		switch {
+		case hasContainer(spec, SysctlContainerName):
 			decisions = append(decisions, decide(Kept, "", "a container named %s already exists", SysctlContainerName))
-		} else {
-			spec.InitContainers = append([]corev1.Container{sysctlContainer(c.Image, toInit)}, spec.InitContainers...)
+		case !ok:
+			decisions = append(decisions, decide(Skipped, "", "no image for the %s init container (the policy names none and the installation's --sysctl-image is empty): not set %s", SysctlContainerName, joinSysctls(toInit)))
+		default:
+			spec.InitContainers = append([]corev1.Container{container}, spec.InitContainers...)
 			inserted = true
 			decisions = append(decisions, decide(Applied, "", "init container %s sets %s", SysctlContainerName, joinSysctls(toInit)))
 		}
@@ -175,11 +179,21 @@ func sysctls(policy *v1alpha1.HAPolicy, ns Namespace, spec *corev1.PodSpec) ([]D
 }
 
 // sysctlContainer is the privileged init container that sets the sysctls in
-// the pod's network namespace. It runs as root whatever the pod asks for, so a
-// pod-level runAsNonRoot does not stop it, and has small requests and limits
-// so that namespaces with a ResourceQuota accept the pod.
-func sysctlContainer(image string, values []sysctl) corev1.Container {
-	command := []string{"sysctl", "-w"}
+// the pod's network namespace. With no image in the policy it runs
+// /ha-sysctl from the installation's image (ha-injector's own), which only
+// ever writes namespaced sysctls; an image the policy names runs
+// "sysctl -w". It runs as root whatever the pod asks for, so a pod-level
+// runAsNonRoot does not stop it, and has small requests and limits so that
+// namespaces with a ResourceQuota accept the pod. ok is false when there is
+// no image to run.
+func sysctlContainer(policyImage, installationImage string, values []sysctl) (c corev1.Container, ok bool) {
+	image, command := policyImage, []string{"sysctl", "-w"}
+	if image == "" {
+		image, command = installationImage, []string{"/ha-sysctl"}
+	}
+	if image == "" {
+		return corev1.Container{}, false
+	}
 	for _, s := range values {
 		command = append(command, s.String())
 	}
@@ -195,12 +209,16 @@ func sysctlContainer(image string, values []sysctl) corev1.Container {
 			Requests: small,
 			Limits:   small.DeepCopy(),
 		},
+		// What it could not set is in its termination message; the logs
+		// are the fallback when it crashed before writing one.
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		SecurityContext: &corev1.SecurityContext{
-			Privileged:   ptr.To(true),
-			RunAsUser:    ptr.To[int64](0),
-			RunAsNonRoot: ptr.To(false),
+			Privileged:             ptr.To(true),
+			RunAsUser:              ptr.To[int64](0),
+			RunAsNonRoot:           ptr.To(false),
+			ReadOnlyRootFilesystem: ptr.To(true),
 		},
-	}
+	}, true
 }
 
 // partition splits list into the sysctls keep accepts and the others, in order.

@@ -60,6 +60,28 @@ type Cluster struct {
 	// TopologyDomains maps a topology key (a node label) to the number of
 	// distinct values it has on schedulable nodes. A key that is absent is unknown.
 	TopologyDomains map[string]int
+	// PodSecurity is the cluster-wide Pod Security default (the API server's
+	// AdmissionConfiguration, which the webhook cannot read: serve and preview
+	// take it as --pod-security-default-level). A namespace without an enforce
+	// label is held to it. The zero value is Kubernetes' own default: privileged.
+	PodSecurity PodSecurityDefault
+}
+
+// The Pod Security levels.
+const (
+	PodSecurityPrivileged = "privileged"
+	PodSecurityBaseline   = "baseline"
+	PodSecurityRestricted = "restricted"
+)
+
+// PodSecurityDefault is the Pod Security level and version that the API server
+// enforces on a namespace without the pod-security.kubernetes.io/enforce
+// (or enforce-version) label.
+type PodSecurityDefault struct {
+	// Level is privileged, baseline or restricted; empty means privileged.
+	Level string `json:"level,omitempty"`
+	// Version is "latest" or "v1.N"; empty means latest.
+	Version string `json:"version,omitempty"`
 }
 
 // Owner is what the cluster knows about the controller of a Pod. For a
@@ -84,6 +106,10 @@ type Context struct {
 	// Owner is, for a Pod, its controller as the webhook found it; nil when
 	// unknown (always, in preview).
 	Owner *Owner
+	// SysctlImage is the installation's image for the ha-sysctl init
+	// container: ha-injector's own, which holds /ha-sysctl. A policy that
+	// names no image gets it. Empty: no init container can be injected.
+	SysctlImage string
 }
 
 // Workload describes the object whose pod template is mutated.

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 
 	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/policies"
 )
 
 // Paths the webhook serves, as the chart's MutatingWebhookConfiguration names them.
@@ -70,23 +72,44 @@ type Config struct {
 	GracefulShutdownTimeout time.Duration
 	// RestConfig reaches the API server.
 	RestConfig *rest.Config
+	// SysctlImage is the image of the injected ha-sysctl init container for
+	// the policies that name none: ha-injector's own image, which holds
+	// /ha-sysctl. It must be pullable from every opted-in namespace.
+	SysctlImage string
+	// PodSecurityDefaultLevel is the Pod Security level the API server
+	// enforces on namespaces without a pod-security.kubernetes.io/enforce
+	// label: privileged, baseline, restricted, or auto (privileged, unless the
+	// cluster serves the security.openshift.io API group: restricted).
+	PodSecurityDefaultLevel string
+	// PodSecurityDefaultVersion is the version of that default: latest or v1.N.
+	PodSecurityDefaultVersion string
 }
+
+// ImageRepository is where ha-injector's image is published; serve's
+// --sysctl-image defaults to it, tagged with the binary's version.
+const ImageRepository = "ghcr.io/ha-injector/ha-injector"
+
+// PodSecurityAuto asks Run to find the cluster's Pod Security default.
+const PodSecurityAuto = "auto"
 
 // DefaultConfig returns the defaults of the serve flags.
 func DefaultConfig() Config {
 	return Config{
-		WebhookPort:             9443,
-		CertPath:                "/tmp/k8s-webhook-server/serving-certs",
-		CertName:                "tls.crt",
-		KeyName:                 "tls.key",
-		CertMode:                CertModeFile,
-		SelfManaged:             certs.DefaultSelfManaged(),
-		HealthProbeBindAddress:  ":8081",
-		MetricsBindAddress:      ":8080",
-		PprofBindAddress:        "0",
-		ShutdownDelay:           5 * time.Second,
-		TLSMinVersion:           "1.2",
-		GracefulShutdownTimeout: 30 * time.Second,
+		WebhookPort:               9443,
+		CertPath:                  "/tmp/k8s-webhook-server/serving-certs",
+		CertName:                  "tls.crt",
+		KeyName:                   "tls.key",
+		CertMode:                  CertModeFile,
+		SelfManaged:               certs.DefaultSelfManaged(),
+		HealthProbeBindAddress:    ":8081",
+		MetricsBindAddress:        ":8080",
+		PprofBindAddress:          "0",
+		SysctlImage:               ImageRepository + ":dev",
+		PodSecurityDefaultLevel:   PodSecurityAuto,
+		PodSecurityDefaultVersion: "latest",
+		ShutdownDelay:             5 * time.Second,
+		TLSMinVersion:             "1.2",
+		GracefulShutdownTimeout:   30 * time.Second,
 	}
 }
 
@@ -115,6 +138,19 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-delay must not be negative, not %s", c.ShutdownDelay))
+	}
+	switch c.PodSecurityDefaultLevel {
+	case PodSecurityAuto, policies.PodSecurityPrivileged, policies.PodSecurityBaseline, policies.PodSecurityRestricted:
+	default:
+		errs = append(errs, fmt.Errorf("--pod-security-default-level must be auto, privileged, baseline or restricted, not %q", c.PodSecurityDefaultLevel))
+	}
+	if !policies.ValidPodSecurityVersion(c.PodSecurityDefaultVersion) {
+		errs = append(errs, fmt.Errorf("--pod-security-default-version must be latest or v1.N, not %q", c.PodSecurityDefaultVersion))
+	}
+	if c.SysctlImage == "" {
+		errs = append(errs, fmt.Errorf("--sysctl-image must name the image of the ha-sysctl init container (ha-injector's own)"))
+	} else if strings.ContainsAny(c.SysctlImage, " \t\n") {
+		errs = append(errs, fmt.Errorf("--sysctl-image %q must not contain spaces", c.SysctlImage))
 	}
 	if c.RestConfig == nil {
 		errs = append(errs, fmt.Errorf("no connection to the API server is configured"))

@@ -42,6 +42,10 @@ type Mutator struct {
 	// APIReader reads from the API server directly; used once when the cache
 	// has not seen an object yet (a namespace created a moment ago).
 	APIReader client.Reader
+	// SysctlImage is the installation's image of the ha-sysctl init container.
+	SysctlImage string
+	// PodSecurity is the cluster's Pod Security default, resolved (never auto).
+	PodSecurity policies.PodSecurityDefault
 }
 
 var _ admission.Handler = &Mutator{}
@@ -89,13 +93,15 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 	canonical := roundTrips(req.Object.Raw, obj)
 	log = log.WithValues("name", objectName(req, obj), "policy", policyName)
 	pctx := policies.Context{
-		Policy:    policy,
-		Namespace: policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
+		Policy:      policy,
+		Namespace:   policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
+		SysctlImage: m.SysctlImage,
 	}
 	if pod, ok := obj.(*corev1.Pod); ok {
 		pctx.Owner = m.owner(ctx, log, req.Namespace, pod)
 	}
 	pctx.Cluster = m.cluster(ctx, log, policy, pctx.Owner)
+	pctx.Cluster.PodSecurity = m.PodSecurity
 	mutation, err := policies.Mutate(pctx, obj)
 	if err != nil {
 		log.Error(err, "mutating")

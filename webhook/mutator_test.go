@@ -39,7 +39,7 @@ func readRequest(t testing.TB, file string) admission.Request {
 func TestFallsBackToTheAPIServerOnCacheMiss(t *testing.T) {
 	emptyCache := fake.NewClientBuilder().WithScheme(Scheme).Build()
 	api := fake.NewClientBuilder().WithScheme(Scheme).WithObjects(clusterState()...).Build()
-	m := &Mutator{Kind: policies.KindPod, Cache: emptyCache, APIReader: api}
+	m := &Mutator{Kind: policies.KindPod, Cache: emptyCache, APIReader: api, SysctlImage: testSysctlImage}
 
 	resp := m.Handle(context.Background(), readRequest(t, "testdata/pod-create.json"))
 	assert.True(t, resp.Allowed)

@@ -45,6 +45,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
+	if cfg.PodSecurityDefaultLevel == PodSecurityAuto {
+		level, err := detectPodSecurityDefault(cfg.RestConfig)
+		if err != nil {
+			return fmt.Errorf("--pod-security-default-level=auto: %w (set the level explicitly)", err)
+		}
+		ctrl.Log.WithName("pod-security").Info("cluster Pod Security default detected", "level", level)
+		cfg.PodSecurityDefaultLevel = level
+	}
 	d := &drain{}
 	mgr, err := newManager(cfg, d)
 	if err != nil {
@@ -114,7 +122,7 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 		// with everything else; the files are there (Validate loaded them).
 		mgr.GetWebhookServer()
 	}
-	registerHandlers(mgr, server, d)
+	registerHandlers(mgr, server, d, cfg)
 	if err := mgr.AddReadyzCheck("shutdown", d.readyz); err != nil {
 		return nil, err
 	}
@@ -135,9 +143,15 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 }
 
 // registerHandlers serves both mutators on server.
-func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain) {
+func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain, cfg Config) {
 	for path, kind := range map[string]policies.Kind{PodPath: policies.KindPod, DeploymentPath: policies.KindDeployment} {
-		server.Register(path, d.closeWhileDraining(newReviewHandler(&Mutator{Kind: kind, Cache: mgr.GetClient(), APIReader: mgr.GetAPIReader()})))
+		server.Register(path, d.closeWhileDraining(newReviewHandler(&Mutator{
+			Kind:        kind,
+			Cache:       mgr.GetClient(),
+			APIReader:   mgr.GetAPIReader(),
+			SysctlImage: cfg.SysctlImage,
+			PodSecurity: policies.PodSecurityDefault{Level: cfg.PodSecurityDefaultLevel, Version: cfg.PodSecurityDefaultVersion},
+		})))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,10 +22,12 @@ type previewConfig struct {
 	namespaceLabels map[string]string
 	output          string
 	topologyDomains int
+	sysctlImage     string
+	podSecurity     policies.PodSecurityDefault
 }
 
 func newPreviewCommand(stdin io.Reader) *cobra.Command {
-	cfg := previewConfig{}
+	cfg := previewConfig{sysctlImage: defaultSysctlImage(), podSecurity: policies.PodSecurityDefault{Level: policies.PodSecurityPrivileged, Version: "latest"}}
 	cmd := &cobra.Command{
 		Use:   "preview -f FILE|- [-f ...] [--policy FILE] [--namespace-labels k=v,...] [-o yaml|json]",
 		Short: "Print manifests as the webhook would admit them",
@@ -51,10 +54,23 @@ line per decision. It runs the same code as the webhook and needs no cluster.`,
 	f.StringToStringVar(&cfg.namespaceLabels, "namespace-labels", nil, "labels of the target namespace, e.g. pod-security.kubernetes.io/enforce=baseline")
 	f.StringVarP(&cfg.output, "output", "o", "yaml", "output format: yaml or json")
 	f.IntVar(&cfg.topologyDomains, "topology-domains", -1, "number of schedulable domains of the policy's topology key (nodes, for kubernetes.io/hostname); Required anti-affinity is downgraded when a Deployment has more replicas (default: unknown, never downgrade)")
+	f.StringVar(&cfg.sysctlImage, "sysctl-image", cfg.sysctlImage, "image of the ha-sysctl init container for a policy that names none, as serve --sysctl-image (default: ha-injector's image at this binary's version)")
+	addPodSecurityFlags(f, &cfg.podSecurity.Level, &cfg.podSecurity.Version, false)
 	return cmd
 }
 
 func (c previewConfig) validate() error {
+	switch c.podSecurity.Level {
+	case policies.PodSecurityPrivileged, policies.PodSecurityBaseline, policies.PodSecurityRestricted:
+	default:
+		return fmt.Errorf("--pod-security-default-level must be privileged, baseline or restricted, not %q", c.podSecurity.Level)
+	}
+	if !policies.ValidPodSecurityVersion(c.podSecurity.Version) {
+		return fmt.Errorf("--pod-security-default-version must be latest or v1.N, not %q", c.podSecurity.Version)
+	}
+	if c.sysctlImage == "" || strings.ContainsAny(c.sysctlImage, " \t\n") {
+		return fmt.Errorf("--sysctl-image must be an image reference without spaces, not %q", c.sysctlImage)
+	}
 	if len(c.files) == 0 {
 		return fmt.Errorf("at least one -f FILE (or -f - for stdin) is required")
 	}
@@ -87,7 +103,8 @@ func runPreview(cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) er
 			return fmt.Errorf("%s: %w", cfg.policyFile, err)
 		}
 	}
-	ctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}}
+	ctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}, SysctlImage: cfg.sysctlImage}
+	ctx.Cluster.PodSecurity = cfg.podSecurity
 	if cfg.topologyDomains >= 0 {
 		ctx.Cluster.TopologyDomains = map[string]int{policy.Spec.AntiAffinity.TopologyKey: cfg.topologyDomains}
 	}

@@ -53,17 +53,52 @@ func TestPreviewExampleGetsAllThreeInjections(t *testing.T) {
 	require.Len(t, spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution, 1)
 	assert.Equal(t, map[string]string{"app": "web-server"},
 		spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector.MatchLabels)
-	require.Len(t, spec.Tolerations, 2)
+	seconds := map[string]int64{}
 	for _, tol := range spec.Tolerations {
-		assert.Equal(t, int64(30), *tol.TolerationSeconds)
+		seconds[tol.Key] = *tol.TolerationSeconds
 	}
+	assert.Equal(t, map[string]int64{policies.NotReadyTaint: 60, policies.UnreachableTaint: 30}, seconds)
+	require.NotNil(t, spec.SecurityContext)
+	assert.Equal(t, []corev1.Sysctl{
+		{Name: "net.ipv4.tcp_keepalive_intvl", Value: "30"},
+		{Name: "net.ipv4.tcp_keepalive_probes", Value: "5"},
+		{Name: "net.ipv4.tcp_keepalive_time", Value: "30"},
+	}, spec.SecurityContext.Sysctls)
 	require.Len(t, spec.InitContainers, 1)
-	assert.Equal(t, policies.SysctlContainerName, spec.InitContainers[0].Name)
+	sysctl := spec.InitContainers[0]
+	assert.Equal(t, policies.SysctlContainerName, sysctl.Name)
+	assert.Equal(t, "ghcr.io/ha-injector/ha-injector:"+version, sysctl.Image, "ha-injector's own image at this binary's version")
+	assert.Equal(t, []string{"/ha-sysctl", "net.ipv4.tcp_retries2=9"}, sysctl.Command)
+	assert.True(t, *sysctl.SecurityContext.ReadOnlyRootFilesystem)
 	assert.Contains(t, dep.Annotations, policies.StatusAnnotation)
+	assert.NotContains(t, r.stdout, "busybox")
 
 	assert.Contains(t, docs[1], "kind: Service")
-	assert.Equal(t, 4, strings.Count(r.stderr, "Deployment web-server: "), "one line per decision:\n%s", r.stderr)
+	assert.Equal(t, 5, strings.Count(r.stderr, "Deployment web-server: "), "one line per decision:\n%s", r.stderr)
 	assert.Contains(t, r.stderr, "examples/web-server.yaml: document 1: Deployment web-server: tolerations: applied:")
+}
+
+// TestPreviewNeverInjectsAPrivilegedContainerWherePodSecurityForbidsIt: a
+// cluster default of baseline, or an enforce label that is not a level (which
+// Pod Security enforces as restricted), leaves no privileged container.
+func TestPreviewNeverInjectsAPrivilegedContainerWherePodSecurityForbidsIt(t *testing.T) {
+	for name, args := range map[string][]string{
+		"cluster default baseline":    {"--pod-security-default-level", "baseline"},
+		"cluster default at v1.28":    {"--pod-security-default-level", "restricted", "--pod-security-default-version", "v1.28"},
+		"namespace label not a level": {"--namespace-labels", "pod-security.kubernetes.io/enforce=bogus"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := runCLI(t, "", append([]string{"preview", "-f", "../../examples/web-server.yaml"}, args...)...)
+			require.Equal(t, 0, r.code, r.stderr)
+			var dep appsv1.Deployment
+			require.NoError(t, yaml.UnmarshalStrict([]byte(splitDocs(r.stdout)[0]), &dep))
+			assert.Empty(t, dep.Spec.Template.Spec.InitContainers)
+			assert.NotContains(t, r.stdout, "privileged: true")
+			assert.Contains(t, r.stderr, "dropped net.ipv4.tcp_retries2=9")
+		})
+	}
+	r := runCLI(t, "", "preview", "-f", "../../examples/web-server.yaml", "--pod-security-default-level", "auto")
+	assert.Equal(t, 2, r.code, "auto needs a cluster: %s", r.stderr)
 }
 
 func TestPreviewOutputDiffersOnlyByTheInjection(t *testing.T) {
@@ -104,7 +139,7 @@ spec:
     - effect: NoExecute
       key: node.kubernetes.io/not-ready
       operator: Exists
-      tolerationSeconds: 30
+      tolerationSeconds: 60
     - effect: NoExecute
       key: node.kubernetes.io/unreachable
       operator: Exists

@@ -4,6 +4,7 @@ import (
 	goflag "flag"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,6 +22,7 @@ type serveFlags struct {
 
 func newServeCommand() *cobra.Command {
 	f := &serveFlags{cfg: webhook.DefaultConfig()}
+	f.cfg.SysctlImage = defaultSysctlImage()
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the mutating admission webhook",
@@ -75,11 +77,27 @@ The serving certificate comes from --cert-mode:
 	fs.StringVar(&f.cfg.TLSMinVersion, "tls-min-version", f.cfg.TLSMinVersion, "minimum TLS version of the webhook server: 1.2 or 1.3")
 	fs.DurationVar(&f.cfg.ShutdownDelay, "shutdown-delay", f.cfg.ShutdownDelay, "after SIGTERM, keep serving this long with readiness failing and connections closed after each answer, so the Service and the API server move to other replicas")
 	fs.DurationVar(&f.cfg.GracefulShutdownTimeout, "graceful-shutdown-timeout", f.cfg.GracefulShutdownTimeout, "then, how long in-flight requests may take to finish")
+	fs.StringVar(&f.cfg.SysctlImage, "sysctl-image", f.cfg.SysctlImage, "image of the injected ha-sysctl init container for policies that name none: ha-injector's own image (it runs /ha-sysctl), pullable from every opted-in namespace")
+	addPodSecurityFlags(fs, &f.cfg.PodSecurityDefaultLevel, &f.cfg.PodSecurityDefaultVersion, true)
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, or $KUBECONFIG, or ~/.kube/config)")
 	zapFlags := goflag.NewFlagSet("zap", goflag.ContinueOnError)
 	f.zap.BindFlags(zapFlags)
 	fs.AddGoFlagSet(zapFlags)
 	return cmd
+}
+
+// defaultSysctlImage is ha-injector's own image at this binary's version.
+func defaultSysctlImage() string { return webhook.ImageRepository + ":" + version }
+
+// addPodSecurityFlags binds --pod-security-default-level and
+// --pod-security-default-version; auto is offered only where a cluster can be asked.
+func addPodSecurityFlags(fs *pflag.FlagSet, level, version *string, auto bool) {
+	levels := "privileged, baseline or restricted"
+	if auto {
+		levels = "auto (privileged, or restricted on OpenShift), " + levels
+	}
+	fs.StringVar(level, "pod-security-default-level", *level, "Pod Security level the API server enforces on namespaces without a pod-security.kubernetes.io/enforce label (its AdmissionConfiguration default): "+levels+"; no privileged init container is injected unless the effective level is privileged")
+	fs.StringVar(version, "pod-security-default-version", *version, "Pod Security version of that default: latest or v1.N")
 }
 
 // serve runs the webhook with a validated configuration. A variable so that

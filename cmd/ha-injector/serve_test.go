@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -115,5 +116,38 @@ func TestServeCertModeErrors(t *testing.T) {
 			}
 			assert.Nil(t, *got, "nothing is started")
 		})
+	}
+}
+
+func TestServeSysctlImageAndPodSecurityFlags(t *testing.T) {
+	got := captureServe(t)
+	kc := writeFile(t, "kubeconfig", kubeconfig)
+	r := runCLI(t, "", "serve", "--kubeconfig", kc, "--cert-mode=self-managed",
+		"--cert-secret-name=s", "--cert-secret-namespace=n", "--webhook-configuration-name=w", "--cert-dns-name=w.n.svc")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "ghcr.io/ha-injector/ha-injector:"+version, (*got).SysctlImage, "ha-injector's own image at this version")
+	assert.Equal(t, webhook.PodSecurityAuto, (*got).PodSecurityDefaultLevel)
+	assert.Equal(t, "latest", (*got).PodSecurityDefaultVersion)
+
+	r = runCLI(t, "", "serve", "--kubeconfig", kc, "--cert-mode=self-managed",
+		"--cert-secret-name=s", "--cert-secret-namespace=n", "--webhook-configuration-name=w", "--cert-dns-name=w.n.svc",
+		"--sysctl-image=mirror.example/ha-injector@sha256:"+strings.Repeat("ab", 32),
+		"--pod-security-default-level=baseline", "--pod-security-default-version=v1.30")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "mirror.example/ha-injector@sha256:"+strings.Repeat("ab", 32), (*got).SysctlImage)
+	assert.Equal(t, "baseline", (*got).PodSecurityDefaultLevel)
+	assert.Equal(t, "v1.30", (*got).PodSecurityDefaultVersion)
+
+	for _, bad := range [][]string{
+		{"--pod-security-default-level=strict"},
+		{"--pod-security-default-version=1.30"},
+		{"--sysctl-image="},
+	} {
+		*got = nil
+		r = runCLI(t, "", append([]string{"serve", "--kubeconfig", kc, "--cert-mode=self-managed",
+			"--cert-secret-name=s", "--cert-secret-namespace=n", "--webhook-configuration-name=w", "--cert-dns-name=w.n.svc"}, bad...)...)
+		assert.Equal(t, 2, r.code, "%v: %s", bad, r.stderr)
+		assert.Contains(t, r.stderr, strings.SplitN(bad[0], "=", 2)[0])
+		assert.Nil(t, *got)
 	}
 }

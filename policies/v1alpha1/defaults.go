@@ -8,15 +8,21 @@ const (
 	DefaultTopologyKey       = "kubernetes.io/hostname"
 	DefaultWeight      int32 = 100
 	DefaultMinReplicas int32 = 2
-	DefaultNotReady    int64 = 30
+	DefaultNotReady    int64 = 60
 	DefaultUnreachable int64 = 30
-	DefaultSysctlImage       = "busybox:1.36"
+	// DefaultSysctlMethod is what an empty spec.sysctls.method means. It is
+	// not written into the CRD: it is the installation's default, resolved at
+	// admission, so that a new release can change it for every policy that
+	// did not choose.
+	DefaultSysctlMethod = SysctlAuto
 )
 
 // DefaultSysctls returns the sysctls an empty policy sets: TCP keepalive after
-// 30s idle, probed every 30s, 5 probes, so a dead peer is detected in about
-// 3 minutes of silence, and 9 retransmissions (about 100s) instead of 15 (about
-// 15 minutes) for connections with unacknowledged data.
+// 30s idle, probed every 30s, 5 probes, so an idle connection to a dead peer
+// fails after 30 + 5 x 30 = 180s (kernel defaults: 7200 + 9 x 75 = 7875s), and
+// 9 retransmissions instead of 15 for connections with unacknowledged data:
+// 204.6s by the kernel's model (tcp_model_timeout, 200ms minimum RTO) instead
+// of 924.6s.
 func DefaultSysctls() map[string]SysctlValue {
 	return map[string]SysctlValue{
 		"net.ipv4.tcp_keepalive_time":   "30",
@@ -29,7 +35,9 @@ func DefaultSysctls() map[string]SysctlValue {
 // Default fills every unset field of the policy with its default, as the API
 // server does from the CRD schema. A field that is set, even to false or 0,
 // is left alone; an explicitly empty values map stays empty, as it does in the
-// API server (defaults apply to absent fields only).
+// API server (defaults apply to absent fields only). spec.sysctls.method and
+// spec.sysctls.image have no default here or in the CRD: empty means the
+// installation's, which the engine resolves at admission.
 func (p *HAPolicy) Default() {
 	s := &p.Spec
 	if s.Mode == "" {
@@ -67,12 +75,6 @@ func (p *HAPolicy) Default() {
 	c := &s.Sysctls
 	if c.Enabled == nil {
 		c.Enabled = ptr.To(true)
-	}
-	if c.Method == "" {
-		c.Method = SysctlInitContainer
-	}
-	if c.Image == "" {
-		c.Image = DefaultSysctlImage
 	}
 	if c.Values == nil {
 		c.Values = DefaultSysctls()

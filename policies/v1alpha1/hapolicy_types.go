@@ -38,7 +38,7 @@ const (
 	// SysctlPodSecurityContext sets every sysctl through the pod's securityContext.sysctls.
 	SysctlPodSecurityContext SysctlMethod = "PodSecurityContext"
 	// SysctlAuto puts the kubelet-safe sysctls in the pod's securityContext and
-	// the others in the init container.
+	// the others in the init container. It is the installation's default.
 	SysctlAuto SysctlMethod = "Auto"
 )
 
@@ -66,7 +66,10 @@ type HAPolicySpec struct {
 	Tolerations TolerationsSpec `json:"tolerations,omitempty"`
 
 	// sysctls sets TCP keepalive and retransmission sysctls in the pod's network
-	// namespace so that connections to a dead peer fail in seconds, not ~15 minutes.
+	// namespace so that connections to a dead peer fail in about 3 minutes instead
+	// of 15 (unacknowledged data) or over 2 hours (idle keepalive connections).
+	// Only the pod's own sockets are affected, and an application that sets its
+	// own socket options (TCP_USER_TIMEOUT, per-socket keepalive) keeps them.
 	// +kubebuilder:default={}
 	// +optional
 	Sysctls SysctlsSpec `json:"sysctls,omitempty"`
@@ -123,8 +126,10 @@ type TolerationsSpec struct {
 	Enabled *bool `json:"enabled,omitempty"`
 
 	// notReadySeconds is the longest a pod may stay on a node whose Ready
-	// condition is False before it is evicted.
-	// +kubebuilder:default=30
+	// condition is False before it is evicted. A live kubelet reports NotReady
+	// while its container runtime or CNI restarts, so keep this above such a
+	// hiccup: a pod evicted then is restarted for nothing.
+	// +kubebuilder:default=60
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=3600
 	// +optional
@@ -147,31 +152,38 @@ type SysctlsSpec struct {
 	// +optional
 	Enabled *bool `json:"enabled,omitempty"`
 
-	// method is how the sysctls are set: InitContainer (a privileged init
-	// container runs sysctl -w), PodSecurityContext (the pod's
-	// securityContext.sysctls; sysctls outside the kubelet's safe set need
-	// --allowed-unsafe-sysctls on the nodes) or Auto (safe sysctls in the
-	// securityContext, the others in the init container). In namespaces that
-	// enforce the baseline or restricted Pod Security Standard no privileged
-	// container is injected whatever the method.
-	// +kubebuilder:default=InitContainer
+	// method is how the sysctls are set: Auto (the sysctls the kubelet treats
+	// as safe, TCP keepalive among them since Kubernetes 1.29, in the pod's
+	// securityContext.sysctls; the others, such as tcp_retries2, in a privileged
+	// init container), InitContainer (every sysctl from the privileged init
+	// container; for nodes older than 1.29) or PodSecurityContext (every sysctl
+	// in the securityContext; those outside the kubelet's safe set need
+	// --allowed-unsafe-sysctls on the nodes). Empty means the installation's
+	// default, Auto, resolved at admission. Where the namespace's effective Pod
+	// Security level is not privileged, no privileged container is injected
+	// whatever the method.
 	// +optional
 	Method SysctlMethod `json:"method,omitempty"`
 
-	// image is the image of the injected ha-sysctl init container. It needs a
-	// sysctl binary that accepts "sysctl -w name=value ...".
-	// +kubebuilder:default="busybox:1.36"
+	// image is the image of the injected ha-sysctl init container. Empty means
+	// the installation's image (ha-injector's own, which runs /ha-sysctl and
+	// only ever writes namespaced sysctls), resolved at admission. An explicit
+	// image runs "sysctl -w name=value ..." (a busybox-like image); to use a
+	// mirror of ha-injector's image, set the chart's sysctlImage instead.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:Pattern=`^[^\s]+$`
 	// +optional
 	Image string `json:"image,omitempty"`
 
-	// values maps sysctl names to the values to set. Only sysctls namespaced to
-	// the pod's network namespace (net.*) make sense here.
+	// values maps sysctl names to the values to set. Only sysctls the kubelet
+	// treats as namespaced are accepted (net.*, fs.mqueue.*, kernel.sem and the
+	// kernel.shm*/kernel.msg* IPC limits): a privileged container must never be able to
+	// change the node (kernel.core_pattern, vm.*).
 	// +kubebuilder:default={"net.ipv4.tcp_keepalive_time":"30","net.ipv4.tcp_keepalive_intvl":"30","net.ipv4.tcp_keepalive_probes":"5","net.ipv4.tcp_retries2":"9"}
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$'))",message="keys must be valid sysctl names (lower-case segments separated by '.' or '/')"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^(net[./].+|fs[./]mqueue[./].+|kernel[./](sem|shmall|shmmax|shmmni|shm_rmid_forced|msgmax|msgmnb|msgmni))$'))",message="only namespaced sysctls may be set (net.*, fs.mqueue.*, kernel.sem and the kernel.shm*/kernel.msg* IPC limits): the others would change the node"
 	// +optional
 	Values map[string]SysctlValue `json:"values,omitempty"`
 }

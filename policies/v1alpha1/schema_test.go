@@ -130,8 +130,10 @@ func TestNewDefaultIsTheEmptySpecDefaulted(t *testing.T) {
 	assert.Equal(t, "default", p.Name)
 	assert.Equal(t, v1alpha1.ModeEnforce, p.Spec.Mode)
 	assert.Equal(t, v1alpha1.AntiAffinityPreferred, p.Spec.AntiAffinity.Type)
-	assert.Equal(t, int64(30), *p.Spec.Tolerations.NotReadySeconds)
-	assert.Equal(t, v1alpha1.SysctlInitContainer, p.Spec.Sysctls.Method)
+	assert.Equal(t, int64(60), *p.Spec.Tolerations.NotReadySeconds)
+	assert.Equal(t, int64(30), *p.Spec.Tolerations.UnreachableSeconds)
+	assert.Empty(t, p.Spec.Sysctls.Method, "the installation's default, resolved at admission")
+	assert.Empty(t, p.Spec.Sysctls.Image, "the installation's image, resolved at admission")
 	assert.Len(t, p.Spec.Sysctls.Values, 4)
 	assert.Empty(t, p.Validate())
 }
@@ -168,6 +170,12 @@ func TestValidation(t *testing.T) {
 		{"rejects a shell metacharacter in a value", `{"sysctls": {"values": {"net.ipv4.tcp_retries2": "9; reboot"}}}`, "spec.sysctls.values[net.ipv4.tcp_retries2]"},
 		{"rejects an empty value", `{"sysctls": {"values": {"net.ipv4.tcp_retries2": ""}}}`, "spec.sysctls.values[net.ipv4.tcp_retries2]"},
 		{"rejects enabled sysctls with no values", `{"sysctls": {"values": {}}}`, "spec.sysctls.values"},
+		{"accepts the namespaced kernel and fs sysctls", `{"sysctls": {"values": {"kernel.shmmax": "1", "kernel/msgmax": "1", "kernel.sem": "1 2 3 4", "fs.mqueue.msg_max": "1"}}}`, ""},
+		{"rejects kernel.core_pattern, which would change the node", `{"sysctls": {"values": {"kernel.core_pattern": "x"}}}`, "spec.sysctls.values[kernel.core_pattern]"},
+		{"rejects a vm sysctl written with slashes", `{"sysctls": {"values": {"vm/swappiness": "1"}}}`, "spec.sysctls.values[vm/swappiness]"},
+		{"rejects kernel.shm_next_id, which the kubelet does not count as namespaced", `{"sysctls": {"values": {"kernel.shm_next_id": "1"}}}`, "spec.sysctls.values[kernel.shm_next_id]"},
+		{"rejects a kernel.sem look-alike", `{"sysctls": {"values": {"kernel.semx": "1"}}}`, "spec.sysctls.values[kernel.semx]"},
+		{"rejects fs sysctls outside fs.mqueue", `{"sysctls": {"values": {"fs.file-max": "1"}}}`, "spec.sysctls.values[fs.file-max]"},
 		{"rejects more than 32 sysctls", `{"sysctls": {"values": {` + manySysctls(33) + `}}}`, "spec.sysctls.values"},
 	}
 	for _, tc := range cases {

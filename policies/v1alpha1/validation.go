@@ -8,6 +8,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
+
+	"github.com/ha-injector/ha-injector/internal/sysctl"
 )
 
 // The patterns below are the ones in the kubebuilder markers of the types, so
@@ -15,15 +17,15 @@ import (
 var (
 	topologyKeyRE = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 	imageRE       = regexp.MustCompile(`^[^\s]+$`)
-	sysctlNameRE  = regexp.MustCompile(`^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$`)
-	sysctlValueRE = regexp.MustCompile(`^[A-Za-z0-9 ._:,/+-]+$`)
+	sysctlNameRE  = regexp.MustCompile(sysctl.NamePattern)
+	sysctlValueRE = regexp.MustCompile(sysctl.ValuePattern)
 )
 
 const (
 	maxTopologyKeyLength = 317
 	maxImageLength       = 512
 	maxSysctls           = 32
-	maxSysctlValueLength = 256
+	maxSysctlValueLength = sysctl.MaxValueLength
 	maxTolerationSeconds = 3600
 )
 
@@ -55,8 +57,12 @@ func (p *HAPolicy) Validate() field.ErrorList {
 	errs = append(errs, inRange(tp.Child("unreachableSeconds"), ptr.Deref(t.UnreachableSeconds, 0), 0, maxTolerationSeconds)...)
 
 	c, cp := s.Sysctls, spec.Child("sysctls")
-	errs = append(errs, oneOf(cp.Child("method"), string(c.Method), string(SysctlInitContainer), string(SysctlPodSecurityContext), string(SysctlAuto))...)
+	if c.Method != "" {
+		errs = append(errs, oneOf(cp.Child("method"), string(c.Method), string(SysctlInitContainer), string(SysctlPodSecurityContext), string(SysctlAuto))...)
+	}
 	switch {
+	case c.Image == "":
+		// The installation's image.
 	case len(c.Image) > maxImageLength:
 		errs = append(errs, field.TooLong(cp.Child("image"), c.Image, maxImageLength))
 	case !imageRE.MatchString(c.Image):
@@ -71,8 +77,11 @@ func (p *HAPolicy) Validate() field.ErrorList {
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Values)) {
 		value := string(c.Values[name])
-		if !sysctlNameRE.MatchString(name) {
+		switch {
+		case !sysctlNameRE.MatchString(name):
 			errs = append(errs, field.Invalid(vp.Key(name), name, "must be a valid sysctl name (lower-case segments separated by '.' or '/')"))
+		case !sysctl.IsNamespaced(name):
+			errs = append(errs, field.Invalid(vp.Key(name), name, "only namespaced sysctls may be set (net.*, fs.mqueue.*, kernel.sem and the kernel.shm*/kernel.msg* IPC limits): the others would change the node"))
 		}
 		switch {
 		case len(value) > maxSysctlValueLength:

@@ -476,10 +476,28 @@ policies:
 		values: `{image: {digest: "sha256:` + strings.Repeat("ab", 32) + `"}, priorityClassName: system-cluster-critical, nodeSelector: {kubernetes.io/os: linux}, affinity: {nodeAffinity: {}}}`,
 		check: func(t *testing.T, in installation) {
 			assert.Equal(t, "ghcr.io/ha-injector/ha-injector@sha256:"+strings.Repeat("ab", 32), in.container.Image)
+			assert.Contains(t, in.container.Args, "--sysctl-image=ghcr.io/ha-injector/ha-injector@sha256:"+strings.Repeat("ab", 32),
+				"the injected ha-sysctl runs the very image the webhook runs, pinned by the same digest")
 			spec := in.deployment.Spec.Template.Spec
 			assert.Equal(t, "system-cluster-critical", spec.PriorityClassName)
 			assert.Equal(t, map[string]string{"kubernetes.io/os": "linux"}, spec.NodeSelector)
 			assert.Nil(t, spec.Affinity.PodAntiAffinity, "a user's affinity replaces the default")
+		},
+	}, {
+		name:   "the ha-sysctl image defaults to the chart's own and follows a mirror",
+		values: `{image: {repository: mirror.example/ha-injector, tag: v9.9.9}}`,
+		check: func(t *testing.T, in installation) {
+			assert.Contains(t, in.container.Args, "--sysctl-image=mirror.example/ha-injector:v9.9.9")
+			assert.Contains(t, in.container.Args, "--pod-security-default-level=auto")
+			assert.Contains(t, in.container.Args, "--pod-security-default-version=latest")
+		},
+	}, {
+		name:   "sysctlImage and podSecurity set explicitly",
+		values: `{sysctlImage: {repository: tools.example/ha-sysctl, tag: "1.0"}, podSecurity: {defaultLevel: baseline, defaultVersion: v1.30}}`,
+		check: func(t *testing.T, in installation) {
+			assert.Contains(t, in.container.Args, "--sysctl-image=tools.example/ha-sysctl:1.0")
+			assert.Contains(t, in.container.Args, "--pod-security-default-level=baseline")
+			assert.Contains(t, in.container.Args, "--pod-security-default-version=v1.30")
 		},
 	}}
 	for _, tc := range cases {
@@ -512,6 +530,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"provided without its CA", `{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s}}}`, "certs.provided.caBundle"},
 		{"a second policy named default", `policies: {default: {}}`, "defaultPolicy.spec"},
 		{"an issuer kind cert-manager does not have", `certManager: {issuerRef: {name: x, kind: Vault}}`, "kind"},
+		{"a Pod Security level that does not exist", `podSecurity: {defaultLevel: strict}`, "defaultLevel"},
+		{"a Pod Security version that is not v1.N", `podSecurity: {defaultVersion: "1.30"}`, "defaultVersion"},
 		{"a caBundle that is PEM, not base64", `{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: "-----BEGIN CERTIFICATE-----"}}}`, "caBundle"},
 	}
 	for _, tc := range cases {

@@ -101,3 +101,20 @@ that each mode has what it needs; fails the render with a message naming the val
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The image of the injected ha-sysctl init container: sysctlImage, each part defaulting to
+the chart's own image (a mirror of ha-injector's image goes here, not in a policy).
+*/}}
+{{- define "ha-injector.sysctlImage" -}}
+{{- $repository := default .Values.image.repository .Values.sysctlImage.repository }}
+{{- $digest := .Values.sysctlImage.digest }}
+{{- if and (not .Values.sysctlImage.repository) (not .Values.sysctlImage.tag) (not $digest) }}
+{{- $digest = .Values.image.digest }}
+{{- end }}
+{{- if $digest }}
+{{- printf "%s@%s" $repository $digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default (default .Chart.AppVersion .Values.image.tag) .Values.sysctlImage.tag) }}
+{{- end }}
+{{- end }}

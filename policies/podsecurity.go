@@ -1,0 +1,64 @@
+package policies
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// podSecurity is the Pod Security level and version the API server enforces
+// on a namespace, and where they come from.
+type podSecurity struct {
+	level, version string
+	// label is the namespace's enforce label value ("" when it has none);
+	// fromDefault says the cluster default applies.
+	label       string
+	fromDefault bool
+}
+
+// effectivePodSecurity resolves a namespace's Pod Security as the PodSecurity
+// admission plugin does: each of the enforce level and version comes from the
+// namespace's label, else from the cluster default; a level that is not one of
+// the three is enforced as restricted.
+func effectivePodSecurity(ns Namespace, def PodSecurityDefault) podSecurity {
+	ps := podSecurity{level: def.Level, version: def.Version}
+	if level, ok := ns.Labels[PodSecurityEnforceLabel]; ok {
+		ps.level, ps.label = level, level
+	} else {
+		ps.fromDefault = true
+	}
+	if version, ok := ns.Labels[PodSecurityEnforceVersionLabel]; ok {
+		ps.version = version
+	}
+	if ps.level == "" && ps.fromDefault {
+		ps.level = PodSecurityPrivileged
+	}
+	switch ps.level {
+	case PodSecurityPrivileged, PodSecurityBaseline, PodSecurityRestricted:
+	default:
+		ps.level = PodSecurityRestricted
+	}
+	return ps
+}
+
+// String says what is enforced and why, e.g. `namespace enforces Pod Security "baseline"`.
+func (ps podSecurity) String() string {
+	at := ""
+	if ps.version != "" && ps.version != "latest" {
+		at = " at " + ps.version
+	}
+	switch {
+	case ps.fromDefault:
+		return fmt.Sprintf("the cluster's default Pod Security level %q%s applies (--pod-security-default-level)", ps.level, at)
+	case ps.label != ps.level:
+		return fmt.Sprintf("namespace enforces Pod Security level %q%s, not a level, which Pod Security enforces as %q", ps.label, at, ps.level)
+	}
+	return fmt.Sprintf("namespace enforces Pod Security %q%s", ps.level, at)
+}
+
+var podSecurityVersionRE = regexp.MustCompile(`^v1\.(0|[1-9][0-9]*)$`)
+
+// ValidPodSecurityVersion reports whether v is a Pod Security version the
+// enforce-version label accepts: "latest" or "v1.N".
+func ValidPodSecurityVersion(v string) bool {
+	return v == "latest" || podSecurityVersionRE.MatchString(v)
+}
