@@ -37,6 +37,13 @@ type Server struct {
 // metrics and no shutdown delay (there is no Service to drain from), and returns once
 // /readyz answers (bounded: 30 s), or the error Run stopped with.
 func Start(restCfg *rest.Config, certDir string) (*Server, error) {
+	return StartWith(restCfg, certDir, nil)
+}
+
+// StartWith is Start with the configuration passed through adjust (if not nil) before
+// Run sees it, for the settings a test runs serve with, as their flags would set them
+// (e.g. PodSecurityDefaultLevel). What adjust changes wins over Start's choices.
+func StartWith(restCfg *rest.Config, certDir string, adjust func(*webhook.Config)) (*Server, error) {
 	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return nil, err
@@ -49,6 +56,9 @@ func Start(restCfg *rest.Config, certDir string) (*Server, error) {
 	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	cfg.MetricsBindAddress = "0"
 	cfg.ShutdownDelay = 0
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{Config: cfg, cancel: cancel, done: make(chan struct{})}
 	go func() {
