@@ -31,6 +31,7 @@ import (
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/internal/proc"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
 // Versions of what the cluster runs, as hack/control-plane.sh and hack/cluster.sh build them.
@@ -96,20 +97,22 @@ type Settings struct {
 	// admission plugin gives every pod (--default-not-ready-toleration-seconds and
 	// --default-unreachable-toleration-seconds).
 	DefaultTolerationSeconds int64
-	// PolicyTolerationSeconds is the default HAPolicy's notReadySeconds and unreachableSeconds.
-	PolicyTolerationSeconds int64
+	// PolicyNotReadySeconds and PolicyUnreachableSeconds are the default HAPolicy's
+	// notReadySeconds and unreachableSeconds.
+	PolicyNotReadySeconds, PolicyUnreachableSeconds int64
 }
 
 // KubernetesDefaults are the timings of an unconfigured cluster: Kubernetes v1.37's
 // kube-controller-manager defaults (pkg/controller/nodelifecycle/config/v1alpha1:
 // the grace period has been 50 s since v1.32, 40 s before), the kubelet's 40 s Lease,
-// 300 s default tolerations, and the chart's default policy (30 s).
+// 300 s default tolerations, and the default policy's tolerations.
 var KubernetesDefaults = Settings{
 	NodeMonitorGracePeriod:   50 * time.Second,
 	NodeMonitorPeriod:        5 * time.Second,
 	NodeLeaseDuration:        40 * time.Second,
 	DefaultTolerationSeconds: 300,
-	PolicyTolerationSeconds:  30,
+	PolicyNotReadySeconds:    v1alpha1.DefaultNotReady,
+	PolicyUnreachableSeconds: v1alpha1.DefaultUnreachable,
 }
 
 // Cluster is a running simulated cluster.
@@ -289,6 +292,12 @@ func StartCluster(ctx context.Context, bins Binaries, settings Settings, dir str
 		"--kubeconfig="+c.Kubeconfig,
 		"--config="+bins.KWOKStages,
 		"--manage-nodes-with-label-selector="+ManagedLabel,
+		// The not-ready hiccup: KWOK leaves the status of a node so labelled to the
+		// test while it keeps renewing its Lease. (Deprecated in favour of Stages; with
+		// Stages, holding a node NotReady means changing the node-initialize Stage,
+		// which makes any node that is not Ready ready, in the file hack/cluster.sh
+		// takes from KWOK's release.)
+		"--disregard-status-with-label-selector="+StatusByTestLabel,
 		"--node-lease-duration-seconds="+strconv.Itoa(int(settings.NodeLeaseDuration/time.Second)),
 		"--cidr=10.244.0.0/16",
 		"--node-ip=127.0.0.1",

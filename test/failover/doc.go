@@ -15,6 +15,19 @@
 // ha-injector runs in this process as the API server's webhook, installed from the
 // chart's rendered MutatingWebhookConfiguration, as in test/e2e.
 //
+// Just before the node dies, another node has a not-ready hiccup (hiccup.go): its
+// kubelet, alive, reports NotReady for a while (KWOK keeps renewing its Lease while the
+// test posts the node's Ready condition), as during a container runtime or CNI
+// restart. The node lifecycle controller taints it not-ready:NoExecute; the opted-in
+// pods, tolerating that taint longer than the hiccup lasts, are not evicted, and a
+// control pod that tolerates it for less is.
+//
+// The TCP leg (tcp.go, netns.go) measures with real kernel sockets how long a client's
+// connection to a dead peer stays open: idle with keepalive, and with unacknowledged
+// data, with the kernel's defaults and with the sysctls the engine injects, applied by
+// running the injected ha-sysctl command in the client's network namespace. It needs
+// root; TestTCPDeadPeerShort is its short version, with small values.
+//
 // The short version (TestShortFailover, part of `make test`) shortens the node monitor
 // grace period, the Lease and the policy's toleration, and asserts that recovery
 // happened. `make failover` (cmd/failover) runs the measured version with Kubernetes'

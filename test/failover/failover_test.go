@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
 // TestShortFailover is the quick version of `make failover`: a simulated cluster of 3
@@ -23,6 +24,8 @@ import (
 // a fourth replica Pending, and a dead node's pod replaced on a surviving node — not
 // how fast.
 func TestShortFailover(t *testing.T) {
+	// Beside TestTCPDeadPeerShort, which mostly waits on the kernel's timers.
+	t.Parallel()
 	root, err := controlplane.RepoRoot()
 	require.NoError(t, err)
 	bins, err := FindBinaries(root)
@@ -50,7 +53,7 @@ func TestShortFailover(t *testing.T) {
 
 	loss, ok := rep.Find(ScenarioNodeLoss, OptedIn)
 	require.True(t, ok)
-	assert.Equal(t, ptr.To(opts.Settings.PolicyTolerationSeconds), loss.TolerationSeconds, "the pod carried the policy's toleration")
+	assert.Equal(t, ptr.To(opts.Settings.PolicyUnreachableSeconds), loss.TolerationSeconds, "the pod carried the policy's toleration")
 	require.NotNil(t, loss.UnreachableSeconds, "the node was marked unreachable")
 	require.NotNil(t, loss.EvictedSeconds, "its pod was evicted")
 	require.NotNil(t, loss.RecoverySeconds, "all replicas ran again")
@@ -58,6 +61,21 @@ func TestShortFailover(t *testing.T) {
 	assert.NotEqual(t, loss.Node, loss.ReplacementNode, "the replacement runs on a surviving node")
 	assert.LessOrEqual(t, *loss.UnreachableSeconds, *loss.EvictedSeconds)
 	assert.LessOrEqual(t, *loss.EvictedSeconds, *loss.RecoverySeconds)
+
+	// The not-ready hiccup: the taint came and went, and evicted the control only.
+	hiccup, ok := rep.Find(ScenarioNotReadyHiccup, OptedIn)
+	require.True(t, ok)
+	require.NotNil(t, hiccup.NotReadyTaintSeconds, "the node was tainted not-ready: %s", hiccup.Outcome)
+	require.NotNil(t, hiccup.NotReadyTaintRemovedSeconds, "and untainted: %s", hiccup.Outcome)
+	assert.Equal(t, ptr.To(opts.Settings.PolicyNotReadySeconds), hiccup.NotReadyTolerationSeconds, "the pod carried the policy's not-ready toleration")
+	assert.Equal(t, ptr.To(0), hiccup.Evicted, hiccup.Outcome)
+	assert.Positive(t, *hiccup.LeaseRenewals, "the Lease was renewed while the node reported NotReady")
+	assert.GreaterOrEqual(t, *hiccup.WatchedSeconds, *hiccup.NotReadyTaintSeconds+float64(opts.Settings.PolicyNotReadySeconds),
+		"watched past the moment the pod would have been evicted had the taint stayed")
+	assert.Greater(t, *hiccup.NotReadyForSeconds, opts.Settings.NodeMonitorGracePeriod.Seconds(), "NotReady for longer than the grace period")
+	control, ok := rep.Find(ScenarioNotReadyControl, OptedIn)
+	require.True(t, ok)
+	assert.Equal(t, ptr.To(1), control.Evicted, "the control, tolerating not-ready for less than the hiccup, was evicted: %s", control.Outcome)
 
 	// Every component was started with a path under dir; none may outlive Run.
 	assert.Empty(t, processesMentioning(t, dir), "processes left running")
@@ -104,7 +122,30 @@ func TestReportJSONCarriesTheSettingsOnEveryRow(t *testing.T) {
 	assert.Equal(t, 82.4, rows[0]["recoverySeconds"])
 	assert.Nil(t, rows[2]["recoverySeconds"], "no recovery to time: null, not 0")
 
+	rep.TCP = []TCPRow{
+		{Scenario: ScenarioTCPDeadPeer, Connection: ConnSending, OptedIn: true, FailedAfterSeconds: ptr.To(205.8), ModelSeconds: 204.6, Passed: true,
+			Sysctls: map[string]string{sysctlRetries2: "9"}},
+		{Scenario: ScenarioTCPDeadPeer, Connection: ConnIdle, StillOpenAfterSeconds: ptr.To(300.0), ModelSeconds: 7875, Passed: true,
+			Sysctls: map[string]string{sysctlKeepaliveTime: "7200", sysctlKeepaliveIntvl: "75", sysctlKeepaliveProbes: "9"}},
+	}
+	data, err = rep.JSON()
+	require.NoError(t, err)
+	rows = nil
+	require.NoError(t, json.Unmarshal(data, &rows))
+	require.Len(t, rows, 5)
+	tcp := rows[3]
+	assert.Equal(t, "tcp-dead-peer", tcp["scenario"])
+	assert.Equal(t, "sending", tcp["connection"])
+	assert.Equal(t, 205.8, tcp["failedAfterSeconds"])
+	assert.NotContains(t, tcp, "stillOpenAfterSeconds")
+	assert.Contains(t, rows[4], "failedAfterSeconds", "null when capped, not absent")
+	assert.Nil(t, rows[4]["failedAfterSeconds"])
+	assert.Equal(t, 300.0, rows[4]["stillOpenAfterSeconds"])
+	assert.Equal(t, 7875.0, rows[4]["modelSeconds"])
+
 	table := rep.Table()
+	assert.Contains(t, table, "| sending, data unacknowledged | yes | tcp_retries2 9 | 205.8 s | 204.6 s |")
+	assert.Contains(t, table, "| still open after 300 s | 7875 s (131 min) |")
 	assert.Contains(t, table, "| 82.4 s |")
 	assert.Contains(t, table, "| 4.3× |")
 	assert.Contains(t, table, "node-monitor-grace-period 50s")
@@ -118,4 +159,18 @@ func TestShortVersionShortensOnlyTheTimings(t *testing.T) {
 	assert.Less(t, s.Settings.NodeLeaseDuration/4, s.Settings.NodeMonitorGracePeriod/2,
 		"several Lease renewals fit in the grace period, or live nodes would flap")
 	assert.Equal(t, KubernetesDefaults.DefaultTolerationSeconds, s.Settings.DefaultTolerationSeconds)
+	assert.Nil(t, s.TCP, "the short TCP leg is TestTCPDeadPeerShort")
+}
+
+func TestTheHiccupIsShorterThanTheNotReadyToleration(t *testing.T) {
+	assert.Equal(t, v1alpha1.DefaultNotReady, KubernetesDefaults.PolicyNotReadySeconds)
+	assert.Equal(t, v1alpha1.DefaultUnreachable, KubernetesDefaults.PolicyUnreachableSeconds)
+	for name, o := range map[string]Options{"short": Short(), "measured": Measured()} {
+		s := o.Settings
+		assert.Less(t, o.NotReadyHiccup, time.Duration(s.PolicyNotReadySeconds)*time.Second, "%s: the policy's pods ride it out", name)
+		assert.Greater(t, o.NotReadyHiccup, time.Duration(s.PolicyUnreachableSeconds)*time.Second, "%s: the control is evicted", name)
+		assert.Greater(t, o.NotReadyHiccup, 2*s.NodeMonitorPeriod, "%s: the taint is seen", name)
+	}
+	assert.Greater(t, Short().NotReadyHiccup, Short().Settings.NodeMonitorGracePeriod,
+		"the short hiccup outlasts the grace period: a NotReady node with a live Lease is never taken for a dead one")
 }

@@ -15,6 +15,8 @@ const (
 	ScenarioRequiredDowngrade = "required-4-replicas-on-3-nodes"
 	ScenarioNodeLoss          = "node-loss"
 	ScenarioStatefulSet       = "node-loss-statefulset"
+	ScenarioNotReadyHiccup    = "not-ready-hiccup"
+	ScenarioNotReadyControl   = "not-ready-hiccup-control"
 )
 
 // ControllerSettings are the timings a run used, as they appear in every JSON row.
@@ -27,7 +29,8 @@ type ControllerSettings struct {
 	// every quarter of it.
 	NodeLeaseDurationSeconds float64 `json:"nodeLeaseDurationSeconds"`
 	DefaultTolerationSeconds int64   `json:"defaultTolerationSeconds"`
-	PolicyTolerationSeconds  int64   `json:"policyTolerationSeconds"`
+	PolicyNotReadySeconds    int64   `json:"policyNotReadySeconds"`
+	PolicyUnreachableSeconds int64   `json:"policyUnreachableSeconds"`
 	// KubernetesDefaults is true when all of the above are Kubernetes' and the chart's
 	// defaults. Every other controller setting is always its default.
 	KubernetesDefaults bool `json:"kubernetesDefaults"`
@@ -41,13 +44,15 @@ func reportSettings(s Settings) ControllerSettings {
 		NodeMonitorPeriodSeconds:      s.NodeMonitorPeriod.Seconds(),
 		NodeLeaseDurationSeconds:      s.NodeLeaseDuration.Seconds(),
 		DefaultTolerationSeconds:      s.DefaultTolerationSeconds,
-		PolicyTolerationSeconds:       s.PolicyTolerationSeconds,
+		PolicyNotReadySeconds:         s.PolicyNotReadySeconds,
+		PolicyUnreachableSeconds:      s.PolicyUnreachableSeconds,
 		KubernetesDefaults:            s == KubernetesDefaults,
 	}
 }
 
-// Row is one result. Times (…Seconds) count from the dead node's last heartbeat, the
-// last renewal of its Lease; null means it did not happen.
+// Row is one result of the cluster. Times (…Seconds) count from the dead node's last
+// heartbeat, the last renewal of its Lease (not-ready hiccup: from the moment the node
+// reported NotReady); null means it did not happen.
 type Row struct {
 	Scenario  string `json:"scenario"`
 	Title     string `json:"title"`
@@ -84,22 +89,45 @@ type Row struct {
 	// Ratio is this row's recovery time over the opted-in namespace's (without/with).
 	Ratio *float64 `json:"ratioWithoutToWith,omitempty"`
 
+	// Not-ready hiccup only (Node, Victims and EvictedSeconds too).
+	// NotReadyTolerationSeconds is the pods' toleration of the not-ready taint.
+	NotReadyTolerationSeconds *int64 `json:"notReadyTolerationSeconds,omitempty"`
+	// NotReadyForSeconds is how long the node reported Ready=False.
+	NotReadyForSeconds *float64 `json:"notReadyForSeconds,omitempty"`
+	// NotReadyTaintSeconds and NotReadyTaintRemovedSeconds are when the
+	// node.kubernetes.io/not-ready:NoExecute taint was first seen, and seen gone.
+	NotReadyTaintSeconds        *float64 `json:"notReadyTaintSeconds,omitempty"`
+	NotReadyTaintRemovedSeconds *float64 `json:"notReadyTaintRemovedSeconds,omitempty"`
+	// LeaseRenewals counts the renewals of the node's Lease seen while it reported NotReady.
+	LeaseRenewals *int `json:"leaseRenewals,omitempty"`
+	// Evicted is how many of the Victims were evicted.
+	Evicted *int `json:"evicted,omitempty"`
+	// WatchedSeconds is how long evictions were watched for: past the moment the
+	// pods would have been evicted had the taint stayed.
+	WatchedSeconds *float64 `json:"watchedSeconds,omitempty"`
+
 	ControllerSettings ControllerSettings `json:"controllerSettings"`
 }
 
 // Report is the result of a Run.
 type Report struct {
-	Settings    ControllerSettings
-	Rows        []Row
+	Settings ControllerSettings
+	Rows     []Row
+	// TCP are the TCP leg's rows, when it ran.
+	TCP         []TCPRow
 	WallSeconds float64
 }
 
-// JSON is the rows as a JSON list, each with the controller settings.
+// JSON is the rows as a JSON list, the cluster's each with the controller settings,
+// then the TCP leg's.
 func (r *Report) JSON() ([]byte, error) {
-	rows := make([]Row, len(r.Rows))
-	for i, row := range r.Rows {
+	rows := make([]any, 0, len(r.Rows)+len(r.TCP))
+	for _, row := range r.Rows {
 		row.ControllerSettings = r.Settings
-		rows[i] = row
+		rows = append(rows, row)
+	}
+	for _, row := range r.TCP {
+		rows = append(rows, row)
 	}
 	return json.MarshalIndent(rows, "", "  ")
 }
@@ -110,6 +138,11 @@ func (r *Report) Problems() []string {
 	for _, row := range r.Rows {
 		if !row.Passed {
 			out = append(out, fmt.Sprintf("%s (%s): %s", row.Title, row.Namespace, row.Outcome))
+		}
+	}
+	for _, row := range r.TCP {
+		if !row.Passed {
+			out = append(out, fmt.Sprintf("%s (%s): %s", row.Title, optedInText(row.OptedIn), row.Outcome))
 		}
 	}
 	return out
@@ -151,28 +184,111 @@ func (r *Report) Table() string {
 			row.Title, row.Namespace, yesNo(row.OptedIn), tol,
 			secs(row.UnreachableSeconds), secs(row.EvictedSeconds), replacement, recovery, ratio)
 	}
+	r.hiccupTable(&b)
+	r.tcpTable(&b)
 	b.WriteString("\n")
 	for _, row := range r.Rows {
 		if row.Scenario == ScenarioNodeLoss {
 			continue
 		}
-		mark := "ok"
-		if !row.Passed {
-			mark = "FAILED"
-		}
-		fmt.Fprintf(&b, "- %s, `%s`: %s [%s]\n", row.Title, row.Namespace, row.Outcome, mark)
+		fmt.Fprintf(&b, "- %s, `%s`: %s [%s]\n", row.Title, row.Namespace, row.Outcome, okFailed(row.Passed))
+	}
+	for _, row := range r.TCP {
+		fmt.Fprintf(&b, "- %s, %s: %s [%s]\n", row.Title, optedInText(row.OptedIn), row.Outcome, okFailed(row.Passed))
 	}
 	s := r.Settings
 	defaults := "shortened for the quick version"
 	if s.KubernetesDefaults {
 		defaults = "Kubernetes' defaults"
 	}
-	fmt.Fprintf(&b, "\nTimes are seconds after the dead node's last heartbeat (the last renewal of its Lease). "+
+	fmt.Fprintf(&b, "\nTimes are seconds after the dead node's last heartbeat (the last renewal of its Lease); for the not-ready hiccup, after the node reported NotReady. "+
 		"Kubernetes %s, KWOK %s; %s: node-monitor-grace-period %gs, node-monitor-period %gs, node Lease %g s (renewed every %g s), "+
-		"DefaultTolerationSeconds %d s, ha-injector policy tolerations %d s; every other setting at its default.\n",
+		"DefaultTolerationSeconds %d s, ha-injector policy tolerations not-ready %d s and unreachable %d s; every other setting at its default.\n",
 		s.KubernetesVersion, s.KWOKVersion, defaults, s.NodeMonitorGracePeriodSeconds, s.NodeMonitorPeriodSeconds,
-		s.NodeLeaseDurationSeconds, s.NodeLeaseDurationSeconds/4, s.DefaultTolerationSeconds, s.PolicyTolerationSeconds)
+		s.NodeLeaseDurationSeconds, s.NodeLeaseDurationSeconds/4, s.DefaultTolerationSeconds, s.PolicyNotReadySeconds, s.PolicyUnreachableSeconds)
+	if len(r.TCP) > 0 {
+		fmt.Fprintf(&b, "TCP: real sockets of the kernel (Linux %s) in two network namespaces joined by a veth pair; the peer dies when a blackhole "+
+			"route in its namespace drops everything it sends. An idle connection's time counts from the last packet received, a sending one's "+
+			"from the write never acknowledged; the model is the kernel's own figure (tcp_keepalive_timer, tcp_model_timeout).\n", r.TCP[0].Kernel)
+	}
 	return b.String()
+}
+
+// hiccupTable is the not-ready hiccup's rows as a Markdown table.
+func (r *Report) hiccupTable(b *strings.Builder) {
+	first := true
+	for _, row := range r.Rows {
+		if row.Scenario != ScenarioNotReadyHiccup && row.Scenario != ScenarioNotReadyControl {
+			continue
+		}
+		if first {
+			b.WriteString("\n| scenario | namespace | ha-injector | not-ready toleration | node NotReady, Lease renewed | not-ready taint | pods on the node | evicted |\n")
+			b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+			first = false
+		}
+		tol := "none"
+		if row.NotReadyTolerationSeconds != nil {
+			tol = fmt.Sprintf("%d s", *row.NotReadyTolerationSeconds)
+		}
+		notReady := secs(row.NotReadyForSeconds)
+		if row.LeaseRenewals != nil {
+			notReady += fmt.Sprintf(" (%d renewals)", *row.LeaseRenewals)
+		}
+		taint := "never"
+		if row.NotReadyTaintSeconds != nil {
+			taint = fmt.Sprintf("%s to %s", secs(row.NotReadyTaintSeconds), secs(row.NotReadyTaintRemovedSeconds))
+		}
+		evicted := "?"
+		if row.Evicted != nil {
+			evicted = fmt.Sprint(*row.Evicted)
+			if *row.Evicted > 0 {
+				evicted += " at " + secs(row.EvictedSeconds)
+			}
+		}
+		fmt.Fprintf(b, "| %s | `%s` | %s | %s | %s | %s | %d | %s |\n",
+			row.Title, row.Namespace, yesNo(row.OptedIn), tol, notReady, taint, row.Victims, evicted)
+	}
+}
+
+// tcpTable is the TCP leg's rows as a Markdown table.
+func (r *Report) tcpTable(b *strings.Builder) {
+	if len(r.TCP) == 0 {
+		return
+	}
+	b.WriteString("\n| connection to a dead peer | ha-injector | sysctls in the pod's network namespace | failed (ETIMEDOUT) after | the kernel's model |\n")
+	b.WriteString("| --- | --- | --- | --- | --- |\n")
+	for _, row := range r.TCP {
+		what, sysctls := "idle, SO_KEEPALIVE on", fmt.Sprintf("tcp_keepalive_time %s, _intvl %s, _probes %s",
+			row.Sysctls[sysctlKeepaliveTime], row.Sysctls[sysctlKeepaliveIntvl], row.Sysctls[sysctlKeepaliveProbes])
+		if row.Connection == ConnSending {
+			what, sysctls = "sending, data unacknowledged", "tcp_retries2 "+row.Sysctls[sysctlRetries2]
+		}
+		failed := "not measured"
+		switch {
+		case row.FailedAfterSeconds != nil:
+			failed = secs(row.FailedAfterSeconds)
+		case row.StillOpenAfterSeconds != nil:
+			failed = fmt.Sprintf("still open after %.0f s", *row.StillOpenAfterSeconds)
+		}
+		if row.Sysctls == nil {
+			sysctls = ""
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", what, yesNo(row.OptedIn), sysctls, failed, formatSeconds(time.Duration(row.ModelSeconds*float64(time.Second))))
+	}
+}
+
+func okFailed(passed bool) string {
+	if passed {
+		return "ok"
+	}
+	return "FAILED"
+}
+
+func optedInText(optedIn bool) string {
+	if optedIn {
+		return "opted in"
+	}
+	return "kernel defaults"
 }
 
 func secs(f *float64) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/ha-injector/ha-injector/internal/examples"
 	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
 // Namespaces of the run.
@@ -40,13 +41,22 @@ type Options struct {
 	Baseline bool
 	// Nodes is the number of fake nodes (at least 3).
 	Nodes int
+	// NotReadyHiccup, if not 0, is how long another node reports NotReady, its Lease
+	// still renewed, just before the node loss (hiccup.go). It must be shorter than
+	// the policy's not-ready toleration and longer than the policy's unreachable
+	// toleration, which the hiccup's control pod tolerates not-ready for.
+	NotReadyHiccup time.Duration
+	// TCP, if not nil, also measures the TCP leg (tcp.go), alongside the cluster.
+	TCP *TCPOptions
 	// Log reports progress; nil is silent.
 	Log func(format string, args ...any)
 }
 
 // Short is the version `make test` runs: the opted-in namespace only, a node monitor
-// grace period of 8 s, a 4 s Lease and 2 s tolerations, so the node dies and its pod is
-// replaced within seconds. It checks that recovery happens, not how fast.
+// grace period of 8 s, a 4 s Lease, a 2 s unreachable toleration and a 12 s not-ready
+// one, so the node dies and its pod is replaced within seconds, and a 9 s not-ready
+// hiccup (longer than the grace period: a NotReady node whose Lease is renewed is never
+// taken for a dead one). It checks that recovery happens, not how fast.
 func Short() Options {
 	return Options{
 		Settings: Settings{
@@ -54,16 +64,26 @@ func Short() Options {
 			NodeMonitorPeriod:        time.Second,
 			NodeLeaseDuration:        4 * time.Second,
 			DefaultTolerationSeconds: 300,
-			PolicyTolerationSeconds:  2,
+			PolicyNotReadySeconds:    12,
+			PolicyUnreachableSeconds: 2,
 		},
-		Nodes: 3,
+		Nodes:          3,
+		NotReadyHiccup: 9 * time.Second,
 	}
 }
 
-// Measured is what `make failover` runs: Kubernetes' default timings, both namespaces
-// and the StatefulSet. It takes about 6 minutes, most of it the baseline's 300 s.
+// MeasuredHiccup is the not-ready hiccup `make failover` runs: 45 s, as long as a
+// container runtime or CNI restart that goes badly, under the default policy's 60 s.
+const MeasuredHiccup = 45 * time.Second
+
+// Measured is what `make failover` runs: Kubernetes' default timings, both namespaces,
+// the StatefulSet, the not-ready hiccup and the TCP leg with the default policy. It
+// takes about 6 minutes, most of it the baseline's 300 s.
 func Measured() Options {
-	return Options{Settings: KubernetesDefaults, Baseline: true, Nodes: 3}
+	return Options{
+		Settings: KubernetesDefaults, Baseline: true, Nodes: 3, NotReadyHiccup: MeasuredHiccup,
+		TCP: &TCPOptions{Policy: v1alpha1.NewDefault(), Cap: TCPMeasuredCap},
+	}
 }
 
 // Run starts a simulated cluster in dir (logs and etcd data), runs the scenarios and
@@ -77,8 +97,44 @@ func Run(ctx context.Context, root string, bins Binaries, opts Options, dir stri
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	if h := opts.NotReadyHiccup; h > 0 {
+		s := opts.Settings
+		if h >= time.Duration(s.PolicyNotReadySeconds)*time.Second || h <= time.Duration(s.PolicyUnreachableSeconds)*time.Second {
+			return nil, fmt.Errorf("the not-ready hiccup (%s) must be shorter than the not-ready toleration (%d s) and longer than the control's (%d s)",
+				h, s.PolicyNotReadySeconds, s.PolicyUnreachableSeconds)
+		}
+	}
 	rep = &Report{Settings: reportSettings(opts.Settings)}
 	start := time.Now()
+	example, err := examples.WebServer(root)
+	if err != nil {
+		return nil, err
+	}
+	if opts.TCP != nil {
+		// Alongside everything else: the kernel's timers, not the cluster, set its pace.
+		tcpOpts := *opts.TCP
+		tcpOpts.Log = logf
+		if tcpOpts.HASysctl == "" {
+			if tcpOpts.HASysctl, err = BuildHASysctl(ctx, root, dir); err != nil {
+				return nil, err
+			}
+		}
+		tcpCtx, cancel := context.WithCancel(ctx)
+		tcpDone := make(chan []TCPRow, 1)
+		go func() { tcpDone <- MeasureTCP(tcpCtx, example, tcpOpts) }()
+		logf("TCP leg: 4 connections to a dead peer in network namespaces, for up to %s", tcpOpts.Cap)
+		defer func() {
+			if err != nil {
+				cancel()
+			}
+			rows := <-tcpDone
+			cancel()
+			if err == nil {
+				rep.TCP = rows
+				rep.WallSeconds = round(time.Since(start).Seconds())
+			}
+		}()
+	}
 	logf("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (logs in %s)", dir)
 	cl, err := StartCluster(ctx, bins, opts.Settings, dir)
 	if err != nil {
@@ -121,10 +177,10 @@ func Run(ctx context.Context, root string, bins Binaries, opts Options, dir stri
 			return nil, err
 		}
 	}
-	seconds := opts.Settings.PolicyTolerationSeconds
 	values := localwebhook.ProvidedValues(map[string]any{
-		"defaultPolicy": map[string]any{"spec": map[string]any{"tolerations": map[string]any{"notReadySeconds": seconds, "unreachableSeconds": seconds}}},
-		"policies":      map[string]any{"required": map[string]any{"antiAffinity": map[string]any{"type": "Required"}}},
+		"defaultPolicy": map[string]any{"spec": map[string]any{"tolerations": map[string]any{
+			"notReadySeconds": opts.Settings.PolicyNotReadySeconds, "unreachableSeconds": opts.Settings.PolicyUnreachableSeconds}}},
+		"policies": map[string]any{"required": map[string]any{"antiAffinity": map[string]any{"type": "Required"}}},
 	})
 	wh, err := StartWebhook(ctx, cl, root, values, OptedIn)
 	if err != nil {
@@ -137,9 +193,7 @@ func Run(ctx context.Context, root string, bins Binaries, opts Options, dir stri
 	}()
 	logf("ha-injector serving as the cluster's webhook")
 
-	if r.example, err = examples.WebServer(root); err != nil {
-		return nil, err
-	}
+	r.example = example
 	if err := r.placement(ctx); err != nil {
 		return nil, err
 	}
@@ -369,7 +423,7 @@ func (r *run) nodeLoss(ctx context.Context) error {
 			w.t.before[p.UID] = true
 			if p.Spec.NodeName == dead {
 				w.t.victims[p.UID] = p.Name
-				tolerations[w] = unreachableSeconds(&p)
+				tolerations[w] = tolerationSeconds(&p, corev1.TaintNodeUnreachable)
 			}
 		}
 		if len(w.t.victims) == 0 {
@@ -378,18 +432,39 @@ func (r *run) nodeLoss(ctx context.Context) error {
 		targets = append(targets, w.t)
 	}
 
+	s := r.opts.Settings
+	// The not-ready hiccup, on another node, runs in the background from just before
+	// the kill. Its NotReady is over before the dead node is marked unreachable, which
+	// takes the grace period; the kill waits until the node lifecycle controller may
+	// taint again, so that the dead node's taint is not delayed by the hiccup's.
+	var hic *hiccup
+	if r.opts.NotReadyHiccup > 0 {
+		if hic, err = r.startHiccup(ctx, r.hiccupNode(ctx, dead)); err != nil {
+			return err
+		}
+		hic.mu.Lock()
+		taintAt := hic.taintAt
+		hic.mu.Unlock()
+		if wait := time.Until(taintAt.Add(nodeEvictionInterval + time.Second - s.NodeMonitorGracePeriod)); !taintAt.IsZero() && wait > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+	}
+
 	rec := newRecorder(dead, targets...)
 	stop := make(chan struct{})
 	defer close(stop)
 	rec.start(c, stop)
-	s := r.opts.Settings
-	r.logf("killing %s: kwok stops renewing its Lease (node-monitor-grace-period %s, policy tolerations %d s, default %d s)",
-		dead, s.NodeMonitorGracePeriod, s.PolicyTolerationSeconds, s.DefaultTolerationSeconds)
+	r.logf("killing %s: kwok stops renewing its Lease (node-monitor-grace-period %s, policy's unreachable toleration %d s, default %d s)",
+		dead, s.NodeMonitorGracePeriod, s.PolicyUnreachableSeconds, s.DefaultTolerationSeconds)
 	killed := time.Now()
 	if err := r.cl.KillNode(ctx, dead); err != nil {
 		return err
 	}
-	longest := s.PolicyTolerationSeconds
+	longest := s.PolicyUnreachableSeconds
 	if r.opts.Baseline {
 		longest = s.DefaultTolerationSeconds
 	}
@@ -480,7 +555,34 @@ func (r *run) nodeLoss(ctx context.Context) error {
 		r.rep.Rows = append(r.rep.Rows, *rows[w])
 		r.logf("%s in %s: %s", w.title, w.ns, rows[w].Outcome)
 	}
+	if hic != nil {
+		for _, row := range hic.rows() {
+			r.rep.Rows = append(r.rep.Rows, row)
+			r.logf("%s in %s: %s", row.Title, row.Namespace, row.Outcome)
+		}
+	}
 	return nil
+}
+
+// hiccupNode picks the node of the not-ready hiccup: not the one that dies, one that
+// runs a web-server replica of every namespace.
+func (r *run) hiccupNode(ctx context.Context, dead string) string {
+	nss := []string{OptedIn}
+	if r.opts.Baseline {
+		nss = append(nss, NotOptedIn)
+	}
+	candidates := slices.DeleteFunc(slices.Clone(r.nodes), func(n string) bool { return n == dead })
+	for _, n := range candidates {
+		all := true
+		for _, ns := range nss {
+			list, err := r.cl.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web-server", FieldSelector: "spec.nodeName=" + n})
+			all = all && err == nil && len(list.Items) > 0
+		}
+		if all {
+			return n
+		}
+	}
+	return candidates[0]
 }
 
 // statefulSet finishes scenario 4 once the baseline has recovered: the StatefulSet's
@@ -746,18 +848,6 @@ func hasPreferredTerm(d *appsv1.Deployment) bool {
 		}
 	}
 	return false
-}
-
-// unreachableSeconds is the tolerationSeconds the taint eviction controller uses for
-// the pod: its first toleration of the unreachable NoExecute taint.
-func unreachableSeconds(p *corev1.Pod) *int64 {
-	for _, t := range p.Spec.Tolerations {
-		keyMatches := t.Key == corev1.TaintNodeUnreachable || (t.Key == "" && t.Operator == corev1.TolerationOpExists)
-		if keyMatches && (t.Effect == "" || t.Effect == corev1.TaintEffectNoExecute) {
-			return t.TolerationSeconds
-		}
-	}
-	return nil
 }
 
 func formatPlacement(per map[string]int) string {
