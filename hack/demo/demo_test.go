@@ -56,9 +56,9 @@ func TestDemo(t *testing.T) {
 	assert.Contains(t, text, "ha-injector.io/status:")
 	assert.Contains(t, text, "podAntiAffinity:")
 	assert.Contains(t, text, "name: ha-sysctl")
-	assert.Contains(t, text, "tolerationSeconds: 30")
+	assert.Contains(t, text, "tolerationSeconds: 60")
 	assert.Contains(t, text, "dropped net.ipv4.tcp_retries2=9", "the restricted namespace's warning")
 	assert.Equal(t, "ha-sysctl", kubectlOut["init container"])
-	assert.Equal(t, "30 30", kubectlOut["tolerations"])
+	assert.Equal(t, "60 30", kubectlOut["tolerations"])
 	assert.Equal(t, "hapolicy.ha-injector.io/default\n", kubectlOut["policies"])
 }
