@@ -21,7 +21,7 @@ var perPodLabels = map[string]bool{
 	"batch.kubernetes.io/job-completion-index": true,
 }
 
-func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map[string]string, spec *corev1.PodSpec) []Decision {
+func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map[string]string, spec *corev1.PodSpec, rec *Record) []Decision {
 	a := policy.Spec.AntiAffinity
 	skip := func(reason string) []Decision {
 		return []Decision{{Feature: FeatureAntiAffinity, Action: Skipped, Reason: reason}}
@@ -80,10 +80,12 @@ func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map
 	var reason string
 	if kind == v1alpha1.AntiAffinityRequired {
 		paa.RequiredDuringSchedulingIgnoredDuringExecution = append(paa.RequiredDuringSchedulingIgnoredDuringExecution, term)
+		rec.AntiAffinity = &RecordedTerm{Term: *term.DeepCopy()}
 		reason = fmt.Sprintf("Required pod anti-affinity on %s", a.TopologyKey)
 	} else {
 		paa.PreferredDuringSchedulingIgnoredDuringExecution = append(paa.PreferredDuringSchedulingIgnoredDuringExecution,
 			corev1.WeightedPodAffinityTerm{Weight: *a.Weight, PodAffinityTerm: term})
+		rec.AntiAffinity = &RecordedTerm{Weight: *a.Weight, Term: *term.DeepCopy()}
 		reason = fmt.Sprintf("Preferred pod anti-affinity (weight %d) on %s", *a.Weight, a.TopologyKey)
 	}
 	return append([]Decision{{Feature: FeatureAntiAffinity, Action: Applied, Reason: reason}}, decisions...)

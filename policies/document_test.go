@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 
@@ -150,9 +151,14 @@ func TestStatusAnnotation(t *testing.T) {
 			"template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "app", "image": "app"}]}}}}`)
 	_, m, err := policies.MutateDocument(defaultCtx, doc)
 	require.NoError(t, err)
-	dep := m.Object.(interface{ GetAnnotations() map[string]string })
-	var status policies.Status
-	require.NoError(t, json.Unmarshal([]byte(dep.GetAnnotations()[policies.StatusAnnotation]), &status))
+	dep := m.Object.(*appsv1.Deployment)
+	raw := dep.Annotations[policies.StatusAnnotation]
+	assert.Less(t, len(raw), 1024, "the Deployment controller copies it to every ReplicaSet: keep it small")
+	assert.Equal(t, raw, dep.Spec.Template.Annotations[policies.StatusAnnotation], "every pod carries the record")
+	assert.Equal(t, "true", dep.Labels[policies.InjectedLabel])
+	var status policies.Record
+	require.NoError(t, json.Unmarshal([]byte(raw), &status))
+	assert.Equal(t, policies.RecordVersion, status.Version)
 	assert.Equal(t, "default", status.Policy)
 	assert.Equal(t, []policies.Feature{policies.FeatureTolerations, policies.FeatureSysctls}, status.Applied)
 	assert.Contains(t, status.Skipped[policies.FeatureAntiAffinity], "fewer than minReplicas 2")

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
@@ -12,30 +14,71 @@ import (
 // MutateTemplate applies ctx.Policy to the pod template of workload w and
 // returns the new template with the decisions taken. The input template is
 // never modified. Applying it again to its own output changes nothing.
+//
+// For a Deployment it first undoes what the template's Record says
+// ha-injector injected earlier, so the result follows the current policy
+// (or, for a workload that opted out or a namespace that no longer opts in,
+// carries no injection at all); see MutateDeploymentUpdate for UPDATEs. A
+// Pod is created once and never converged: its injection is applied on top
+// of what it carries (a Deployment's pods arrive with their template's).
 func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Result {
 	policy := defaulted(ctx.Policy)
 	res := Result{Template: *tmpl.DeepCopy()}
+	spec := &res.Template.Spec
 
-	if reason, skip := skipWorkload(w, tmpl); skip {
-		res.Decisions = []Decision{{Feature: FeatureWorkload, Action: Skipped, Reason: reason}}
+	var storedInit *corev1.Container
+	if w.Kind == KindDeployment {
+		if prior := ReadRecord(tmpl.Annotations); prior.injected() {
+			var notes []Decision
+			notes, storedInit = undo(prior, spec)
+			res.Decisions = append(res.Decisions, notes...)
+			res.Undone = true
+		}
+	}
+	reason, skip := skipWorkload(w, tmpl)
+	if ctx.NotOptedIn {
+		reason, skip = fmt.Sprintf("namespace %s no longer carries the %s label", ctx.Namespace.Name, PolicyLabel), true
+	}
+	if skip {
+		if res.Undone {
+			reason += ": ha-injector's earlier injection removed"
+		}
+		res.Decisions = append([]Decision{{Feature: FeatureWorkload, Action: Skipped, Reason: reason}}, res.Decisions...)
+		if res.Undone {
+			delete(res.Template.Annotations, StatusAnnotation)
+			if len(res.Template.Annotations) == 0 {
+				res.Template.Annotations = nil
+			}
+		}
+		res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
 		return res
 	}
 
-	spec := &res.Template.Spec
-	res.Decisions = append(res.Decisions, antiAffinity(policy, ctx, w, tmpl.Labels, spec)...)
-	res.Decisions = append(res.Decisions, tolerations(policy, spec)...)
-	sysctlDecisions, inserted := sysctls(policy, ctx, spec)
-	res.Decisions = append(res.Decisions, sysctlDecisions...)
+	rec := &Record{Version: RecordVersion, Policy: policyName(ctx), Hash: policyHash(policy)}
+	res.Decisions = append(res.Decisions, antiAffinity(policy, ctx, w, tmpl.Labels, spec, rec)...)
+	res.Decisions = append(res.Decisions, tolerations(policy, spec, rec)...)
+	res.Decisions = append(res.Decisions, sysctls(policy, ctx, spec, rec)...)
 	if note, ok := statefulSetNote(policy, w); ok {
 		res.Decisions = append(res.Decisions, note)
 	}
+	rec.Applied, rec.Skipped = summarize(res.Decisions)
+	// The same container injected again: keep it as stored, with the
+	// defaults the API server added, so nothing changes.
+	if storedInit != nil && rec.InitContainer != nil && rec.InitContainer.matches(storedInit) && len(spec.InitContainers) > 0 {
+		spec.InitContainers[0] = *storedInit
+	}
 
-	for _, d := range res.Decisions {
-		if d.Action == Applied {
-			res.Changed = true
+	switch {
+	case rec.injected():
+		res.Record = rec
+		setAnnotation(&res.Template.ObjectMeta, StatusAnnotation, rec.encode())
+	case res.Undone:
+		delete(res.Template.Annotations, StatusAnnotation)
+		if len(res.Template.Annotations) == 0 {
+			res.Template.Annotations = nil
 		}
 	}
-	res.insertedInitContainer = inserted
+	res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
 
 	if policy.Spec.Mode == v1alpha1.ModeAudit {
 		for i := range res.Decisions {
@@ -43,9 +86,23 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 		}
 		res.Template = *tmpl.DeepCopy()
 		res.Changed = false
-		res.insertedInitContainer = false
+		res.Record = nil
 	}
 	return res
+}
+
+func policyName(ctx Context) string {
+	if ctx.Policy == nil {
+		return "default"
+	}
+	return ctx.Policy.Name
+}
+
+func setAnnotation(meta *metav1.ObjectMeta, key, value string) {
+	if meta.Annotations == nil {
+		meta.Annotations = map[string]string{}
+	}
+	meta.Annotations[key] = value
 }
 
 // defaulted returns a defaulted copy of p, or the built-in default policy when p is nil.

@@ -29,6 +29,8 @@ type goldenCase struct {
 	TopologyDomains map[string]int        `json:"topologyDomains"`
 	// Owner is what the webhook would know of a Pod's ReplicaSet.
 	Owner *policies.Owner `json:"owner"`
+	// NotOptedIn: the namespace no longer carries the policy label.
+	NotOptedIn bool `json:"notOptedIn"`
 	// PodSecurityDefault is the cluster's Pod Security default (--pod-security-default-level).
 	PodSecurityDefault policies.PodSecurityDefault `json:"podSecurityDefault"`
 }
@@ -67,6 +69,7 @@ func loadCases(t testing.TB) []loadedCase {
 				Cluster:     policies.Cluster{TopologyDomains: settings.TopologyDomains, PodSecurity: settings.PodSecurityDefault},
 				Owner:       settings.Owner,
 				SysctlImage: sysctlImage,
+				NotOptedIn:  settings.NotOptedIn,
 			},
 			object: docs[1],
 		})

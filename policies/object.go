@@ -1,14 +1,16 @@
 package policies
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"gomodules.xyz/jsonpatch/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
 // Mutation is the outcome of Mutate.
@@ -24,19 +26,10 @@ type Mutation struct {
 	Patch []jsonpatch.Operation
 }
 
-// Status is the JSON recorded in the StatusAnnotation of a mutated object.
-type Status struct {
-	// Policy is the name of the HAPolicy that was applied.
-	Policy string `json:"policy"`
-	// Applied lists the features that changed the object.
-	Applied []Feature `json:"applied,omitempty"`
-	// Skipped maps each feature that did not change the object to why.
-	Skipped map[Feature]string `json:"skipped,omitempty"`
-}
-
 // Mutate applies ctx to a *corev1.Pod or an *appsv1.Deployment. The input is
 // not modified. A Deployment's pod template gets the settings (so its pods
-// arrive compliant); the StatusAnnotation goes on the object itself.
+// arrive compliant) and the Record; the Record also goes on the Deployment,
+// with the InjectedLabel.
 func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
@@ -48,17 +41,99 @@ func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 		tmpl := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: o.Labels, Annotations: o.Annotations}, Spec: o.Spec}
 		res := MutateTemplate(ctx, w, tmpl)
 		out := &corev1.Pod{TypeMeta: o.TypeMeta, ObjectMeta: *o.ObjectMeta.DeepCopy(), Spec: res.Template.Spec, Status: *o.Status.DeepCopy()}
-		return finish(ctx, res, o, out, "/spec", func(p *corev1.Pod) *corev1.PodSpec { return &p.Spec })
+		out.Annotations = res.Template.Annotations
+		return finish(res, o, out, "/spec", func(p *corev1.Pod) *corev1.PodSpec { return &p.Spec })
 	case *appsv1.Deployment:
-		w := Workload{Kind: KindDeployment, Annotations: o.Annotations, Selector: o.Spec.Selector, Replicas: o.Spec.Replicas}
-		res := MutateTemplate(ctx, w, &o.Spec.Template)
+		res := mutateDeployment(ctx, o)
 		out := &appsv1.Deployment{TypeMeta: o.TypeMeta, ObjectMeta: *o.ObjectMeta.DeepCopy(), Spec: *o.Spec.DeepCopy(), Status: *o.Status.DeepCopy()}
 		out.Spec.Template = res.Template
-		return finish(ctx, res, o, out, "/spec/template/spec", func(d *appsv1.Deployment) *corev1.PodSpec { return &d.Spec.Template.Spec })
+		if defaulted(ctx.Policy).Spec.Mode != v1alpha1.ModeAudit || ctx.NotOptedIn {
+			markDeployment(out, res)
+		}
+		res.Changed = !equality.Semantic.DeepEqual(out.ObjectMeta, o.ObjectMeta) || res.Changed
+		return finish(res, o, out, "/spec/template/spec", func(d *appsv1.Deployment) *corev1.PodSpec { return &d.Spec.Template.Spec })
 	case nil:
 		return nil, fmt.Errorf("no object to mutate")
 	}
 	return nil, fmt.Errorf("ha-injector mutates Pods and Deployments, not %T", obj)
+}
+
+// mutateDeployment decides a Deployment's pod template. On an UPDATE it never
+// starts a rollout by itself: a template equal to the stored one apart from
+// ha-injector's own recorded injection is left as stored, and a template equal
+// to one of the Deployment's ReplicaSets' (a rollback) is left as sent.
+func mutateDeployment(ctx Context, d *appsv1.Deployment) Result {
+	tmpl := &d.Spec.Template
+	if ctx.OldTemplate != nil && !TemplateChanged(ctx.OldTemplate, tmpl) {
+		res := Result{Template: *ctx.OldTemplate.DeepCopy(), Record: ReadRecord(ctx.OldTemplate.Annotations)}
+		res.Decisions = []Decision{{Feature: FeatureWorkload, Action: Kept, Reason: "pod template unchanged apart from ha-injector's own injection: kept as stored, so no rollout starts"}}
+		res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
+		return res
+	}
+	for _, rev := range ctx.Revisions {
+		if sameRevision(&rev, tmpl) {
+			res := Result{Template: *tmpl.DeepCopy(), Record: ReadRecord(tmpl.Annotations)}
+			res.Decisions = []Decision{{Feature: FeatureWorkload, Action: Kept, Reason: "pod template of an existing ReplicaSet (a rollback): left as sent"}}
+			return res
+		}
+	}
+	w := Workload{Kind: KindDeployment, Annotations: d.Annotations, Selector: d.Spec.Selector, Replicas: d.Spec.Replicas}
+	return MutateTemplate(ctx, w, tmpl)
+}
+
+// TemplateChanged reports whether a Deployment UPDATE changes the pod
+// template, ha-injector's own recorded injection aside: each side without
+// what its record says was injected, and without the record itself.
+func TemplateChanged(old, updated *corev1.PodTemplateSpec) bool {
+	return !equality.Semantic.DeepEqual(withoutInjection(old), withoutInjection(updated))
+}
+
+func withoutInjection(t *corev1.PodTemplateSpec) *corev1.PodTemplateSpec {
+	t = t.DeepCopy()
+	_, _ = undo(ReadRecord(t.Annotations), &t.Spec)
+	delete(t.Annotations, StatusAnnotation)
+	if len(t.Annotations) == 0 {
+		t.Annotations = nil
+	}
+	return t
+}
+
+// sameRevision reports whether tmpl is a ReplicaSet's template: equal apart
+// from the pod-template-hash label the Deployment controller adds.
+func sameRevision(rs, tmpl *corev1.PodTemplateSpec) bool {
+	rs = rs.DeepCopy()
+	delete(rs.Labels, templateHashLabel)
+	if len(rs.Labels) == 0 {
+		rs.Labels = nil
+	}
+	t := tmpl.DeepCopy()
+	if len(t.Labels) == 0 {
+		t.Labels = nil
+	}
+	return equality.Semantic.DeepEqual(rs, t)
+}
+
+// markDeployment puts the template's record on the Deployment and sets or
+// clears the InjectedLabel to match.
+func markDeployment(d *appsv1.Deployment, res Result) {
+	if res.Record != nil {
+		setAnnotation(&d.ObjectMeta, StatusAnnotation, res.Record.encode())
+		if d.Labels == nil {
+			d.Labels = map[string]string{}
+		}
+		d.Labels[InjectedLabel] = "true"
+		return
+	}
+	if _, ok := d.Annotations[StatusAnnotation]; ok && (res.Undone || ReadRecord(d.Annotations) != nil) {
+		delete(d.Annotations, StatusAnnotation)
+	}
+	delete(d.Labels, InjectedLabel)
+	if len(d.Annotations) == 0 {
+		d.Annotations = nil
+	}
+	if len(d.Labels) == 0 {
+		d.Labels = nil
+	}
 }
 
 // object is a pointer to a Kubernetes object type T.
@@ -68,66 +143,50 @@ type object[T any] interface {
 	metav1.Object
 }
 
-// finish records the StatusAnnotation on a changed out and computes the
-// patch from in to out. spec finds the pod spec at specPath.
-func finish[T any, P object[T]](ctx Context, res Result, in, out P, specPath string, spec func(P) *corev1.PodSpec) (*Mutation, error) {
+// finish computes the patch from in to out. spec finds the pod spec at specPath.
+func finish[T any, P object[T]](res Result, in, out P, specPath string, spec func(P) *corev1.PodSpec) (*Mutation, error) {
 	m := &Mutation{Object: out, Decisions: res.Decisions}
 	if !res.Changed {
+		m.Object = in
 		return m, nil
 	}
-	status, err := json.Marshal(statusOf(ctx, res.Decisions))
-	if err != nil {
-		return nil, err
-	}
-	annotations := out.GetAnnotations()
-	if annotations == nil {
-		annotations = map[string]string{}
-	}
-	annotations[StatusAnnotation] = string(status)
-	out.SetAnnotations(annotations)
-
 	// Shallow copies without managedFields: they can be large and
 	// ha-injector never changes them.
 	before, after := *in, *out
 	P(&before).SetManagedFields(nil)
 	P(&after).SetManagedFields(nil)
-	var insert *jsonpatch.Operation
-	if res.insertedInitContainer {
-		insert = takeInsertion(specPath, spec(&before), spec(&after))
-	}
-	m.Patch, err = createPatch(&before, &after, insert)
+	var err error
+	m.Patch, err = createPatch(&before, &after, specPath, spec(&before), spec(&after))
 	if err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func statusOf(ctx Context, decisions []Decision) Status {
-	s := Status{Policy: "default"}
-	if ctx.Policy != nil {
-		s.Policy = ctx.Policy.Name
+// summarize lists the features applied and, for the others, why not.
+func summarize(decisions []Decision) ([]Feature, map[Feature]string) {
+	applied := AppliedFeatures(decisions)
+	isApplied := map[Feature]bool{}
+	for _, f := range applied {
+		isApplied[f] = true
 	}
-	s.Applied = AppliedFeatures(decisions)
-	applied := map[Feature]bool{}
-	for _, f := range s.Applied {
-		applied[f] = true
-	}
+	var skipped map[Feature]string
 	for _, d := range decisions {
 		// A feature can be applied in part (some sysctls dropped under Pod
 		// Security): its Skipped decisions are still recorded.
-		if d.Action != Skipped && (d.Action != Kept || applied[d.Feature]) {
+		if d.Action != Skipped && (d.Action != Kept || isApplied[d.Feature]) {
 			continue
 		}
-		if s.Skipped == nil {
-			s.Skipped = map[Feature]string{}
+		if skipped == nil {
+			skipped = map[Feature]string{}
 		}
-		if prev, ok := s.Skipped[d.Feature]; ok {
-			s.Skipped[d.Feature] = prev + "; " + d.Reason
+		if prev, ok := skipped[d.Feature]; ok {
+			skipped[d.Feature] = prev + "; " + d.Reason
 		} else {
-			s.Skipped[d.Feature] = d.Reason
+			skipped[d.Feature] = d.Reason
 		}
 	}
-	return s
+	return applied, skipped
 }
 
 // AppliedFeatures lists, in order, the features with an Applied decision

@@ -13,13 +13,39 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// createPatch diffs two typed objects with gomodules.xyz/jsonpatch/v2 and
-// appends insert, if any.
+// createPatch diffs two typed objects with gomodules.xyz/jsonpatch/v2.
 //
 // Both sides are typed, so a field of the request that this build's API types
 // do not know appears on neither side and no operation touches it: the patch
 // never removes what a newer cluster added.
-func createPatch(before, after any, insert *jsonpatch.Operation) ([]jsonpatch.Operation, error) {
+//
+// jsonpatch/v2 diffs arrays index by index, so the ha-sysctl container
+// inserted at (or removed from) the front of the init containers would come
+// out as a rewrite of every other init container, moving their unknown fields
+// onto the wrong container. That one change is therefore left out of the diff
+// and expressed as one "add .../0" or "remove .../0", applied after the
+// others (the removal: before them). before and after must be copies the
+// caller owns; specPath locates their pod specs bs and as.
+func createPatch(before, after any, specPath string, bs, as *corev1.PodSpec) ([]jsonpatch.Operation, error) {
+	var first, last *jsonpatch.Operation
+	switch {
+	case startsWithSysctl(as) && !startsWithSysctl(bs):
+		container := as.InitContainers[0]
+		as.InitContainers = as.InitContainers[1:]
+		op := jsonpatch.NewOperation("add", specPath+"/initContainers/0", container)
+		if len(bs.InitContainers) == 0 {
+			op = jsonpatch.NewOperation("add", specPath+"/initContainers", []corev1.Container{container})
+		}
+		last = &op
+	case startsWithSysctl(bs) && !startsWithSysctl(as):
+		bs.InitContainers = bs.InitContainers[1:]
+		op := jsonpatch.NewOperation("remove", specPath+"/initContainers/0", nil)
+		if len(bs.InitContainers) == 0 && len(as.InitContainers) == 0 {
+			op = jsonpatch.NewOperation("remove", specPath+"/initContainers", nil)
+			bs.InitContainers, as.InitContainers = nil, nil
+		}
+		first = &op
+	}
 	a, err := json.Marshal(before)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the original object: %w", err)
@@ -33,28 +59,17 @@ func createPatch(before, after any, insert *jsonpatch.Operation) ([]jsonpatch.Op
 		return nil, fmt.Errorf("computing the patch: %w", err)
 	}
 	sortOperations(ops)
-	if insert != nil {
-		ops = append(ops, *insert)
+	if first != nil {
+		ops = append([]jsonpatch.Operation{*first}, ops...)
+	}
+	if last != nil {
+		ops = append(ops, *last)
 	}
 	return ops, nil
 }
 
-// takeInsertion removes the inserted ha-sysctl container (the first) from
-// after's init containers and returns the one operation that inserts it.
-//
-// jsonpatch/v2 diffs arrays index by index, so a container inserted at the
-// front would come out as a rewrite of every existing init container, which
-// would move their unknown fields onto the wrong container. The insertion is
-// therefore left out of the diff and expressed as one "add .../0", applied
-// after the others. after must be a copy the caller owns.
-func takeInsertion(specPath string, before, after *corev1.PodSpec) *jsonpatch.Operation {
-	container := after.InitContainers[0]
-	after.InitContainers = after.InitContainers[1:]
-	op := jsonpatch.NewOperation("add", specPath+"/initContainers/0", container)
-	if len(before.InitContainers) == 0 {
-		op = jsonpatch.NewOperation("add", specPath+"/initContainers", []corev1.Container{container})
-	}
-	return &op
+func startsWithSysctl(spec *corev1.PodSpec) bool {
+	return len(spec.InitContainers) > 0 && spec.InitContainers[0].Name == SysctlContainerName
 }
 
 // sortOperations puts the operations in a stable order (jsonpatch/v2 emits

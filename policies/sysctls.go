@@ -67,20 +67,19 @@ type sysctl struct{ name, value string }
 func (s sysctl) String() string { return s.name + "=" + s.value }
 
 // sysctls sets the policy's sysctls through the pod securityContext, the
-// ha-sysctl init container, or both, and reports whether it inserted the init
-// container (at index 0).
-func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec) ([]Decision, bool) {
+// ha-sysctl init container (inserted first), or both.
+func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec, rec *Record) []Decision {
 	c := policy.Spec.Sysctls
 	decide := func(action Action, fallback Fallback, format string, args ...any) Decision {
 		return Decision{Feature: FeatureSysctls, Action: action, Fallback: fallback, Reason: fmt.Sprintf(format, args...)}
 	}
 	switch {
 	case !enabled(c.Enabled):
-		return []Decision{decide(Skipped, "", "disabled by the policy")}, false
+		return []Decision{decide(Skipped, "", "disabled by the policy")}
 	case spec.HostNetwork:
-		return []Decision{decide(Skipped, "", "hostNetwork pod: sysctls would change the node's own network settings")}, false
+		return []Decision{decide(Skipped, "", "hostNetwork pod: sysctls would change the node's own network settings")}
 	case isWindows(spec):
-		return []Decision{decide(Skipped, "", "Windows pod: Linux sysctls do not apply")}, false
+		return []Decision{decide(Skipped, "", "Windows pod: Linux sysctls do not apply")}
 	}
 
 	var decisions []Decision
@@ -96,11 +95,16 @@ func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec) ([]De
 	if method == "" {
 		method = v1alpha1.DefaultSysctlMethod
 	}
-	var toContext, toInit, kept []sysctl
+	var toContext, toInit, kept, hostIPC []sysctl
 	for _, name := range slices.Sorted(maps.Keys(c.Values)) {
 		// Written with dots: Pod Security matches securityContext names
 		// exactly, against the dotted form.
 		s := sysctl{canonicalSysctl(name), string(c.Values[name])}
+		if spec.HostIPC && !strings.HasPrefix(s.name, "net.") {
+			// In the node's IPC namespace an IPC sysctl would change the node.
+			hostIPC = append(hostIPC, s)
+			continue
+		}
 		if v, ok := userSet[s.name]; ok {
 			kept = append(kept, sysctl{s.name, v})
 			continue
@@ -116,6 +120,9 @@ func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec) ([]De
 	}
 	if len(kept) > 0 {
 		decisions = append(decisions, decide(Kept, "", "set by the workload's securityContext, left as they are: %s", joinSysctls(kept)))
+	}
+	if len(hostIPC) > 0 {
+		decisions = append(decisions, decide(Skipped, "", "hostIPC pod: IPC sysctls would change the node's own settings: not set %s", joinSysctls(hostIPC)))
 	}
 
 	// Pod Security baseline and restricted reject privileged containers and
@@ -143,6 +150,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec) ([]De
 		}
 		for _, s := range toContext {
 			spec.SecurityContext.Sysctls = append(spec.SecurityContext.Sysctls, corev1.Sysctl{Name: s.name, Value: s.value})
+			rec.Sysctls = append(rec.Sysctls, s.String())
 		}
 		decisions = append(decisions, decide(Applied, "", "securityContext.sysctls %s", joinSysctls(toContext)))
 		var unsafe []string
@@ -157,7 +165,6 @@ func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec) ([]De
 		}
 	}
 
-	inserted := false
 	if len(toInit) > 0 {
 		container, ok := sysctlContainer(c.Image, ctx.SysctlImage, toInit)
 		switch {
@@ -167,7 +174,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec) ([]De
 			decisions = append(decisions, decide(Skipped, "", "no image for the %s init container (the policy names none and the installation's --sysctl-image is empty): not set %s", SysctlContainerName, joinSysctls(toInit)))
 		default:
 			spec.InitContainers = append([]corev1.Container{container}, spec.InitContainers...)
-			inserted = true
+			rec.InitContainer = &RecordedContainer{Image: container.Image, Command: slices.Clone(container.Command)}
 			decisions = append(decisions, decide(Applied, "", "init container %s sets %s", SysctlContainerName, joinSysctls(toInit)))
 		}
 	}
@@ -175,7 +182,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec) ([]De
 	if len(decisions) == 0 {
 		decisions = append(decisions, decide(Skipped, "", "nothing to set"))
 	}
-	return decisions, inserted
+	return decisions
 }
 
 // sysctlContainer is the privileged init container that sets the sysctls in

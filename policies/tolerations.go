@@ -14,18 +14,18 @@ import (
 // 300s toleration, or the user's own, is the one that counts: a toleration
 // appended after it would be ignored. Longer ones are therefore shortened in
 // place, shorter ones kept, and "tolerate forever" left alone.
-func tolerations(policy *v1alpha1.HAPolicy, spec *corev1.PodSpec) []Decision {
+func tolerations(policy *v1alpha1.HAPolicy, spec *corev1.PodSpec, rec *Record) []Decision {
 	t := policy.Spec.Tolerations
 	if !enabled(t.Enabled) {
 		return []Decision{{Feature: FeatureTolerations, Action: Skipped, Reason: "disabled by the policy"}}
 	}
 	return []Decision{
-		capToleration(spec, NotReadyTaint, *t.NotReadySeconds),
-		capToleration(spec, UnreachableTaint, *t.UnreachableSeconds),
+		capToleration(spec, NotReadyTaint, *t.NotReadySeconds, rec),
+		capToleration(spec, UnreachableTaint, *t.UnreachableSeconds, rec),
 	}
 }
 
-func capToleration(spec *corev1.PodSpec, key string, limit int64) Decision {
+func capToleration(spec *corev1.PodSpec, key string, limit int64, rec *Record) Decision {
 	decision := func(action Action, format string, args ...any) Decision {
 		return Decision{Feature: FeatureTolerations, Action: action, Reason: key + " " + fmt.Sprintf(format, args...)}
 	}
@@ -44,6 +44,7 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64) Decision {
 			Effect:            corev1.TaintEffectNoExecute,
 			TolerationSeconds: &limit,
 		})
+		rec.Tolerations = append(rec.Tolerations, RecordedToleration{Key: key, Seconds: limit})
 		return decision(Applied, "added with %ds", limit)
 	}
 
@@ -61,6 +62,7 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64) Decision {
 	}
 	was := *tol.TolerationSeconds
 	tol.TolerationSeconds = &limit
+	rec.Tolerations = append(rec.Tolerations, RecordedToleration{Key: key, Seconds: limit, Was: &was})
 	return decision(Applied, "shortened %ds -> %ds", was, limit)
 }
 

@@ -16,8 +16,13 @@ const (
 	// InjectAnnotation set to "false" on a Pod, a Deployment or a Deployment's
 	// pod template opts that workload out.
 	InjectAnnotation = "ha-injector.io/inject"
-	// StatusAnnotation records, as JSON, what ha-injector did to the object.
+	// StatusAnnotation records, as JSON (a Record), what ha-injector did to
+	// the object's pod template, with enough to undo it.
 	StatusAnnotation = "ha-injector.io/status"
+	// InjectedLabel marks a Deployment that carries an injection, on its
+	// metadata (not the pod template), so the webhook is still called for it
+	// once its namespace stops opting in, and can take the injection back.
+	InjectedLabel = "ha-injector.io/injected"
 	// SysctlContainerName is the name of the injected init container.
 	SysctlContainerName = "ha-sysctl"
 
@@ -106,6 +111,16 @@ type Context struct {
 	// Owner is, for a Pod, its controller as the webhook found it; nil when
 	// unknown (always, in preview).
 	Owner *Owner
+	// NotOptedIn says the namespace no longer carries the PolicyLabel: a
+	// Deployment that ha-injector injected earlier (it carries the
+	// InjectedLabel) has that injection removed, and nothing is applied.
+	NotOptedIn bool
+	// OldTemplate is, on a Deployment UPDATE, the pod template as stored.
+	OldTemplate *corev1.PodTemplateSpec
+	// Revisions are, on a Deployment UPDATE that changes the pod template,
+	// the templates of the Deployment's ReplicaSets: a template equal to one of
+	// them (what `kubectl rollout undo` sends) is left exactly as sent.
+	Revisions []corev1.PodTemplateSpec
 	// SysctlImage is the installation's image for the ha-sysctl init
 	// container: ha-injector's own, which holds /ha-sysctl. A policy that
 	// names no image gets it. Empty: no init container can be injected.
@@ -200,7 +215,10 @@ type Result struct {
 	Decisions []Decision
 	// Changed is true when Template differs from the input.
 	Changed bool
-	// insertedInitContainer is true when Template.Spec.InitContainers[0] is
-	// the injected ha-sysctl container (the patch expresses it as an insert).
-	insertedInitContainer bool
+	// Record is what the template now carries in its StatusAnnotation; nil
+	// when nothing is injected (under Audit: always nil).
+	Record *Record
+	// Undone is true when an earlier injection was taken out before the
+	// policy was applied again.
+	Undone bool
 }

@@ -68,25 +68,30 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		return m.failOpen("", fmt.Sprintf("namespace %q could not be read (%v), admitted unchanged", req.Namespace, shortError(err)))
 	}
 	policyName = ns.Labels[policies.PolicyLabel]
-	if policyName == "" {
-		// The webhook configuration's namespaceSelector should not send these.
-		admissionsTotal.WithLabelValues(string(m.Kind), "", string(OutcomeSkipped)).Inc()
-		return admission.Allowed("namespace not opted in")
-	}
-
-	policy, err := m.policy(ctx, policyName)
-	if err != nil {
-		log.Error(err, "reading the HAPolicy", "policy", policyName)
-		return m.failOpen(policyName, fmt.Sprintf("HAPolicy %q named by namespace %s could not be read (%v), admitted unchanged", policyName, req.Namespace, shortError(err)))
-	}
-	// The API server defaults stored policies, but one written before a
-	// field existed may lack it; this copy is ours to default.
-	policy.Default()
-
 	obj, err := m.decode(req)
 	if err != nil {
 		log.Error(err, "decoding the object", "name", req.Name)
 		return m.failOpen(policyName, fmt.Sprintf("the %s could not be decoded (%v), admitted unchanged", m.Kind, shortError(err)))
+	}
+	var policy *v1alpha1.HAPolicy
+	if policyName == "" {
+		// Only Deployments that ha-injector injected come here from a namespace
+		// that does not opt in (the chart's second webhook selects them by
+		// their InjectedLabel): their injection is taken back.
+		if m.Kind != policies.KindDeployment {
+			admissionsTotal.WithLabelValues(string(m.Kind), "", string(OutcomeSkipped)).Inc()
+			return admission.Allowed("namespace not opted in")
+		}
+	} else {
+		if policy, err = m.policy(ctx, policyName); err != nil {
+			// A typo or a cache miss must not strip HA settings: the recorded
+			// injection stays as it is.
+			log.Error(err, "reading the HAPolicy", "policy", policyName)
+			return m.failOpen(policyName, fmt.Sprintf("HAPolicy %q named by namespace %s could not be read (%v), admitted unchanged", policyName, req.Namespace, shortError(err)))
+		}
+		// The API server defaults stored policies, but one written before a
+		// field existed may lack it; this copy is ours to default.
+		policy.Default()
 	}
 
 	// Before Mutate, which may share slices with obj.
@@ -96,11 +101,20 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		Policy:      policy,
 		Namespace:   policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
 		SysctlImage: m.SysctlImage,
+		NotOptedIn:  policy == nil,
 	}
-	if pod, ok := obj.(*corev1.Pod); ok {
-		pctx.Owner = m.owner(ctx, log, req.Namespace, pod)
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		pctx.Owner = m.owner(ctx, log, req.Namespace, o)
+	case *appsv1.Deployment:
+		if err := m.update(ctx, req, o, &pctx); err != nil {
+			log.Error(err, "reading the stored Deployment or its ReplicaSets")
+			return m.failOpen(policyName, fmt.Sprintf("the stored Deployment or its ReplicaSets could not be read (%v), admitted unchanged", shortError(err)))
+		}
 	}
-	pctx.Cluster = m.cluster(ctx, log, policy, pctx.Owner)
+	if policy != nil {
+		pctx.Cluster = m.cluster(ctx, log, policy, pctx.Owner)
+	}
 	pctx.Cluster.PodSecurity = m.PodSecurity
 	mutation, err := policies.Mutate(pctx, obj)
 	if err != nil {
@@ -129,6 +143,9 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 	}
 
 	outcome := outcomeOf(policy, mutation)
+	if policy == nil {
+		policy = &v1alpha1.HAPolicy{}
+	}
 	m.count(policyName, outcome, mutation.Decisions)
 	var warnings []string
 	if !madeByController(obj) {
@@ -225,6 +242,34 @@ func (m *Mutator) owner(ctx context.Context, log logr.Logger, namespace string, 
 	return owner
 }
 
+// update fills what the engine needs on a Deployment UPDATE: the stored pod
+// template and, only when the update changes it (rare), the templates of the
+// Deployment's ReplicaSets, read from the API server (not cached: ReplicaSet
+// templates are large and only a rollback needs them).
+func (m *Mutator) update(ctx context.Context, req admission.Request, d *appsv1.Deployment, pctx *policies.Context) error {
+	if req.Operation != admissionv1.Update || len(req.OldObject.Raw) == 0 {
+		return nil
+	}
+	old := &appsv1.Deployment{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.OldObject.Raw, old); err != nil {
+		return fmt.Errorf("decoding the old object: %w", err)
+	}
+	pctx.OldTemplate = &old.Spec.Template
+	if !policies.TemplateChanged(&old.Spec.Template, &d.Spec.Template) || m.APIReader == nil {
+		return nil
+	}
+	list := &appsv1.ReplicaSetList{}
+	if err := m.APIReader.List(ctx, list, client.InNamespace(req.Namespace)); err != nil {
+		return err
+	}
+	for _, rs := range list.Items {
+		if ref := metav1.GetControllerOfNoCopy(&rs); ref != nil && ref.UID == old.UID && old.UID != "" {
+			pctx.Revisions = append(pctx.Revisions, rs.Spec.Template)
+		}
+	}
+	return nil
+}
+
 // desiredReplicasAnnotation is set by the Deployment controller on each of
 // its ReplicaSets to the Deployment's replica count.
 const desiredReplicasAnnotation = "deployment.kubernetes.io/desired-replicas"
@@ -287,16 +332,17 @@ func roundTrips(raw []byte, obj runtime.Object) bool {
 }
 
 func outcomeOf(policy *v1alpha1.HAPolicy, m *policies.Mutation) Outcome {
-	for _, d := range m.Decisions {
-		if d.Feature == policies.FeatureWorkload && d.Action == policies.Skipped {
-			return OutcomeSkipped
-		}
-	}
 	switch {
 	case policy.Spec.Mode == v1alpha1.ModeAudit:
 		return OutcomeAudit
 	case len(m.Patch) > 0:
+		// Also a skipped workload whose earlier injection was taken back.
 		return OutcomeMutated
+	}
+	for _, d := range m.Decisions {
+		if d.Feature == policies.FeatureWorkload && d.Action == policies.Skipped {
+			return OutcomeSkipped
+		}
 	}
 	return OutcomeUnchanged
 }

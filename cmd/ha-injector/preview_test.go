@@ -130,7 +130,7 @@ metadata:
   labels:
     app: p
   annotations:
-    ha-injector.io/status: '{"policy":"only-tolerations","applied":["tolerations"],"skipped":{"antiAffinity":"disabled by the policy","sysctls":"disabled by the policy"}}'
+    ha-injector.io/status: '{"v":1,"policy":"only-tolerations","hash":"7f513868","applied":["tolerations"],"skipped":{"antiAffinity":"disabled by the policy","sysctls":"disabled by the policy"},"tolerations":[{"key":"node.kubernetes.io/not-ready","seconds":60},{"key":"node.kubernetes.io/unreachable","seconds":30}]}'
 spec:
   containers:
     - name: app

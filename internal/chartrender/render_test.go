@@ -31,7 +31,7 @@ func TestLocalWebhookConfigurationPointsEveryWebhookAtTheURL(t *testing.T) {
 	require.NoError(t, err)
 	cfg, err := r.LocalWebhookConfiguration("https://127.0.0.1:9443", []byte("CA"))
 	require.NoError(t, err)
-	require.Len(t, cfg.Webhooks, 2)
+	require.Len(t, cfg.Webhooks, 3)
 	for _, h := range cfg.Webhooks {
 		assert.Nil(t, h.ClientConfig.Service)
 		require.NotNil(t, h.ClientConfig.URL)

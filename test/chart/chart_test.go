@@ -119,16 +119,19 @@ func checkInvariants(t *testing.T, in installation) {
 
 	t.Run("webhook configuration", func(t *testing.T) {
 		hooks := in.webhooks.Webhooks
-		require.Len(t, hooks, 2)
+		require.Len(t, hooks, 3)
 		byName := map[string]admissionregistrationv1.MutatingWebhook{}
 		for _, h := range hooks {
 			byName[h.Name] = h
 		}
-		pods, deployments := byName["pods.ha-injector.io"], byName["deployments.ha-injector.io"]
+		pods, deployments, leaving := byName["pods.ha-injector.io"], byName["deployments.ha-injector.io"], byName["leaving-deployments.ha-injector.io"]
 		require.NotNil(t, pods.ClientConfig.Service)
 		require.NotNil(t, deployments.ClientConfig.Service)
+		require.NotNil(t, leaving.ClientConfig.Service)
 		assert.Equal(t, webhook.PodPath, *pods.ClientConfig.Service.Path, "the chart calls the path the server serves")
 		assert.Equal(t, webhook.DeploymentPath, *deployments.ClientConfig.Service.Path)
+		assert.Equal(t, webhook.DeploymentPath, *leaving.ClientConfig.Service.Path)
+		assert.Equal(t, deployments.Rules, leaving.Rules)
 		assert.Equal(t, []admissionregistrationv1.RuleWithOperations{{
 			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
 			Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}, Scope: ptr(admissionregistrationv1.NamespacedScope)},
@@ -157,16 +160,19 @@ func checkInvariants(t *testing.T, in installation) {
 				}
 				return l
 			}
-			assert.True(t, nsSel.Matches(ns("team-a", true)), "%s: an opted-in namespace is matched", h.Name)
-			assert.False(t, nsSel.Matches(ns("team-a", false)), "%s: a namespace without the label is not", h.Name)
-			assert.False(t, nsSel.Matches(ns("kube-system", true)), "%s: kube-system is always exempt", h.Name)
-			assert.False(t, nsSel.Matches(ns(namespace, true)), "%s: the release namespace is always exempt", h.Name)
+			optedIn := h.Name != leaving.Name
+			assert.Equal(t, optedIn, nsSel.Matches(ns("team-a", true)), "%s: an opted-in namespace", h.Name)
+			assert.Equal(t, !optedIn, nsSel.Matches(ns("team-a", false)), "%s: a namespace without the label", h.Name)
+			assert.False(t, nsSel.Matches(ns("kube-system", optedIn)), "%s: kube-system is always exempt", h.Name)
+			assert.False(t, nsSel.Matches(ns(namespace, optedIn)), "%s: the release namespace is always exempt", h.Name)
 
 			objSel, err := metav1.LabelSelectorAsSelector(h.ObjectSelector)
 			require.NoError(t, err)
+			injected := labels.Set{"app": "web-server", "ha-injector.io/injected": "true"}
 			assert.False(t, objSel.Matches(podLabels), "%s never matches the webhook's own pods", h.Name)
 			assert.False(t, objSel.Matches(labels.Set(in.deployment.Labels)), "%s never matches the webhook's own Deployment", h.Name)
-			assert.True(t, objSel.Matches(labels.Set{"app": "web-server"}), "%s matches ordinary workloads", h.Name)
+			assert.True(t, objSel.Matches(injected), "%s matches an injected workload", h.Name)
+			assert.Equal(t, optedIn, objSel.Matches(labels.Set{"app": "web-server"}), "%s: an ordinary workload is matched only in opted-in namespaces", h.Name)
 		}
 	})
 

@@ -53,7 +53,7 @@ func effectiveSeconds(pod *corev1.Pod, taintKey string) *int64 {
 // checkInjected asserts the three injections of the default policy on a stored pod.
 func checkInjected(t assert.TestingT, pod *corev1.Pod) bool {
 	ok := assert.Contains(t, pod.Annotations, policies.StatusAnnotation, pod.Name)
-	ok = assert.Equal(t, ptr.To[int64](30), effectiveSeconds(pod, policies.NotReadyTaint), pod.Name) && ok
+	ok = assert.Equal(t, ptr.To[int64](60), effectiveSeconds(pod, policies.NotReadyTaint), pod.Name) && ok
 	ok = assert.Equal(t, ptr.To[int64](30), effectiveSeconds(pod, policies.UnreachableTaint), pod.Name) && ok
 	n := 0
 	for _, c := range pod.Spec.InitContainers {
@@ -131,7 +131,8 @@ func TestPodFromTheMutatedTemplateIsLeftAsIs(t *testing.T) {
 	control.OwnerReferences = nil
 	require.NoError(t, f.client.Create(ctx, control))
 	assert.Equal(t, control.Spec, pod.Spec, "the webhook changed nothing in the pod")
-	assert.NotContains(t, pod.Annotations, policies.StatusAnnotation, "an empty patch adds no status either")
+	assert.NotEmpty(t, pod.Annotations[policies.StatusAnnotation], "every pod of a Deployment carries its template's record")
+	assert.Equal(t, control.Annotations[policies.StatusAnnotation], pod.Annotations[policies.StatusAnnotation], "the Pod webhook left the template's record as it was")
 	perKey := map[string]int{}
 	for _, tol := range pod.Spec.Tolerations {
 		perKey[tol.Key]++
@@ -177,7 +178,7 @@ func TestPolicyEditsApplyToTheNextAdmission(t *testing.T) {
 		return pod
 	}
 	// The policy was created a moment ago: the webhook's API fallback finds it.
-	assert.Equal(t, ptr.To[int64](30), effectiveSeconds(dryRun(0), policies.NotReadyTaint))
+	assert.Equal(t, ptr.To[int64](60), effectiveSeconds(dryRun(0), policies.NotReadyTaint))
 
 	policy.Spec.Tolerations.NotReadySeconds = ptr.To[int64](12)
 	require.NoError(t, f.client.Update(ctx, policy))

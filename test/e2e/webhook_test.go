@@ -184,7 +184,7 @@ func TestDeploymentIsMutatedThroughTheAPIServer(t *testing.T) {
 	require.NotEmpty(t, spec.InitContainers)
 	assert.Equal(t, policies.SysctlContainerName, spec.InitContainers[0].Name)
 	assert.True(t, *spec.InitContainers[0].SecurityContext.Privileged)
-	var status policies.Status
+	var status policies.Record
 	require.NoError(t, json.Unmarshal([]byte(got.Annotations[policies.StatusAnnotation]), &status))
 	assert.Equal(t, []policies.Feature{policies.FeatureAntiAffinity, policies.FeatureTolerations, policies.FeatureSysctls}, status.Applied)
 
@@ -212,7 +212,7 @@ func TestPodTolerationsAreShortenedAfterDefaultTolerationSeconds(t *testing.T) {
 
 	var got corev1.Pod
 	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(pod), &got))
-	assert.Equal(t, map[string][]int64{policies.NotReadyTaint: {30}, policies.UnreachableTaint: {30}}, tolerationSeconds(&got))
+	assert.Equal(t, map[string][]int64{policies.NotReadyTaint: {60}, policies.UnreachableTaint: {30}}, tolerationSeconds(&got))
 	assert.Equal(t, policies.SysctlContainerName, got.Spec.InitContainers[0].Name)
 
 	// Without the webhook the same pod gets 300s: the control case.
@@ -250,7 +250,7 @@ func TestAuditModeOnlyWarns(t *testing.T) {
 	pod := newPod(ns, "web")
 	require.NoError(t, f.client.Create(ctx, pod))
 	warned := strings.Join(f.warnings.Take(), "\n")
-	assert.Contains(t, warned, "would apply: node.kubernetes.io/not-ready shortened 300s -> 30s")
+	assert.Contains(t, warned, "would apply: node.kubernetes.io/not-ready shortened 300s -> 60s")
 
 	var got corev1.Pod
 	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(pod), &got))

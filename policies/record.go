@@ -1,0 +1,232 @@
+package policies
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+)
+
+// RecordVersion is the version of the Record format written in the
+// StatusAnnotation. A record without it (the format before undo data) is read
+// as carrying nothing to undo.
+const RecordVersion = 1
+
+// Record is the JSON in the StatusAnnotation: what ha-injector changed in a
+// pod template, with what it takes to undo it. It is written on the mutated
+// object and, for a Deployment, in its pod template too, so every pod carries
+// it. It is the product's memory: the next admission first undoes what the
+// record says, then applies the current policy, so a changed policy, an
+// opt-out or a namespace that stops opting in reaches the workload.
+type Record struct {
+	// Version is RecordVersion.
+	Version int `json:"v"`
+	// Policy is the HAPolicy applied; Hash is a short hash of its spec.
+	Policy string `json:"policy"`
+	Hash   string `json:"hash,omitempty"`
+	// Applied lists the features that changed the template.
+	Applied []Feature `json:"applied,omitempty"`
+	// Skipped maps each feature that did not change the template to why.
+	Skipped map[Feature]string `json:"skipped,omitempty"`
+
+	// AntiAffinity is the term added, if any.
+	AntiAffinity *RecordedTerm `json:"antiAffinity,omitempty"`
+	// Tolerations are the not-ready / unreachable tolerations added or shortened.
+	Tolerations []RecordedToleration `json:"tolerations,omitempty"`
+	// Sysctls are the name=value pairs added to the pod securityContext.
+	Sysctls []string `json:"sysctls,omitempty"`
+	// InitContainer is the ha-sysctl container inserted first, as image and command.
+	InitContainer *RecordedContainer `json:"initContainer,omitempty"`
+}
+
+// RecordedTerm is an anti-affinity term ha-injector added: a required term,
+// or a preferred one with its weight.
+type RecordedTerm struct {
+	Weight int32                  `json:"weight,omitempty"`
+	Term   corev1.PodAffinityTerm `json:"term"`
+}
+
+// RecordedToleration is a NoExecute toleration of Key set to Seconds: added
+// when Was is nil, else shortened from Was.
+type RecordedToleration struct {
+	Key     string `json:"key"`
+	Seconds int64  `json:"seconds"`
+	Was     *int64 `json:"was,omitempty"`
+}
+
+// RecordedContainer identifies the inserted init container.
+type RecordedContainer struct {
+	Image   string   `json:"image"`
+	Command []string `json:"command"`
+}
+
+// injected reports whether the record says anything was changed.
+func (r *Record) injected() bool {
+	return r != nil && (r.AntiAffinity != nil || len(r.Tolerations) > 0 || len(r.Sysctls) > 0 || r.InitContainer != nil)
+}
+
+// ReadRecord decodes the StatusAnnotation of annotations. It returns nil when
+// there is none, or when it is not a record of the current format (the
+// earlier, unversioned one carries no undo data: nothing of it is undone).
+func ReadRecord(annotations map[string]string) *Record {
+	raw, ok := annotations[StatusAnnotation]
+	if !ok {
+		return nil
+	}
+	var r Record
+	if err := json.Unmarshal([]byte(raw), &r); err != nil || r.Version != RecordVersion {
+		return nil
+	}
+	return &r
+}
+
+// encode renders the record as the annotation's value.
+func (r *Record) encode() string {
+	b, err := json.Marshal(r)
+	if err != nil {
+		// Every field is a plain value; this cannot fail.
+		panic(fmt.Sprintf("encoding the status record: %v", err))
+	}
+	return string(b)
+}
+
+// policyHash is a short hash of a policy's spec, so a record says which
+// version of the policy made it.
+func policyHash(p *v1alpha1.HAPolicy) string {
+	b, _ := json.Marshal(p.Spec)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:4])
+}
+
+// undo removes from spec what rec says ha-injector injected, part by part. A
+// part the user has changed since (it no longer matches the record) is the
+// user's and stays; each such part gets a Kept decision. It returns the
+// removed init container as stored (with the API server's defaults), so an
+// identical re-injection can put it back unchanged.
+func undo(rec *Record, spec *corev1.PodSpec) ([]Decision, *corev1.Container) {
+	if !rec.injected() {
+		return nil, nil
+	}
+	var notes []Decision
+	userKept := func(f Feature, format string, args ...any) {
+		notes = append(notes, Decision{Feature: f, Action: Kept, Reason: fmt.Sprintf(format, args...) + ": changed since ha-injector set it, so it is the workload's own now"})
+	}
+
+	if t := rec.AntiAffinity; t != nil && !removeTerm(spec, t) {
+		userKept(FeatureAntiAffinity, "the recorded anti-affinity term on %s", t.Term.TopologyKey)
+	}
+	for _, rt := range rec.Tolerations {
+		if !undoToleration(spec, rt) {
+			userKept(FeatureTolerations, "the %s toleration", rt.Key)
+		}
+	}
+	for _, s := range rec.Sysctls {
+		if !removeSysctl(spec, s) {
+			userKept(FeatureSysctls, "securityContext sysctl %s", s)
+		}
+	}
+	var removed *corev1.Container
+	if c := rec.InitContainer; c != nil {
+		if removed = removeInitContainer(spec, c); removed == nil {
+			userKept(FeatureSysctls, "the %s init container", SysctlContainerName)
+		}
+	}
+	return notes, removed
+}
+
+func removeTerm(spec *corev1.PodSpec, t *RecordedTerm) bool {
+	if spec.Affinity == nil || spec.Affinity.PodAntiAffinity == nil {
+		return false
+	}
+	paa := spec.Affinity.PodAntiAffinity
+	removed := false
+	if t.Weight == 0 {
+		if i := slices.IndexFunc(paa.RequiredDuringSchedulingIgnoredDuringExecution, func(x corev1.PodAffinityTerm) bool {
+			return equality.Semantic.DeepEqual(x, t.Term)
+		}); i >= 0 {
+			paa.RequiredDuringSchedulingIgnoredDuringExecution = slices.Delete(paa.RequiredDuringSchedulingIgnoredDuringExecution, i, i+1)
+			removed = true
+		}
+	} else if i := slices.IndexFunc(paa.PreferredDuringSchedulingIgnoredDuringExecution, func(x corev1.WeightedPodAffinityTerm) bool {
+		return x.Weight == t.Weight && equality.Semantic.DeepEqual(x.PodAffinityTerm, t.Term)
+	}); i >= 0 {
+		paa.PreferredDuringSchedulingIgnoredDuringExecution = slices.Delete(paa.PreferredDuringSchedulingIgnoredDuringExecution, i, i+1)
+		removed = true
+	}
+	if !removed {
+		return false
+	}
+	// What ha-injector created to hold the term goes with it.
+	if len(paa.RequiredDuringSchedulingIgnoredDuringExecution) == 0 {
+		paa.RequiredDuringSchedulingIgnoredDuringExecution = nil
+	}
+	if len(paa.PreferredDuringSchedulingIgnoredDuringExecution) == 0 {
+		paa.PreferredDuringSchedulingIgnoredDuringExecution = nil
+	}
+	if paa.RequiredDuringSchedulingIgnoredDuringExecution == nil && paa.PreferredDuringSchedulingIgnoredDuringExecution == nil {
+		spec.Affinity.PodAntiAffinity = nil
+	}
+	if equality.Semantic.DeepEqual(*spec.Affinity, corev1.Affinity{}) {
+		spec.Affinity = nil
+	}
+	return true
+}
+
+// undoToleration finds the first NoExecute toleration of rt.Key (the one the
+// taint manager uses) and, if it still has the recorded seconds, removes it
+// (added) or gives it back its original seconds (shortened).
+func undoToleration(spec *corev1.PodSpec, rt RecordedToleration) bool {
+	i := slices.IndexFunc(spec.Tolerations, func(t corev1.Toleration) bool { return toleratesNoExecute(&t, rt.Key) })
+	if i < 0 || spec.Tolerations[i].Key != rt.Key || spec.Tolerations[i].TolerationSeconds == nil || *spec.Tolerations[i].TolerationSeconds != rt.Seconds {
+		return false
+	}
+	if rt.Was == nil {
+		spec.Tolerations = slices.Delete(spec.Tolerations, i, i+1)
+		if len(spec.Tolerations) == 0 {
+			spec.Tolerations = nil
+		}
+		return true
+	}
+	was := *rt.Was
+	spec.Tolerations[i].TolerationSeconds = &was
+	return true
+}
+
+func removeSysctl(spec *corev1.PodSpec, pair string) bool {
+	if spec.SecurityContext == nil {
+		return false
+	}
+	list := spec.SecurityContext.Sysctls
+	i := slices.IndexFunc(list, func(s corev1.Sysctl) bool { return s.Name+"="+s.Value == pair })
+	if i < 0 {
+		return false
+	}
+	spec.SecurityContext.Sysctls = slices.Delete(list, i, i+1)
+	if len(spec.SecurityContext.Sysctls) == 0 {
+		spec.SecurityContext.Sysctls = nil
+	}
+	return true
+}
+
+func removeInitContainer(spec *corev1.PodSpec, c *RecordedContainer) *corev1.Container {
+	i := slices.IndexFunc(spec.InitContainers, func(x corev1.Container) bool { return c.matches(&x) })
+	if i < 0 {
+		return nil
+	}
+	removed := spec.InitContainers[i].DeepCopy()
+	spec.InitContainers = slices.Delete(spec.InitContainers, i, i+1)
+	if len(spec.InitContainers) == 0 {
+		spec.InitContainers = nil
+	}
+	return removed
+}
+
+func (c *RecordedContainer) matches(x *corev1.Container) bool {
+	return x.Name == SysctlContainerName && x.Image == c.Image && slices.Equal(x.Command, c.Command)
+}
