@@ -363,6 +363,8 @@ func TestChartRenders(t *testing.T) {
 			assert.Contains(t, in.r.Notes, "kubectl label namespace <your-namespace> ha-injector.io/policy=default")
 			assert.Contains(t, in.r.Notes, "--dry-run=server")
 			assert.NotContains(t, in.r.Notes, "WARNING")
+			assert.Contains(t, in.r.Notes, "ha-sysctl init container runs ghcr.io/ha-injector/ha-injector:", "NOTES names the image every opted-in namespace must pull")
+			assert.Contains(t, in.r.Notes, "podSecurity.defaultLevel=auto")
 		},
 	}, {
 		name:   "cert-manager with an issuer of the user's: only the serving Certificate",

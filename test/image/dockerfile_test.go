@@ -15,6 +15,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/mod/modfile"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
 // instruction is one Dockerfile instruction with its stage.
@@ -100,6 +105,13 @@ func TestDockerfile(t *testing.T) {
 		"--from=build /src/bin/ha-injector /ha-injector",
 		"--from=build /src/bin/ha-sysctl /ha-sysctl", // the injected init container's applier
 	}, kinds["COPY"], "only the two binaries are copied")
+	// The command the webhook injects runs a path the image really has.
+	m, err := policies.Mutate(policies.Context{Policy: v1alpha1.NewDefault(), SysctlImage: "ha-injector"},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "a"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a"}}}})
+	require.NoError(t, err)
+	inits := m.Object.(*corev1.Pod).Spec.InitContainers
+	require.Len(t, inits, 1)
+	assert.Contains(t, kinds["COPY"], "--from=build /src/bin/ha-sysctl "+inits[0].Command[0], "the injected ha-sysctl command is a binary of the image")
 	assert.Equal(t, []string{"65532:65532"}, kinds["USER"])
 	assert.Equal(t, []string{`["/ha-injector"]`}, kinds["ENTRYPOINT"], "exec form")
 	assert.Equal(t, []string{`["serve"]`}, kinds["CMD"])
