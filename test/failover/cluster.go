@@ -335,7 +335,7 @@ func (c *Cluster) Stop() error {
 func (c *Cluster) Logs(lines int) string {
 	var b strings.Builder
 	for _, p := range c.procs {
-		fmt.Fprintf(&b, "--- %s (%s), last %d lines:\n%s\n", p.Name, p.Log, lines, tail(p.Log, lines))
+		fmt.Fprintf(&b, "--- %s (%s), last %d lines:\n%s\n", p.Name, p.Log, lines, proc.Tail(p.Log, lines))
 	}
 	return b.String()
 }
@@ -343,7 +343,7 @@ func (c *Cluster) Logs(lines int) string {
 func (c *Cluster) withLog(name string, err error) error {
 	for _, p := range c.procs {
 		if p.Name == name {
-			return fmt.Errorf("%s: %w\n%s", name, err, tail(p.Log, 20))
+			return fmt.Errorf("%s: %w\n%s", name, err, proc.Tail(p.Log, 20))
 		}
 	}
 	return fmt.Errorf("%s: %w", name, err)
@@ -427,22 +427,10 @@ func (c *Cluster) start(name, bin string, env []string, args ...string) error {
 func (c *Cluster) Exited() error {
 	for _, p := range c.procs {
 		if done, err := p.Exited(); done {
-			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.Name, err, p.Log, tail(p.Log, 20))
+			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.Name, err, p.Log, proc.Tail(p.Log, 20))
 		}
 	}
 	return nil
-}
-
-func tail(path string, lines int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }
 
 // waitUp waits for a component's health endpoint, giving up at once (with the end of

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -218,8 +217,8 @@ func startCluster(t *testing.T) *cluster {
 	}}}))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("last lines of %s:\n%s", c.kcm.Log, tail(c.kcm.Log, 30))
-			t.Logf("last lines of %s:\n%s", logFile.Name(), tail(logFile.Name(), 30))
+			t.Logf("last lines of %s:\n%s", c.kcm.Log, proc.Tail(c.kcm.Log, 30))
+			t.Logf("last lines of %s:\n%s", logFile.Name(), proc.Tail(logFile.Name(), 30))
 		}
 	})
 	return c
@@ -251,7 +250,7 @@ func (c *cluster) startControllerManager(t *testing.T, env *envtest.Environment,
 	// Its own serving certificate is self-signed; /healthz needs no credentials.
 	insecure := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a local probe of a process started here
 	err = proc.WaitHTTP(context.Background(), insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", ports[0]), 30*time.Second, c.kcm.Alive)
-	require.NoError(t, err, "kube-controller-manager:\n%s", tail(c.kcm.Log, 20))
+	require.NoError(t, err, "kube-controller-manager:\n%s", proc.Tail(c.kcm.Log, 20))
 }
 
 // serve starts `ha-injector serve` in this process with --pod-security-default-level
@@ -397,16 +396,4 @@ func replicaSetCondition(rs *appsv1.ReplicaSet, kind appsv1.ReplicaSetConditionT
 		}
 	}
 	return nil
-}
-
-func tail(path string, lines int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }
