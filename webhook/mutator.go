@@ -87,7 +87,16 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 			// A typo or a cache miss must not strip HA settings: the recorded
 			// injection stays as it is.
 			log.Error(err, "reading the HAPolicy", "policy", policyName)
-			return m.failOpen(policyName, fmt.Sprintf("HAPolicy %q named by namespace %s could not be read (%v), admitted unchanged", policyName, req.Namespace, shortError(err)))
+			warning := fmt.Sprintf("HAPolicy %q named by namespace %s could not be read (%v), admitted unchanged", policyName, req.Namespace, shortError(err))
+			if d, ok := obj.(*appsv1.Deployment); ok {
+				// Even without its policy, an UPDATE that only drops the
+				// recorded injection (a re-applied manifest) keeps the stored
+				// template: no rollout, nothing stripped.
+				if resp, kept := m.keepStored(ctx, req, d, policyName, warning); kept {
+					return resp
+				}
+			}
+			return m.failOpen(policyName, warning)
 		}
 		// The API server defaults stored policies, but one written before a
 		// field existed may lack it; this copy is ours to default.
@@ -142,10 +151,10 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		}
 	}
 
-	outcome := outcomeOf(policy, mutation)
 	if policy == nil {
 		policy = &v1alpha1.HAPolicy{}
 	}
+	outcome := outcomeOf(policy, mutation)
 	m.count(policyName, outcome, mutation.Decisions)
 	var warnings []string
 	if !madeByController(obj) {
@@ -240,6 +249,34 @@ func (m *Mutator) owner(ctx context.Context, log logr.Logger, namespace string, 
 		owner.Replicas = ptr.To(int32(n))
 	}
 	return owner
+}
+
+// keepStored answers a Deployment UPDATE whose policy cannot be read: when its
+// pod template equals the stored one apart from ha-injector's recorded
+// injection, with a patch back to the stored template (the engine needs no
+// policy for that); otherwise kept is false.
+func (m *Mutator) keepStored(ctx context.Context, req admission.Request, d *appsv1.Deployment, policyName, warning string) (resp admission.Response, kept bool) {
+	pctx := policies.Context{Namespace: policies.Namespace{Name: req.Namespace}}
+	if err := m.update(ctx, req, d, &pctx); err != nil || pctx.OldTemplate == nil || policies.TemplateChanged(pctx.OldTemplate, &d.Spec.Template) {
+		return admission.Response{}, false
+	}
+	mutation, err := policies.Mutate(pctx, d)
+	if err != nil {
+		return admission.Response{}, false
+	}
+	admissionsTotal.WithLabelValues(string(m.Kind), policyName, string(OutcomeError)).Inc()
+	answer := admission.Allowed("").WithWarnings(truncate(warningPrefix + strings.Replace(warning, "admitted unchanged", "the stored pod template kept", 1)))
+	if len(mutation.Patch) > 0 {
+		patch, err := json.Marshal(mutation.Patch)
+		if err != nil {
+			return admission.Response{}, false
+		}
+		if _, err := policies.ApplyPatchJSON(req.Object.Raw, patch); err != nil {
+			return admission.Response{}, false
+		}
+		answer.Patch, answer.PatchType = patch, ptr.To(admissionv1.PatchTypeJSONPatch)
+	}
+	return answer, true
 }
 
 // update fills what the engine needs on a Deployment UPDATE: the stored pod
