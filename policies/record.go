@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -118,22 +119,25 @@ func undo(rec *Record, spec *corev1.PodSpec) ([]Decision, *corev1.Container) {
 		notes = append(notes, Decision{Feature: f, Action: Kept, Reason: fmt.Sprintf(format, args...) + ": changed since ha-injector set it, so it is the workload's own now"})
 	}
 
-	if t := rec.AntiAffinity; t != nil && !removeTerm(spec, t) {
+	// A part that is gone, or back at the workload's own value, was undone by
+	// the user (a manifest re-applied whole): nothing to note. A part still
+	// there with another value is the user's now.
+	if t := rec.AntiAffinity; t != nil && !removeTerm(spec, t) && podAntiAffinityOn(spec, t.Term.TopologyKey) != "" {
 		userKept(FeatureAntiAffinity, "the recorded anti-affinity term on %s", t.Term.TopologyKey)
 	}
 	for _, rt := range rec.Tolerations {
-		if !undoToleration(spec, rt) {
+		if !undoToleration(spec, rt) && tolerationChanged(spec, rt) {
 			userKept(FeatureTolerations, "the %s toleration", rt.Key)
 		}
 	}
 	for _, s := range rec.Sysctls {
-		if !removeSysctl(spec, s) {
+		if !removeSysctl(spec, s) && hasSysctlNamed(spec, s) {
 			userKept(FeatureSysctls, "securityContext sysctl %s", s)
 		}
 	}
 	var removed *corev1.Container
 	if c := rec.InitContainer; c != nil {
-		if removed = removeInitContainer(spec, c); removed == nil {
+		if removed = removeInitContainer(spec, c); removed == nil && hasContainer(spec, SysctlContainerName) {
 			userKept(FeatureSysctls, "the %s init container", SysctlContainerName)
 		}
 	}
@@ -196,6 +200,25 @@ func undoToleration(spec *corev1.PodSpec, rt RecordedToleration) bool {
 	was := *rt.Was
 	spec.Tolerations[i].TolerationSeconds = &was
 	return true
+}
+
+// tolerationChanged reports whether the first NoExecute toleration of rt.Key
+// has seconds that are neither the recorded ones nor the workload's own.
+func tolerationChanged(spec *corev1.PodSpec, rt RecordedToleration) bool {
+	i := slices.IndexFunc(spec.Tolerations, func(t corev1.Toleration) bool { return toleratesNoExecute(&t, rt.Key) })
+	if i < 0 || spec.Tolerations[i].Key != rt.Key {
+		return false
+	}
+	secs := spec.Tolerations[i].TolerationSeconds
+	return !(rt.Was != nil && secs != nil && *secs == *rt.Was)
+}
+
+func hasSysctlNamed(spec *corev1.PodSpec, pair string) bool {
+	if spec.SecurityContext == nil {
+		return false
+	}
+	name, _, _ := strings.Cut(pair, "=")
+	return slices.ContainsFunc(spec.SecurityContext.Sysctls, func(s corev1.Sysctl) bool { return s.Name == name })
 }
 
 func removeSysctl(spec *corev1.PodSpec, pair string) bool {
