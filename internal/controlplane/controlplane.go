@@ -6,13 +6,20 @@
 package controlplane
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/ha-injector/ha-injector/internal/proc"
 )
 
 // RepoRoot is the folder of the repository's go.mod, found from the working directory up.
@@ -59,4 +66,49 @@ func New(root string) (*envtest.Environment, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(root, "charts", "ha-injector", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}, nil
+}
+
+// StartControllerManager starts a real kube-controller-manager against env's API
+// server with only the Deployment and ReplicaSet controllers, its kubeconfig, log and
+// certificates in dir, and returns once its /healthz answers (bounded: 30 s). Tests
+// that judge what those controllers do with what the webhook stored (Pod Security
+// rejecting a ReplicaSet's pods, a rollback reusing a ReplicaSet) share it.
+func StartControllerManager(env *envtest.Environment, dir, bin string) (*proc.Process, error) {
+	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "kube-controller-manager.kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return nil, err
+	}
+	ports, err := proc.FreePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	kcm, err := proc.Start("kube-controller-manager", filepath.Join(dir, "kube-controller-manager.log"), bin, nil,
+		"--kubeconfig="+path,
+		"--authentication-kubeconfig="+path,
+		"--authorization-kubeconfig="+path,
+		"--bind-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(ports[0]),
+		"--cert-dir="+filepath.Join(dir, "kube-controller-manager"),
+		"--controllers=deployment-controller,replicaset-controller",
+		// One instance: taking the lease would only delay the start.
+		"--leader-elect=false",
+	)
+	if err != nil {
+		return nil, err
+	}
+	// Its own serving certificate is self-signed; /healthz needs no credentials.
+	insecure := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a local probe of a process started here
+	if err := proc.WaitHTTP(context.Background(), insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", ports[0]), 30*time.Second, kcm.Alive); err != nil {
+		_ = kcm.Stop(15 * time.Second)
+		return nil, fmt.Errorf("kube-controller-manager: %w\n%s", err, proc.Tail(kcm.Log, 20))
+	}
+	return kcm, nil
 }

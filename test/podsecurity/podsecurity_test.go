@@ -2,12 +2,9 @@ package podsecurity
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -226,31 +223,10 @@ func startCluster(t *testing.T) *cluster {
 
 func (c *cluster) startControllerManager(t *testing.T, env *envtest.Environment, bin string) {
 	t.Helper()
-	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	kcm, err := controlplane.StartControllerManager(env, c.dir, bin)
 	require.NoError(t, err)
-	kubeconfig, err := user.KubeConfig()
-	require.NoError(t, err)
-	path := filepath.Join(c.dir, "kube-controller-manager.kubeconfig")
-	require.NoError(t, os.WriteFile(path, kubeconfig, 0o600))
-	ports, err := proc.FreePorts(1)
-	require.NoError(t, err)
-	c.kcm, err = proc.Start("kube-controller-manager", filepath.Join(c.dir, "kube-controller-manager.log"), bin, nil,
-		"--kubeconfig="+path,
-		"--authentication-kubeconfig="+path,
-		"--authorization-kubeconfig="+path,
-		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(ports[0]),
-		"--cert-dir="+filepath.Join(c.dir, "kube-controller-manager"),
-		"--controllers=deployment-controller,replicaset-controller",
-		// One instance: taking the lease would only delay the start.
-		"--leader-elect=false",
-	)
-	require.NoError(t, err)
+	c.kcm = kcm
 	t.Cleanup(func() { assert.NoError(t, c.kcm.Stop(15*time.Second)) })
-	// Its own serving certificate is self-signed; /healthz needs no credentials.
-	insecure := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a local probe of a process started here
-	err = proc.WaitHTTP(context.Background(), insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", ports[0]), 30*time.Second, c.kcm.Alive)
-	require.NoError(t, err, "kube-controller-manager:\n%s", proc.Tail(c.kcm.Log, 20))
 }
 
 // serve starts `ha-injector serve` in this process with --pod-security-default-level
