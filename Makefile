@@ -55,7 +55,7 @@ fuzz: ## Fuzz the HTTP handler and the engine for FUZZTIME each (default 2m).
 
 .PHONY: golden
 golden: ## Refresh the golden files after an intended change of output.
-	$(GO) test ./policies/... ./webhook/... ./test/chart/... -run 'Golden|Schema|Readme' -update
+	$(GO) test ./policies ./webhook ./test/chart -run 'Golden|Schema|Readme' -update
 
 .PHONY: demo
 demo: ## Run ha-injector behind a local kube-apiserver and show what it injects; Ctrl-C stops it.
