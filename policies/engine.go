@@ -18,7 +18,7 @@ import (
 // For a Deployment it first undoes what the template's Record says
 // ha-injector injected earlier, so the result follows the current policy
 // (or, for a workload that opted out or a namespace that no longer opts in,
-// carries no injection at all); see MutateDeploymentUpdate for UPDATEs. A
+// carries no injection at all); see mutateDeployment for UPDATEs. A
 // Pod is created once and never converged: its injection is applied on top
 // of what it carries (a Deployment's pods arrive with their template's).
 func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Result {
@@ -40,18 +40,18 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 		reason, skip = fmt.Sprintf("namespace %s no longer carries the %s label", ctx.Namespace.Name, PolicyLabel), true
 	}
 	if skip {
-		if res.Undone {
+		switch {
+		case res.Undone && policy.Spec.Mode == v1alpha1.ModeAudit && !ctx.NotOptedIn:
+			reason += ": ha-injector's earlier injection would be removed"
+		case res.Undone:
 			reason += ": ha-injector's earlier injection removed"
 		}
 		res.Decisions = append([]Decision{{Feature: FeatureWorkload, Action: Skipped, Reason: reason}}, res.Decisions...)
 		if res.Undone {
-			delete(res.Template.Annotations, StatusAnnotation)
-			if len(res.Template.Annotations) == 0 {
-				res.Template.Annotations = nil
-			}
+			dropRecord(&res.Template.ObjectMeta)
 		}
 		res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
-		return res
+		return audited(ctx, policy, tmpl, res)
 	}
 
 	rec := &Record{Version: RecordVersion, Policy: policyName(ctx), Hash: policyHash(policy)}
@@ -73,21 +73,25 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 		res.Record = rec
 		setAnnotation(&res.Template.ObjectMeta, StatusAnnotation, rec.encode())
 	case res.Undone:
-		delete(res.Template.Annotations, StatusAnnotation)
-		if len(res.Template.Annotations) == 0 {
-			res.Template.Annotations = nil
-		}
+		dropRecord(&res.Template.ObjectMeta)
 	}
 	res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
+	return audited(ctx, policy, tmpl, res)
+}
 
-	if policy.Spec.Mode == v1alpha1.ModeAudit {
-		for i := range res.Decisions {
-			res.Decisions[i].Audit = true
-		}
-		res.Template = *tmpl.DeepCopy()
-		res.Changed = false
-		res.Record = nil
+// audited turns res into a report under an Audit policy: the decisions say
+// what would be done, and the template is left as it was.
+func audited(ctx Context, policy *v1alpha1.HAPolicy, tmpl *corev1.PodTemplateSpec, res Result) Result {
+	if policy.Spec.Mode != v1alpha1.ModeAudit || ctx.NotOptedIn {
+		return res
 	}
+	for i := range res.Decisions {
+		res.Decisions[i].Audit = true
+	}
+	res.Template = *tmpl.DeepCopy()
+	res.Changed = false
+	res.Record = nil
+	res.Undone = false
 	return res
 }
 
@@ -96,6 +100,14 @@ func policyName(ctx Context) string {
 		return "default"
 	}
 	return ctx.Policy.Name
+}
+
+// dropRecord removes the StatusAnnotation from meta.
+func dropRecord(meta *metav1.ObjectMeta) {
+	delete(meta.Annotations, StatusAnnotation)
+	if len(meta.Annotations) == 0 {
+		meta.Annotations = nil
+	}
 }
 
 func setAnnotation(meta *metav1.ObjectMeta, key, value string) {

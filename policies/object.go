@@ -91,10 +91,7 @@ func TemplateChanged(old, updated *corev1.PodTemplateSpec) bool {
 func withoutInjection(t *corev1.PodTemplateSpec) *corev1.PodTemplateSpec {
 	t = t.DeepCopy()
 	_, _ = undo(ReadRecord(t.Annotations), &t.Spec)
-	delete(t.Annotations, StatusAnnotation)
-	if len(t.Annotations) == 0 {
-		t.Annotations = nil
-	}
+	dropRecord(&t.ObjectMeta)
 	return t
 }
 
