@@ -73,34 +73,9 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		log.Error(err, "decoding the object", "name", req.Name)
 		return m.failOpen(policyName, fmt.Sprintf("the %s could not be decoded (%v), admitted unchanged", m.Kind, shortError(err)))
 	}
-	var policy *v1alpha1.HAPolicy
-	if policyName == "" {
-		// Only Deployments that ha-injector injected come here from a namespace
-		// that does not opt in (the chart's second webhook selects them by
-		// their InjectedLabel): their injection is taken back.
-		if m.Kind != policies.KindDeployment {
-			admissionsTotal.WithLabelValues(string(m.Kind), "", string(OutcomeSkipped)).Inc()
-			return admission.Allowed("namespace not opted in")
-		}
-	} else {
-		if policy, err = m.policy(ctx, policyName); err != nil {
-			// A typo or a cache miss must not strip HA settings: the recorded
-			// injection stays as it is.
-			log.Error(err, "reading the HAPolicy", "policy", policyName)
-			warning := fmt.Sprintf("HAPolicy %q named by namespace %s could not be read (%v), admitted unchanged", policyName, req.Namespace, shortError(err))
-			if d, ok := obj.(*appsv1.Deployment); ok {
-				// Even without its policy, an UPDATE that only drops the
-				// recorded injection (a re-applied manifest) keeps the stored
-				// template: no rollout, nothing stripped.
-				if resp, kept := m.keepStored(ctx, req, d, policyName, warning); kept {
-					return resp
-				}
-			}
-			return m.failOpen(policyName, warning)
-		}
-		// The API server defaults stored policies, but one written before a
-		// field existed may lack it; this copy is ours to default.
-		policy.Default()
+	policy, early := m.resolvePolicy(ctx, req, obj, policyName)
+	if early != nil {
+		return *early
 	}
 
 	// Before Mutate, which may share slices with obj.
@@ -249,6 +224,44 @@ func (m *Mutator) owner(ctx context.Context, log logr.Logger, namespace string, 
 		owner.Replicas = ptr.To(int32(n))
 	}
 	return owner
+}
+
+// resolvePolicy finds the HAPolicy the namespace names, defaulted. It returns
+// nil for a Deployment in a namespace that no longer opts in (only Deployments
+// ha-injector injected come here, through the chart's leaving-deployments
+// webhook: their injection is taken back), and an early answer when there is
+// nothing to do or the policy cannot be read.
+func (m *Mutator) resolvePolicy(ctx context.Context, req admission.Request, obj runtime.Object, policyName string) (*v1alpha1.HAPolicy, *admission.Response) {
+	log := logf.FromContext(ctx).WithValues("kind", m.Kind, "namespace", req.Namespace)
+	if policyName == "" {
+		if m.Kind != policies.KindDeployment {
+			admissionsTotal.WithLabelValues(string(m.Kind), "", string(OutcomeSkipped)).Inc()
+			resp := admission.Allowed("namespace not opted in")
+			return nil, &resp
+		}
+		return nil, nil
+	}
+	policy, err := m.policy(ctx, policyName)
+	if err != nil {
+		// A typo or a cache miss must not strip HA settings: the recorded
+		// injection stays as it is.
+		log.Error(err, "reading the HAPolicy", "policy", policyName)
+		warning := fmt.Sprintf("HAPolicy %q named by namespace %s could not be read (%v), admitted unchanged", policyName, req.Namespace, shortError(err))
+		if d, ok := obj.(*appsv1.Deployment); ok {
+			// Even without its policy, an UPDATE that only drops the
+			// recorded injection (a re-applied manifest) keeps the stored
+			// template: no rollout, nothing stripped.
+			if resp, kept := m.keepStored(ctx, req, d, policyName, warning); kept {
+				return nil, &resp
+			}
+		}
+		resp := m.failOpen(policyName, warning)
+		return nil, &resp
+	}
+	// The API server defaults stored policies, but one written before a
+	// field existed may lack it; this copy is ours to default.
+	policy.Default()
+	return policy, nil
 }
 
 // keepStored answers a Deployment UPDATE whose policy cannot be read: when its
