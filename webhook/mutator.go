@@ -106,24 +106,13 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		return m.failOpen(policyName, fmt.Sprintf("the %s could not be mutated (%v), admitted unchanged", m.Kind, shortError(err)))
 	}
 
-	var patch []byte
-	if len(mutation.Patch) > 0 {
-		// Encoded once, for the check and for the answer.
-		if patch, err = json.Marshal(mutation.Patch); err != nil {
-			log.Error(err, "encoding the patch")
-			return m.failOpen(policyName, fmt.Sprintf("the %s's patch could not be encoded (%v), admitted unchanged", m.Kind, shortError(err)))
-		}
-		// The patch is computed on the typed object; unless the request's
-		// object is exactly its encoding, make sure it applies to the object
-		// as sent (one that only half decodes, such as a Deployment without a
-		// template, may lack the paths it adds). The API server rejects a
-		// request whose patch fails, whatever the failurePolicy.
-		if canonical {
-			log.V(2).Info("the object round-trips: patch check skipped")
-		} else if _, err := policies.ApplyPatchJSON(req.Object.Raw, patch); err != nil {
-			log.Error(err, "the patch does not apply to the request's object")
-			return m.failOpen(policyName, fmt.Sprintf("the %s could not be patched (%v), admitted unchanged", m.Kind, shortError(err)))
-		}
+	if canonical && len(mutation.Patch) > 0 {
+		log.V(2).Info("the object round-trips: patch check skipped")
+	}
+	patch, err := encodePatch(req, mutation, canonical)
+	if err != nil {
+		log.Error(err, "the patch does not apply to the request's object")
+		return m.failOpen(policyName, fmt.Sprintf("the %s could not be patched (%v), admitted unchanged", m.Kind, shortError(err)))
 	}
 
 	if policy == nil {
@@ -269,27 +258,48 @@ func (m *Mutator) resolvePolicy(ctx context.Context, req admission.Request, obj 
 // injection, with a patch back to the stored template (the engine needs no
 // policy for that); otherwise kept is false.
 func (m *Mutator) keepStored(ctx context.Context, req admission.Request, d *appsv1.Deployment, policyName, warning string) (resp admission.Response, kept bool) {
-	pctx := policies.Context{Namespace: policies.Namespace{Name: req.Namespace}}
-	if err := m.update(ctx, req, d, &pctx); err != nil || pctx.OldTemplate == nil || policies.TemplateChanged(pctx.OldTemplate, &d.Spec.Template) {
+	old, err := oldDeployment(req)
+	if err != nil || old == nil || policies.TemplateChanged(&old.Spec.Template, &d.Spec.Template) {
 		return admission.Response{}, false
 	}
-	mutation, err := policies.Mutate(pctx, d)
+	canonical := roundTrips(req.Object.Raw, d)
+	mutation, err := policies.Mutate(policies.Context{Namespace: policies.Namespace{Name: req.Namespace}, OldTemplate: &old.Spec.Template}, d)
+	if err != nil {
+		return admission.Response{}, false
+	}
+	patch, err := encodePatch(req, mutation, canonical)
 	if err != nil {
 		return admission.Response{}, false
 	}
 	admissionsTotal.WithLabelValues(string(m.Kind), policyName, string(OutcomeError)).Inc()
 	answer := admission.Allowed("").WithWarnings(truncate(warningPrefix + strings.Replace(warning, "admitted unchanged", "the stored pod template kept", 1)))
-	if len(mutation.Patch) > 0 {
-		patch, err := json.Marshal(mutation.Patch)
-		if err != nil {
-			return admission.Response{}, false
-		}
-		if _, err := policies.ApplyPatchJSON(req.Object.Raw, patch); err != nil {
-			return admission.Response{}, false
-		}
+	if patch != nil {
 		answer.Patch, answer.PatchType = patch, ptr.To(admissionv1.PatchTypeJSONPatch)
 	}
 	return answer, true
+}
+
+// encodePatch encodes the mutation's patch (nil when there is none), once, for
+// the check and for the answer. The patch is computed on the typed object;
+// unless the request's object is exactly its encoding (canonical), it is
+// checked against the object as sent (one that only half decodes, such as a
+// Deployment without a template, may lack the paths it adds): the API server
+// rejects a request whose patch fails, whatever the failurePolicy.
+func encodePatch(req admission.Request, mutation *policies.Mutation, canonical bool) ([]byte, error) {
+	if len(mutation.Patch) == 0 {
+		return nil, nil
+	}
+	patch, err := json.Marshal(mutation.Patch)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the patch: %w", err)
+	}
+	if canonical {
+		return patch, nil
+	}
+	if _, err := policies.ApplyPatchJSON(req.Object.Raw, patch); err != nil {
+		return nil, err
+	}
+	return patch, nil
 }
 
 // update fills what the engine needs on a Deployment UPDATE: the stored pod
@@ -297,15 +307,12 @@ func (m *Mutator) keepStored(ctx context.Context, req admission.Request, d *apps
 // Deployment's ReplicaSets, read from the API server (not cached: ReplicaSet
 // templates are large and only a rollback needs them).
 func (m *Mutator) update(ctx context.Context, req admission.Request, d *appsv1.Deployment, pctx *policies.Context) error {
-	if req.Operation != admissionv1.Update || len(req.OldObject.Raw) == 0 {
-		return nil
-	}
-	old := &appsv1.Deployment{}
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.OldObject.Raw, old); err != nil {
-		return fmt.Errorf("decoding the old object: %w", err)
+	old, err := oldDeployment(req)
+	if err != nil || old == nil {
+		return err
 	}
 	pctx.OldTemplate = &old.Spec.Template
-	if !policies.TemplateChanged(&old.Spec.Template, &d.Spec.Template) || m.APIReader == nil {
+	if !policies.TemplateChanged(&old.Spec.Template, &d.Spec.Template) || m.APIReader == nil || old.UID == "" {
 		return nil
 	}
 	list := &appsv1.ReplicaSetList{}
@@ -313,11 +320,23 @@ func (m *Mutator) update(ctx context.Context, req admission.Request, d *appsv1.D
 		return err
 	}
 	for _, rs := range list.Items {
-		if ref := metav1.GetControllerOfNoCopy(&rs); ref != nil && ref.UID == old.UID && old.UID != "" {
+		if ref := metav1.GetControllerOfNoCopy(&rs); ref != nil && ref.UID == old.UID {
 			pctx.Revisions = append(pctx.Revisions, rs.Spec.Template)
 		}
 	}
 	return nil
+}
+
+// oldDeployment decodes the stored Deployment of an UPDATE; nil for any other request.
+func oldDeployment(req admission.Request) (*appsv1.Deployment, error) {
+	if req.Operation != admissionv1.Update || len(req.OldObject.Raw) == 0 {
+		return nil, nil
+	}
+	old := &appsv1.Deployment{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.OldObject.Raw, old); err != nil {
+		return nil, fmt.Errorf("decoding the old object: %w", err)
+	}
+	return old, nil
 }
 
 // desiredReplicasAnnotation is set by the Deployment controller on each of
