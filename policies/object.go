@@ -121,13 +121,12 @@ func markDeployment(d *appsv1.Deployment, res Result) {
 		d.Labels[InjectedLabel] = "true"
 		return
 	}
-	if _, ok := d.Annotations[StatusAnnotation]; ok && (res.Undone || ReadRecord(d.Annotations) != nil) {
-		delete(d.Annotations, StatusAnnotation)
-	}
-	delete(d.Labels, InjectedLabel)
-	if len(d.Annotations) == 0 {
+	if res.Undone || ReadRecord(d.Annotations) != nil {
+		dropRecord(&d.ObjectMeta)
+	} else if len(d.Annotations) == 0 {
 		d.Annotations = nil
 	}
+	delete(d.Labels, InjectedLabel)
 	if len(d.Labels) == 0 {
 		d.Labels = nil
 	}

@@ -186,7 +186,7 @@ func removeTerm(spec *corev1.PodSpec, t *RecordedTerm) bool {
 // taint manager uses) and, if it still has the recorded seconds, removes it
 // (added) or gives it back its original seconds (shortened).
 func undoToleration(spec *corev1.PodSpec, rt RecordedToleration) bool {
-	i := slices.IndexFunc(spec.Tolerations, func(t corev1.Toleration) bool { return toleratesNoExecute(&t, rt.Key) })
+	i := firstNoExecute(spec, rt.Key)
 	if i < 0 || spec.Tolerations[i].Key != rt.Key || spec.Tolerations[i].TolerationSeconds == nil || *spec.Tolerations[i].TolerationSeconds != rt.Seconds {
 		return false
 	}
@@ -205,7 +205,7 @@ func undoToleration(spec *corev1.PodSpec, rt RecordedToleration) bool {
 // tolerationChanged reports whether the first NoExecute toleration of rt.Key
 // has seconds that are neither the recorded ones nor the workload's own.
 func tolerationChanged(spec *corev1.PodSpec, rt RecordedToleration) bool {
-	i := slices.IndexFunc(spec.Tolerations, func(t corev1.Toleration) bool { return toleratesNoExecute(&t, rt.Key) })
+	i := firstNoExecute(spec, rt.Key)
 	if i < 0 || spec.Tolerations[i].Key != rt.Key {
 		return false
 	}

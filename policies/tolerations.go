@@ -30,13 +30,7 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64, rec *Record) D
 		return Decision{Feature: FeatureTolerations, Action: action, Reason: key + " " + fmt.Sprintf(format, args...)}
 	}
 
-	first := -1
-	for i := range spec.Tolerations {
-		if toleratesNoExecute(&spec.Tolerations[i], key) {
-			first = i
-			break
-		}
-	}
+	first := firstNoExecute(spec, key)
 	if first < 0 {
 		spec.Tolerations = append(spec.Tolerations, corev1.Toleration{
 			Key:               key,
@@ -64,6 +58,17 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64, rec *Record) D
 	tol.TolerationSeconds = &limit
 	rec.Tolerations = append(rec.Tolerations, RecordedToleration{Key: key, Seconds: limit, Was: &was})
 	return decision(Applied, "shortened %ds -> %ds", was, limit)
+}
+
+// firstNoExecute returns the index of the first toleration of the NoExecute
+// taint key, the one the taint manager uses, or -1.
+func firstNoExecute(spec *corev1.PodSpec, key string) int {
+	for i := range spec.Tolerations {
+		if toleratesNoExecute(&spec.Tolerations[i], key) {
+			return i
+		}
+	}
+	return -1
 }
 
 // toleratesNoExecute reports whether tol tolerates the NoExecute taint key
