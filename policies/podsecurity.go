@@ -32,9 +32,7 @@ func effectivePodSecurity(ns Namespace, def PodSecurityDefault) podSecurity {
 	if ps.level == "" && ps.fromDefault {
 		ps.level = PodSecurityPrivileged
 	}
-	switch ps.level {
-	case PodSecurityPrivileged, PodSecurityBaseline, PodSecurityRestricted:
-	default:
+	if !ValidPodSecurityLevel(ps.level) {
 		ps.level = PodSecurityRestricted
 	}
 	return ps
@@ -56,6 +54,11 @@ func (ps podSecurity) String() string {
 }
 
 var podSecurityVersionRE = regexp.MustCompile(`^v1\.(0|[1-9][0-9]*)$`)
+
+// ValidPodSecurityLevel reports whether l is one of the three Pod Security levels.
+func ValidPodSecurityLevel(l string) bool {
+	return l == PodSecurityPrivileged || l == PodSecurityBaseline || l == PodSecurityRestricted
+}
 
 // ValidPodSecurityVersion reports whether v is a Pod Security version the
 // enforce-version label accepts: "latest" or "v1.N".

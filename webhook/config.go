@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
 // Paths the webhook serves, as the chart's MutatingWebhookConfiguration names them.
@@ -139,9 +139,7 @@ func (c Config) Validate() error {
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-delay must not be negative, not %s", c.ShutdownDelay))
 	}
-	switch c.PodSecurityDefaultLevel {
-	case PodSecurityAuto, policies.PodSecurityPrivileged, policies.PodSecurityBaseline, policies.PodSecurityRestricted:
-	default:
+	if c.PodSecurityDefaultLevel != PodSecurityAuto && !policies.ValidPodSecurityLevel(c.PodSecurityDefaultLevel) {
 		errs = append(errs, fmt.Errorf("--pod-security-default-level must be auto, privileged, baseline or restricted, not %q", c.PodSecurityDefaultLevel))
 	}
 	if !policies.ValidPodSecurityVersion(c.PodSecurityDefaultVersion) {
@@ -149,7 +147,7 @@ func (c Config) Validate() error {
 	}
 	if c.SysctlImage == "" {
 		errs = append(errs, fmt.Errorf("--sysctl-image must name the image of the ha-sysctl init container (ha-injector's own)"))
-	} else if strings.ContainsAny(c.SysctlImage, " \t\n") {
+	} else if !v1alpha1.ValidImage(c.SysctlImage) {
 		errs = append(errs, fmt.Errorf("--sysctl-image %q must not contain spaces", c.SysctlImage))
 	}
 	if c.RestConfig == nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -60,15 +59,13 @@ line per decision. It runs the same code as the webhook and needs no cluster.`,
 }
 
 func (c previewConfig) validate() error {
-	switch c.podSecurity.Level {
-	case policies.PodSecurityPrivileged, policies.PodSecurityBaseline, policies.PodSecurityRestricted:
-	default:
+	if !policies.ValidPodSecurityLevel(c.podSecurity.Level) {
 		return fmt.Errorf("--pod-security-default-level must be privileged, baseline or restricted, not %q", c.podSecurity.Level)
 	}
 	if !policies.ValidPodSecurityVersion(c.podSecurity.Version) {
 		return fmt.Errorf("--pod-security-default-version must be latest or v1.N, not %q", c.podSecurity.Version)
 	}
-	if c.sysctlImage == "" || strings.ContainsAny(c.sysctlImage, " \t\n") {
+	if !v1alpha1.ValidImage(c.sysctlImage) {
 		return fmt.Errorf("--sysctl-image must be an image reference without spaces, not %q", c.sysctlImage)
 	}
 	if len(c.files) == 0 {

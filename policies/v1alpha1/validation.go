@@ -65,7 +65,7 @@ func (p *HAPolicy) Validate() field.ErrorList {
 		// The installation's image.
 	case len(c.Image) > maxImageLength:
 		errs = append(errs, field.TooLong(cp.Child("image"), c.Image, maxImageLength))
-	case !imageRE.MatchString(c.Image):
+	case !ValidImage(c.Image):
 		errs = append(errs, field.Invalid(cp.Child("image"), c.Image, "must be an image reference without spaces"))
 	}
 	vp := cp.Child("values")
@@ -92,6 +92,10 @@ func (p *HAPolicy) Validate() field.ErrorList {
 	}
 	return errs
 }
+
+// ValidImage reports whether s is an image reference as the CRD accepts one:
+// not empty, no whitespace. serve and preview hold --sysctl-image to it too.
+func ValidImage(s string) bool { return imageRE.MatchString(s) }
 
 func oneOf(path *field.Path, value string, allowed ...string) field.ErrorList {
 	for _, a := range allowed {
