@@ -11,13 +11,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/policies"
@@ -175,4 +180,30 @@ func WaitEffective(ctx context.Context, c client.Client, namespace string, timeo
 		}
 	}
 	return fmt.Errorf("the webhook configuration did not take effect within %s", timeout)
+}
+
+// ServingCert makes a CA for a test and writes a certificate it signed for 127.0.0.1 into
+// dir as tls.crt and tls.key, the files Start serves; the CA's PEM goes into Install's
+// caBundle. The CA lasts a day, the certificate an hour: longer than any test run.
+func ServingCert(dir, caName string) (*certs.CA, error) {
+	ca, err := certs.NewCA(caName, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	kp, _, err := ca.Issue([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return ca, kp.WriteFiles(dir, "tls.crt", "tls.key")
+}
+
+// LogTo sends controller-runtime's log (serve's, in this process) to a new file at
+// path, at info level, so a test's output stays readable; the caller closes the file.
+func LogTo(path string) (*os.File, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(f), zap.Level(zapcore.InfoLevel)))
+	return f, nil
 }

@@ -10,26 +10,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/internal/proc"
@@ -202,16 +197,12 @@ func startCluster(t *testing.T) *cluster {
 	require.NoError(t, err)
 	c.startControllerManager(t, env, bins.ControllerManager)
 
-	logFile, err := os.Create(filepath.Join(dir, "ha-injector.log"))
+	logFile, err := localwebhook.LogTo(filepath.Join(dir, "ha-injector.log"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = logFile.Close() })
-	ctrl.SetLogger(zap.New(zap.WriteTo(logFile), zap.Level(zapcore.InfoLevel)))
-	ca, err := certs.NewCA("ha-injector-convergence-ca", time.Hour)
-	require.NoError(t, err)
-	kp, _, err := ca.Issue([]string{"127.0.0.1"}, time.Hour)
-	require.NoError(t, err)
 	certDir := filepath.Join(dir, "webhook-certs")
-	require.NoError(t, kp.WriteFiles(certDir, "tls.crt", "tls.key"))
+	ca, err := localwebhook.ServingCert(certDir, "ha-injector-convergence-ca")
+	require.NoError(t, err)
 	server, err := localwebhook.Start(cfg, certDir)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, server.Stop()) })

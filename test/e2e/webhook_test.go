@@ -81,20 +81,13 @@ func install(restCfg *rest.Config) (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	ca, err := certs.NewCA("ha-injector-e2e-ca", 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	kp, _, err := ca.Issue([]string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		return nil, err
-	}
 	dir, err := os.MkdirTemp("", "ha-injector-e2e-")
 	if err != nil {
 		return nil, err
 	}
 	certDir = dir
-	if err := kp.WriteFiles(dir, "tls.crt", "tls.key"); err != nil {
+	ca, err := localwebhook.ServingCert(dir, "ha-injector-e2e-ca")
+	if err != nil {
 		return nil, err
 	}
 	if server, err = localwebhook.Start(restCfg, dir); err != nil {

@@ -3,15 +3,11 @@ package failover
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/localwebhook"
@@ -39,11 +35,10 @@ func StartWebhook(ctx context.Context, c *Cluster, root string, values map[strin
 	if err := kp.WriteFiles(certDir, "tls.crt", "tls.key"); err != nil {
 		return nil, err
 	}
-	logFile, err := os.Create(filepath.Join(c.Dir, "ha-injector.log"))
-	if err != nil {
+	// The file stays open as long as this process logs to it.
+	if _, err := localwebhook.LogTo(filepath.Join(c.Dir, "ha-injector.log")); err != nil {
 		return nil, err
 	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(logFile), zap.Level(zapcore.InfoLevel)))
 	server, err := localwebhook.Start(c.Config, certDir)
 	if err != nil {
 		return nil, err

@@ -10,16 +10,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zapcore"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
@@ -195,17 +192,13 @@ func startCluster(t *testing.T) *cluster {
 
 	c.startControllerManager(t, env, bins.ControllerManager)
 
-	c.ca, err = certs.NewCA("ha-injector-podsecurity-ca", time.Hour)
-	require.NoError(t, err)
-	kp, _, err := c.ca.Issue([]string{"127.0.0.1"}, time.Hour)
-	require.NoError(t, err)
 	c.certDir = filepath.Join(dir, "webhook-certs")
-	require.NoError(t, kp.WriteFiles(c.certDir, "tls.crt", "tls.key"))
+	c.ca, err = localwebhook.ServingCert(c.certDir, "ha-injector-podsecurity-ca")
+	require.NoError(t, err)
 
-	logFile, err := os.Create(filepath.Join(dir, "ha-injector.log"))
+	logFile, err := localwebhook.LogTo(filepath.Join(dir, "ha-injector.log"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = logFile.Close() })
-	ctrl.SetLogger(zap.New(zap.WriteTo(logFile), zap.Level(zapcore.InfoLevel)))
 
 	ctx := context.Background()
 	require.NoError(t, c.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: probeNamespace, Labels: map[string]string{
