@@ -2,6 +2,7 @@ package policies
 
 import (
 	"fmt"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -23,7 +24,7 @@ import (
 // of what it carries (a Deployment's pods arrive with their template's).
 func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Result {
 	policy := defaulted(ctx.Policy)
-	res := Result{Template: *tmpl.DeepCopy()}
+	res := Result{Template: ownTouched(tmpl)}
 	spec := &res.Template.Spec
 
 	var storedInit *corev1.Container
@@ -88,7 +89,7 @@ func audited(ctx Context, policy *v1alpha1.HAPolicy, tmpl *corev1.PodTemplateSpe
 	for i := range res.Decisions {
 		res.Decisions[i].Audit = true
 	}
-	res.Template = *tmpl.DeepCopy()
+	res.Template = ownTouched(tmpl)
 	res.Changed = false
 	res.Record = nil
 	res.Undone = false
@@ -100,6 +101,35 @@ func policyName(ctx Context) string {
 		return "default"
 	}
 	return ctx.Policy.Name
+}
+
+// ownTouched returns a copy of t that owns what the engine may change (the
+// annotations, affinity, tolerations, pod securityContext and init
+// containers) and shares the rest with t: the containers, volumes and the
+// rest of a large pod are never copied, and t is never modified.
+func ownTouched(t *corev1.PodTemplateSpec) corev1.PodTemplateSpec {
+	out := *t
+	out.Annotations = maps.Clone(t.Annotations)
+	out.Spec.Affinity = t.Spec.Affinity.DeepCopy()
+	out.Spec.SecurityContext = t.Spec.SecurityContext.DeepCopy()
+	out.Spec.Tolerations = deepCopySlice(t.Spec.Tolerations)
+	out.Spec.InitContainers = deepCopySlice(t.Spec.InitContainers)
+	return out
+}
+
+// deepCopySlice copies s and its elements; nil stays nil.
+func deepCopySlice[T any, P interface {
+	*T
+	DeepCopyInto(*T)
+}](s []T) []T {
+	if s == nil {
+		return nil
+	}
+	out := make([]T, len(s))
+	for i := range s {
+		P(&s[i]).DeepCopyInto(&out[i])
+	}
+	return out
 }
 
 // dropRecord removes the StatusAnnotation from meta.

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 
 // FuzzMutateDocument feeds arbitrary documents, under each golden case's
@@ -20,7 +20,7 @@ func FuzzMutateDocument(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, doc []byte, which uint8) {
 		ctx := cases[int(which)%len(cases)].ctx
-		once, m, err := policies.MutateDocument(ctx, doc)
+		once, m, err := patch.Document(ctx, doc)
 		if err != nil || m == nil {
 			return
 		}
@@ -28,12 +28,12 @@ func FuzzMutateDocument(f *testing.F) {
 		if err := json.Unmarshal(once, &decoded); err != nil {
 			t.Fatalf("the mutated document is not JSON: %v", err)
 		}
-		_, m2, err := policies.MutateDocument(ctx, once)
+		_, m2, err := patch.Document(ctx, once)
 		if err != nil {
 			t.Fatalf("the mutated document is rejected: %v", err)
 		}
-		if ctx.Policy.Spec.Mode == v1alpha1.ModeEnforce && len(m2.Patch) > 0 {
-			t.Fatalf("not idempotent: the second pass patched %v", m2.Patch)
+		if ctx.Policy.Spec.Mode == v1alpha1.ModeEnforce && m2.Changed {
+			t.Fatalf("not idempotent: the second pass changed the object: %v", m2.Decisions)
 		}
 	})
 }

@@ -10,12 +10,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	apiserverpatch "gopkg.in/evanphx/json-patch.v4"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ha-injector/ha-injector/internal/golden"
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 
 const goldenSuffix = ".golden.yaml"
@@ -82,7 +84,7 @@ func loadCases(t testing.TB) []loadedCase {
 // preview prints it.
 func render(t *testing.T, c loadedCase) []byte {
 	t.Helper()
-	out, m, err := policies.MutateDocument(c.ctx, c.object.JSON)
+	out, m, err := patch.Document(c.ctx, c.object.JSON)
 	require.NoError(t, err)
 	require.NotNil(t, m, "the object of a golden case must be a Pod or a Deployment")
 	var buf bytes.Buffer
@@ -91,7 +93,7 @@ func render(t *testing.T, c loadedCase) []byte {
 		buf.WriteString("#   " + d.String() + "\n")
 	}
 	changed := [][]byte{nil}
-	if len(m.Patch) > 0 {
+	if m.Changed {
 		changed[0] = out
 	}
 	require.NoError(t, manifest.Write(&buf, manifest.YAML, []manifest.Document{c.object}, changed))
@@ -114,34 +116,43 @@ func TestGolden(t *testing.T) {
 func TestIdempotent(t *testing.T) {
 	for _, c := range loadCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			once, m1, err := policies.MutateDocument(c.ctx, c.object.JSON)
+			once, m1, err := patch.Document(c.ctx, c.object.JSON)
 			require.NoError(t, err)
-			twice, m2, err := policies.MutateDocument(c.ctx, once)
+			twice, m2, err := patch.Document(c.ctx, once)
 			require.NoError(t, err)
-			assert.Empty(t, m2.Patch, "second pass patched: %v", m2.Patch)
+			assert.False(t, m2.Changed, "the second pass changed the object: %v", m2.Decisions)
 			assert.JSONEq(t, string(once), string(twice))
-			if len(m1.Patch) == 0 {
+			if !m1.Changed {
 				assert.Equal(t, string(c.object.JSON), string(once), "an unchanged object must come back byte for byte")
 			}
 		})
 	}
 }
 
-// TestPatchMatchesTypedResult checks, for every fixture, that the patch
-// turns the typed original into exactly the typed mutated object.
+// TestPatchMatchesTypedResult checks, for every fixture, that the patch the
+// webhook would send, applied to the object as written the way the API server
+// applies it (gopkg.in/evanphx/json-patch.v4: an operation whose parent is
+// missing fails), gives exactly the engine's typed result.
 func TestPatchMatchesTypedResult(t *testing.T) {
 	for _, c := range loadCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			_, m, err := policies.MutateDocument(c.ctx, c.object.JSON)
-			require.NoError(t, err)
 			original := decodeTyped(t, c.object.JSON)
-			before, err := json.Marshal(original)
+			m, err := policies.Mutate(c.ctx, original)
 			require.NoError(t, err)
-			patched, err := policies.ApplyPatch(before, m.Patch)
+			ops, err := patch.Build(c.object.JSON, original, m.Object)
 			require.NoError(t, err)
-			after, err := json.Marshal(m.Object)
+			assert.Equal(t, m.Changed, len(ops) > 0, "a patch exactly when the object changed")
+			encoded, err := json.Marshal(ops)
 			require.NoError(t, err)
-			assert.JSONEq(t, string(after), string(patched))
+			p, err := apiserverpatch.DecodePatch(encoded)
+			require.NoError(t, err)
+			patched, err := p.Apply(c.object.JSON)
+			require.NoError(t, err)
+			want, err := json.Marshal(m.Object)
+			require.NoError(t, err)
+			got, err := json.Marshal(decodeTyped(t, patched))
+			require.NoError(t, err)
+			assert.JSONEq(t, string(want), string(got))
 		})
 	}
 }

@@ -28,3 +28,10 @@ func decodeTyped(t *testing.T, doc []byte) runtime.Object {
 	require.NoError(t, json.Unmarshal(doc, obj))
 	return obj
 }
+
+func decodeDeployment(t *testing.T, doc []byte) *appsv1.Deployment {
+	t.Helper()
+	d, ok := decodeTyped(t, doc).(*appsv1.Deployment)
+	require.True(t, ok)
+	return d
+}

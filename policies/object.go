@@ -2,8 +2,8 @@ package policies
 
 import (
 	"fmt"
+	"maps"
 
-	"gomodules.xyz/jsonpatch/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -15,21 +15,22 @@ import (
 
 // Mutation is the outcome of Mutate.
 type Mutation struct {
-	// Object is a mutated copy of the input (*corev1.Pod or *appsv1.Deployment);
-	// when nothing applied it equals the input.
+	// Object is the object as the API server should store it: the input
+	// itself when nothing changed, otherwise a copy that shares every part
+	// the engine does not change with the input (*corev1.Pod or
+	// *appsv1.Deployment).
 	Object runtime.Object
 	// Decisions lists what the engine decided, feature by feature.
 	Decisions []Decision
-	// Patch turns the input into Object. It is empty when nothing changed.
-	// It is computed between the two typed objects, never against the raw
-	// request, so it does not remove fields this build's API types lack.
-	Patch []jsonpatch.Operation
+	// Changed is true when Object differs from the input.
+	Changed bool
 }
 
 // Mutate applies ctx to a *corev1.Pod or an *appsv1.Deployment. The input is
 // not modified. A Deployment's pod template gets the settings (so its pods
 // arrive compliant) and the Record; the Record also goes on the Deployment,
-// with the InjectedLabel.
+// with the InjectedLabel. Turning the result into a JSON patch is the
+// webhook's job (webhook/patch), from the parts listed in TouchedParts.
 func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
@@ -40,22 +41,44 @@ func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 		// The engine reads only the labels and annotations of the template.
 		tmpl := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: o.Labels, Annotations: o.Annotations}, Spec: o.Spec}
 		res := MutateTemplate(ctx, w, tmpl)
-		out := &corev1.Pod{TypeMeta: o.TypeMeta, ObjectMeta: *o.ObjectMeta.DeepCopy(), Spec: res.Template.Spec, Status: *o.Status.DeepCopy()}
+		if !res.Changed {
+			return &Mutation{Object: o, Decisions: res.Decisions}, nil
+		}
+		out := *o
 		out.Annotations = res.Template.Annotations
-		return finish(res, o, out, "/spec", func(p *corev1.Pod) *corev1.PodSpec { return &p.Spec })
+		out.Spec = res.Template.Spec
+		return &Mutation{Object: &out, Decisions: res.Decisions, Changed: true}, nil
 	case *appsv1.Deployment:
 		res := mutateDeployment(ctx, o)
-		out := &appsv1.Deployment{TypeMeta: o.TypeMeta, ObjectMeta: *o.ObjectMeta.DeepCopy(), Spec: *o.Spec.DeepCopy(), Status: *o.Status.DeepCopy()}
+		out := *o
+		out.Labels, out.Annotations = maps.Clone(o.Labels), maps.Clone(o.Annotations)
 		out.Spec.Template = res.Template
 		if defaulted(ctx.Policy).Spec.Mode != v1alpha1.ModeAudit || ctx.NotOptedIn {
-			markDeployment(out, res)
+			markDeployment(&out, res)
 		}
-		res.Changed = !equality.Semantic.DeepEqual(out.ObjectMeta, o.ObjectMeta) || res.Changed
-		return finish(res, o, out, "/spec/template/spec", func(d *appsv1.Deployment) *corev1.PodSpec { return &d.Spec.Template.Spec })
+		changed := res.Changed || !equality.Semantic.DeepEqual(out.ObjectMeta, o.ObjectMeta)
+		if !changed {
+			return &Mutation{Object: o, Decisions: res.Decisions}, nil
+		}
+		return &Mutation{Object: &out, Decisions: res.Decisions, Changed: true}, nil
 	case nil:
 		return nil, fmt.Errorf("no object to mutate")
 	}
 	return nil, fmt.Errorf("ha-injector mutates Pods and Deployments, not %T", obj)
+}
+
+// NeedsTopologyDomains reports whether deciding the anti-affinity of a
+// workload of this kind needs the number of topology domains of the
+// policy's topology key (Cluster.TopologyDomains): only for an enabled
+// Required policy and a workload whose replica count is known (a
+// Deployment, or a Pod whose owner gave it). The webhook lists nodes only then.
+func NeedsTopologyDomains(policy *v1alpha1.HAPolicy, kind Kind, owner *Owner) (topologyKey string, needed bool) {
+	a := defaulted(policy).Spec.AntiAffinity
+	replicasKnown := kind == KindDeployment || (owner != nil && owner.Replicas != nil)
+	if !replicasKnown || a.Type != v1alpha1.AntiAffinityRequired || !enabled(a.Enabled) {
+		return "", false
+	}
+	return a.TopologyKey, true
 }
 
 // mutateDeployment decides a Deployment's pod template. On an UPDATE it never
@@ -65,14 +88,14 @@ func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 func mutateDeployment(ctx Context, d *appsv1.Deployment) Result {
 	tmpl := &d.Spec.Template
 	if ctx.OldTemplate != nil && !TemplateChanged(ctx.OldTemplate, tmpl) {
-		res := Result{Template: *ctx.OldTemplate.DeepCopy(), Record: ReadRecord(ctx.OldTemplate.Annotations)}
+		res := Result{Template: ownTouched(ctx.OldTemplate), Record: ReadRecord(ctx.OldTemplate.Annotations)}
 		res.Decisions = []Decision{{Feature: FeatureWorkload, Action: Kept, Reason: "pod template unchanged apart from ha-injector's own injection: kept as stored, so no rollout starts"}}
 		res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
 		return res
 	}
 	for _, rev := range ctx.Revisions {
 		if sameRevision(&rev, tmpl) {
-			res := Result{Template: *tmpl.DeepCopy(), Record: ReadRecord(tmpl.Annotations)}
+			res := Result{Template: ownTouched(tmpl), Record: ReadRecord(tmpl.Annotations)}
 			res.Decisions = []Decision{{Feature: FeatureWorkload, Action: Kept, Reason: "pod template of an existing ReplicaSet (a rollback): left as sent"}}
 			return res
 		}
@@ -89,25 +112,25 @@ func TemplateChanged(old, updated *corev1.PodTemplateSpec) bool {
 }
 
 func withoutInjection(t *corev1.PodTemplateSpec) *corev1.PodTemplateSpec {
-	t = t.DeepCopy()
-	_, _ = undo(ReadRecord(t.Annotations), &t.Spec)
-	dropRecord(&t.ObjectMeta)
-	return t
+	out := ownTouched(t)
+	_, _ = undo(ReadRecord(out.Annotations), &out.Spec)
+	dropRecord(&out.ObjectMeta)
+	return &out
 }
 
 // sameRevision reports whether tmpl is a ReplicaSet's template: equal apart
 // from the pod-template-hash label the Deployment controller adds.
 func sameRevision(rs, tmpl *corev1.PodTemplateSpec) bool {
-	rs = rs.DeepCopy()
-	delete(rs.Labels, templateHashLabel)
-	if len(rs.Labels) == 0 {
-		rs.Labels = nil
+	withoutHash, t := *rs, *tmpl
+	withoutHash.Labels = maps.Clone(rs.Labels)
+	delete(withoutHash.Labels, templateHashLabel)
+	if len(withoutHash.Labels) == 0 {
+		withoutHash.Labels = nil
 	}
-	t := tmpl.DeepCopy()
 	if len(t.Labels) == 0 {
 		t.Labels = nil
 	}
-	return equality.Semantic.DeepEqual(rs, t)
+	return equality.Semantic.DeepEqual(&withoutHash, &t)
 }
 
 // markDeployment puts the template's record on the Deployment and sets or
@@ -130,33 +153,6 @@ func markDeployment(d *appsv1.Deployment, res Result) {
 	if len(d.Labels) == 0 {
 		d.Labels = nil
 	}
-}
-
-// object is a pointer to a Kubernetes object type T.
-type object[T any] interface {
-	*T
-	runtime.Object
-	metav1.Object
-}
-
-// finish computes the patch from in to out. spec finds the pod spec at specPath.
-func finish[T any, P object[T]](res Result, in, out P, specPath string, spec func(P) *corev1.PodSpec) (*Mutation, error) {
-	m := &Mutation{Object: out, Decisions: res.Decisions}
-	if !res.Changed {
-		m.Object = in
-		return m, nil
-	}
-	// Shallow copies without managedFields: they can be large and
-	// ha-injector never changes them.
-	before, after := *in, *out
-	P(&before).SetManagedFields(nil)
-	P(&after).SetManagedFields(nil)
-	var err error
-	m.Patch, err = createPatch(&before, &after, specPath, spec(&before), spec(&after))
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 // summarize lists the features applied and, for the others, why not.

@@ -33,7 +33,7 @@ func injected(t *testing.T, ctx policies.Context, d *appsv1.Deployment) *appsv1.
 	t.Helper()
 	m, err := policies.Mutate(ctx, d)
 	require.NoError(t, err)
-	require.NotEmpty(t, m.Patch)
+	require.True(t, m.Changed)
 	return m.Object.(*appsv1.Deployment)
 }
 
@@ -63,7 +63,7 @@ func TestUpdatesNeverStartARollout(t *testing.T) {
 		m, err := policies.Mutate(ctx, sent)
 		require.NoError(t, err)
 		assert.Equal(t, stored.Spec.Template, m.Object.(*appsv1.Deployment).Spec.Template)
-		assert.Empty(t, m.Patch)
+		assert.False(t, m.Changed)
 	})
 
 	t.Run("a Deployment created before its namespace opted in stays as it is until its template changes", func(t *testing.T) {
@@ -74,7 +74,7 @@ func TestUpdatesNeverStartARollout(t *testing.T) {
 		sent.Annotations = map[string]string{"team": "a"}
 		m, err := policies.Mutate(ctx, sent)
 		require.NoError(t, err)
-		assert.Empty(t, m.Patch)
+		assert.False(t, m.Changed)
 
 		sent.Spec.Template.Spec.Containers[0].Image = "nginx:1.28"
 		m, err = policies.Mutate(ctx, sent)
@@ -134,5 +134,5 @@ func TestStoredInjectionRoundTrips(t *testing.T) {
 	sent.Spec.Template.Spec.Containers[0].Image = "nginx:1.28" // a real change: undo, then apply
 	m, err := policies.Mutate(defaultCtx, sent)
 	require.NoError(t, err)
-	assert.Empty(t, m.Patch, "the same injection, as stored")
+	assert.False(t, m.Changed, "the same injection, as stored")
 }

@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 
 // controlPlaneLabel marks nodes that do not run workloads in most clusters;
@@ -51,7 +51,10 @@ type Mutator struct {
 var _ admission.Handler = &Mutator{}
 
 // Handle admits one object. It never denies: whatever goes wrong on
-// ha-injector's side, the object is allowed unchanged with a warning.
+// ha-injector's side, the object is allowed unchanged with a warning. It
+// reads the namespace, decodes the object, resolves the policy, gathers
+// what the engine needs, runs the engine, builds the patch from the parts
+// the engine may change, and answers.
 func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
 	log := logf.FromContext(ctx).WithValues("kind", m.Kind, "namespace", req.Namespace)
 	policyName := ""
@@ -77,10 +80,30 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 	if early != nil {
 		return *early
 	}
-
-	// Before Mutate, which may share slices with obj.
-	canonical := roundTrips(req.Object.Raw, obj)
 	log = log.WithValues("name", objectName(req, obj), "policy", policyName)
+	pctx, err := m.engineContext(ctx, log, req, ns, policy, obj)
+	if err != nil {
+		log.Error(err, "reading the stored Deployment or its ReplicaSets")
+		return m.failOpen(policyName, fmt.Sprintf("the stored Deployment or its ReplicaSets could not be read (%v), admitted unchanged", shortError(err)))
+	}
+	mutation, err := policies.Mutate(pctx, obj)
+	if err != nil {
+		log.Error(err, "mutating")
+		return m.failOpen(policyName, fmt.Sprintf("the %s could not be mutated (%v), admitted unchanged", m.Kind, shortError(err)))
+	}
+	jsonPatch, err := buildPatch(req, obj, mutation)
+	if err != nil {
+		log.Error(err, "building the patch")
+		return m.failOpen(policyName, fmt.Sprintf("the %s could not be patched (%v), admitted unchanged", m.Kind, shortError(err)))
+	}
+	return m.answer(log, req, obj, policy, policyName, mutation, jsonPatch)
+}
+
+// engineContext gathers what the engine needs besides the object: the
+// namespace, the policy (nil: the namespace no longer opts in), a Pod's
+// owner, a Deployment UPDATE's stored template (and, for a rollback, its
+// ReplicaSets' templates), and the cluster facts the policy needs.
+func (m *Mutator) engineContext(ctx context.Context, log logr.Logger, req admission.Request, ns *metav1.PartialObjectMetadata, policy *v1alpha1.HAPolicy, obj runtime.Object) (policies.Context, error) {
 	pctx := policies.Context{
 		Policy:      policy,
 		Namespace:   policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
@@ -92,39 +115,28 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		pctx.Owner = m.owner(ctx, log, req.Namespace, o)
 	case *appsv1.Deployment:
 		if err := m.update(ctx, req, o, &pctx); err != nil {
-			log.Error(err, "reading the stored Deployment or its ReplicaSets")
-			return m.failOpen(policyName, fmt.Sprintf("the stored Deployment or its ReplicaSets could not be read (%v), admitted unchanged", shortError(err)))
+			return pctx, err
 		}
 	}
 	if policy != nil {
 		pctx.Cluster = m.cluster(ctx, log, policy, pctx.Owner)
 	}
 	pctx.Cluster.PodSecurity = m.PodSecurity
-	mutation, err := policies.Mutate(pctx, obj)
-	if err != nil {
-		log.Error(err, "mutating")
-		return m.failOpen(policyName, fmt.Sprintf("the %s could not be mutated (%v), admitted unchanged", m.Kind, shortError(err)))
-	}
+	return pctx, nil
+}
 
-	if canonical && len(mutation.Patch) > 0 {
-		log.V(2).Info("the object round-trips: patch check skipped")
-	}
-	patch, err := encodePatch(req, mutation, canonical)
-	if err != nil {
-		log.Error(err, "the patch does not apply to the request's object")
-		return m.failOpen(policyName, fmt.Sprintf("the %s could not be patched (%v), admitted unchanged", m.Kind, shortError(err)))
-	}
-
+// answer counts, logs and answers the admission: the patch when the object
+// changed, warnings for what was decided when a person sent it.
+func (m *Mutator) answer(log logr.Logger, req admission.Request, obj runtime.Object, policy *v1alpha1.HAPolicy, policyName string, mutation *policies.Mutation, jsonPatch []byte) admission.Response {
 	if policy == nil {
 		policy = &v1alpha1.HAPolicy{}
 	}
-	outcome := outcomeOf(policy, mutation)
+	outcome := outcomeOf(policy, mutation, jsonPatch)
 	m.count(policyName, outcome, mutation.Decisions)
 	var warnings []string
 	if !madeByController(obj) {
 		warnings = warningsFor(mutation.Decisions)
 	}
-
 	if log.V(1).Enabled() {
 		lines := make([]string, len(mutation.Decisions))
 		for i, d := range mutation.Decisions {
@@ -132,14 +144,14 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		}
 		log.V(1).Info("decisions", "outcome", outcome, "decisions", lines, "dryRun", req.DryRun != nil && *req.DryRun)
 	}
+	answer := admission.Allowed("").WithWarnings(warnings...)
 	if outcome != OutcomeMutated {
-		return admission.Allowed("").WithWarnings(warnings...)
+		return answer
 	}
 	log.V(1).Info("mutated", "features", policies.AppliedFeatures(mutation.Decisions))
 	// The encoded patch is the answer (controller-runtime would encode the
 	// operations again if they were passed as Patches).
-	answer := admission.Allowed("").WithWarnings(warnings...)
-	answer.Patch, answer.PatchType = patch, ptr.To(admissionv1.PatchTypeJSONPatch)
+	answer.Patch, answer.PatchType = jsonPatch, ptr.To(admissionv1.PatchTypeJSONPatch)
 	return answer
 }
 
@@ -178,12 +190,10 @@ func getWithFallback(ctx context.Context, cache, api client.Reader, key types.Na
 // approximated from node metadata: control-plane nodes (by their role label)
 // do not count, cordoned or tainted workers still do.
 func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1.HAPolicy, owner *policies.Owner) policies.Cluster {
-	a := policy.Spec.AntiAffinity
-	replicasKnown := m.Kind == policies.KindDeployment || (owner != nil && owner.Replicas != nil)
-	if !replicasKnown || a.Type != v1alpha1.AntiAffinityRequired || !*a.Enabled {
+	key, needed := policies.NeedsTopologyDomains(policy, m.Kind, owner)
+	if !needed {
 		return policies.Cluster{}
 	}
-	key := a.TopologyKey
 	domains, err := countTopologyDomains(ctx, m.Cache, key)
 	if err != nil {
 		log.Error(err, "listing nodes; Required anti-affinity will not be downgraded")
@@ -262,44 +272,34 @@ func (m *Mutator) keepStored(ctx context.Context, req admission.Request, d *apps
 	if err != nil || old == nil || policies.TemplateChanged(&old.Spec.Template, &d.Spec.Template) {
 		return admission.Response{}, false
 	}
-	canonical := roundTrips(req.Object.Raw, d)
 	mutation, err := policies.Mutate(policies.Context{Namespace: policies.Namespace{Name: req.Namespace}, OldTemplate: &old.Spec.Template}, d)
 	if err != nil {
 		return admission.Response{}, false
 	}
-	patch, err := encodePatch(req, mutation, canonical)
+	jsonPatch, err := buildPatch(req, d, mutation)
 	if err != nil {
 		return admission.Response{}, false
 	}
 	admissionsTotal.WithLabelValues(string(m.Kind), policyName, string(OutcomeError)).Inc()
 	answer := admission.Allowed("").WithWarnings(truncate(warningPrefix + strings.Replace(warning, "admitted unchanged", "the stored pod template kept", 1)))
-	if patch != nil {
-		answer.Patch, answer.PatchType = patch, ptr.To(admissionv1.PatchTypeJSONPatch)
+	if jsonPatch != nil {
+		answer.Patch, answer.PatchType = jsonPatch, ptr.To(admissionv1.PatchTypeJSONPatch)
 	}
 	return answer, true
 }
 
-// encodePatch encodes the mutation's patch (nil when there is none), once, for
-// the check and for the answer. The patch is computed on the typed object;
-// unless the request's object is exactly its encoding (canonical), it is
-// checked against the object as sent (one that only half decodes, such as a
-// Deployment without a template, may lack the paths it adds): the API server
-// rejects a request whose patch fails, whatever the failurePolicy.
-func encodePatch(req admission.Request, mutation *policies.Mutation, canonical bool) ([]byte, error) {
-	if len(mutation.Patch) == 0 {
+// buildPatch encodes the patch from the request's object to the engine's
+// result, built from the parts the engine may change (nil when nothing
+// changed).
+func buildPatch(req admission.Request, obj runtime.Object, mutation *policies.Mutation) ([]byte, error) {
+	if !mutation.Changed {
 		return nil, nil
 	}
-	patch, err := json.Marshal(mutation.Patch)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the patch: %w", err)
-	}
-	if canonical {
-		return patch, nil
-	}
-	if _, err := policies.ApplyPatchJSON(req.Object.Raw, patch); err != nil {
+	ops, err := patch.Build(req.Object.Raw, obj, mutation.Object)
+	if err != nil || len(ops) == 0 {
 		return nil, err
 	}
-	return patch, nil
+	return json.Marshal(ops)
 }
 
 // update fills what the engine needs on a Deployment UPDATE: the stored pod
@@ -389,22 +389,11 @@ func (m *Mutator) decode(req admission.Request) (runtime.Object, error) {
 	return obj, nil
 }
 
-// roundTrips reports whether the request's object is byte for byte what encoding the
-// decoded object gives. Then a patch computed on that encoding applies to it as is, and
-// checking it by applying (the most expensive step of an admission) can be skipped. The
-// API server encodes request objects from the same Go types with the same encoder, so
-// this holds when the cluster runs the Kubernetes version of our k8s.io/api; a newer
-// cluster (fields we do not know) or a hand-made request takes the checked path.
-func roundTrips(raw []byte, obj runtime.Object) bool {
-	enc, err := json.Marshal(obj)
-	return err == nil && bytes.Equal(bytes.TrimSpace(raw), enc)
-}
-
-func outcomeOf(policy *v1alpha1.HAPolicy, m *policies.Mutation) Outcome {
+func outcomeOf(policy *v1alpha1.HAPolicy, m *policies.Mutation, jsonPatch []byte) Outcome {
 	switch {
 	case policy.Spec.Mode == v1alpha1.ModeAudit:
 		return OutcomeAudit
-	case len(m.Patch) > 0:
+	case len(jsonPatch) > 0:
 		// Also a skipped workload whose earlier injection was taken back.
 		return OutcomeMutated
 	}

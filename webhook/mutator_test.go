@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -15,8 +14,6 @@ import (
 	jsonpatchv4 "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -213,32 +210,4 @@ func TestPatchKeepsFieldsUnknownToThisBuild(t *testing.T) {
 	require.Len(t, pod.Spec.InitContainers, 2)
 	assert.Equal(t, policies.SysctlContainerName, pod.Spec.InitContainers[0]["name"])
 	assert.Equal(t, "keep", pod.Spec.InitContainers[1]["futureInitField"])
-}
-
-// TestRoundTrips: the patch check is skipped only for an object that is exactly the
-// encoding of its decoded form, as the API server sends it (checked against a real API
-// server while writing this: a Pod create's object round-trips).
-func TestRoundTrips(t *testing.T) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a", Labels: map[string]string{"app": "web"}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx:1.27"}}},
-	}
-	canonical, err := json.Marshal(pod)
-	require.NoError(t, err)
-	decode := func(raw []byte) *corev1.Pod {
-		p := &corev1.Pod{}
-		require.NoError(t, json.Unmarshal(raw, p))
-		return p
-	}
-	assert.True(t, roundTrips(canonical, decode(canonical)), "the API server's encoding")
-	assert.True(t, roundTrips(append(canonical, '\n'), decode(canonical)), "with the encoder's trailing newline")
-
-	unknown := bytes.Replace(canonical, []byte(`"spec":{`), []byte(`"spec":{"fromANewerRelease":true,`), 1)
-	assert.False(t, roundTrips(unknown, decode(unknown)), "a field our types do not know")
-	reordered := []byte(`{"spec":{"containers":[{"name":"app","image":"nginx:1.27","resources":{}}]},"metadata":{"name":"web","namespace":"team-a","labels":{"app":"web"}},"status":{}}`)
-	assert.False(t, roundTrips(reordered, decode(reordered)), "a hand-made request")
-	noTemplate := []byte(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{}}`)
-	dep := &appsv1.Deployment{}
-	require.NoError(t, json.Unmarshal(noTemplate, dep))
-	assert.False(t, roundTrips(noTemplate, dep), "a Deployment without a template only half decodes")
 }

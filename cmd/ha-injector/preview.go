@@ -12,6 +12,7 @@ import (
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 
 // previewConfig is the validated command line of `ha-injector preview`.
@@ -120,14 +121,14 @@ func runPreview(cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) er
 	out := make([][]byte, len(docs))
 	var log bytes.Buffer
 	for i, d := range docs {
-		mutated, m, err := policies.MutateDocument(ctx, d.JSON)
+		mutated, m, err := patch.Document(ctx, d.JSON)
 		if err != nil {
 			return fmt.Errorf("%s: %w", d.Name(), err)
 		}
 		if m == nil {
 			continue
 		}
-		if len(m.Patch) > 0 {
+		if m.Changed {
 			out[i] = mutated
 		}
 		for _, decision := range m.Decisions {

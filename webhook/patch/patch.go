@@ -1,0 +1,331 @@
+// Package patch turns the engine's result into the JSON patch (RFC 6902) the
+// webhook answers with and preview applies: one path from engine result to
+// output for both.
+//
+// The patch is built from the parts of an object the engine may change, and
+// only from them: the pod spec's affinity.podAntiAffinity, tolerations,
+// securityContext.sysctls and initContainers, the status annotation and the
+// injected label, compared between the object as decoded from the request
+// and the engine's result. Nothing else of the object (containers, env,
+// volumes, other annotations, managedFields) is encoded or diffed, so the
+// cost of a patch does not grow with the size of the object; the one pass
+// over the request's bytes that remains only checks which parents exist.
+package patch
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gomodules.xyz/jsonpatch/v2"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	kjson "sigs.k8s.io/json"
+
+	"github.com/ha-injector/ha-injector/policies"
+)
+
+// Touched annotation and label keys: the only keys of an object's metadata
+// the engine writes.
+var (
+	touchedAnnotations = []string{policies.StatusAnnotation}
+	touchedLabels      = []string{policies.InjectedLabel}
+)
+
+// Build returns the operations that turn raw, the JSON object in was decoded
+// from, into out, the engine's result for in (a *corev1.Pod or an
+// *appsv1.Deployment, as policies.Mutate returns them). No operation touches
+// a field the typed objects do not know, so the patch never removes what a
+// newer cluster added; an operation is only emitted where its parent exists
+// in raw, or it creates that parent.
+func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
+	var before, after tree
+	var specPath string
+	var bs, as *corev1.PodSpec
+	switch i := in.(type) {
+	case *corev1.Pod:
+		o, ok := out.(*corev1.Pod)
+		if !ok {
+			return nil, fmt.Errorf("a Pod mutated into a %T", out)
+		}
+		bs, as, specPath = &i.Spec, &o.Spec, "/spec"
+		before = podTree(&i.ObjectMeta, &i.Spec)
+		after = podTree(&o.ObjectMeta, &o.Spec)
+	case *appsv1.Deployment:
+		o, ok := out.(*appsv1.Deployment)
+		if !ok {
+			return nil, fmt.Errorf("a Deployment mutated into a %T", out)
+		}
+		bs, as, specPath = &i.Spec.Template.Spec, &o.Spec.Template.Spec, "/spec/template/spec"
+		before = deploymentTree(i)
+		after = deploymentTree(o)
+	default:
+		return nil, fmt.Errorf("no patch for a %T", in)
+	}
+
+	first, last, err := initContainerOps(specPath, bs, as, before.at(specPath), after.at(specPath))
+	if err != nil {
+		return nil, err
+	}
+	a, err := json.Marshal(before)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the original parts: %w", err)
+	}
+	b, err := json.Marshal(after)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the mutated parts: %w", err)
+	}
+	if bytes.Equal(a, b) && first == nil && last == nil {
+		return nil, nil
+	}
+	// Only now, with something to patch, look at which parents the request
+	// has: an absent one is left out of the original parts, so the diff
+	// creates it instead of adding below it.
+	present, err := scanParents(raw, in)
+	if err != nil {
+		return nil, err
+	}
+	if before.prune(present, "") {
+		if a, err = json.Marshal(before); err != nil {
+			return nil, fmt.Errorf("encoding the original parts: %w", err)
+		}
+	}
+	if after.prune(present, "") {
+		if b, err = json.Marshal(after); err != nil {
+			return nil, fmt.Errorf("encoding the mutated parts: %w", err)
+		}
+	}
+	ops, err := jsonpatch.CreatePatch(a, b)
+	if err != nil {
+		return nil, fmt.Errorf("computing the patch: %w", err)
+	}
+	sortOperations(ops)
+	if first != nil {
+		ops = append([]jsonpatch.Operation{*first}, ops...)
+	}
+	if last != nil {
+		ops = append(ops, *last)
+	}
+	return ops, nil
+}
+
+// tree is the projection of an object on the parts the engine may change:
+// nested maps down to the touched fields, whose values are the typed ones.
+// A struct parent (metadata, spec, template) is always in it, and taken out
+// by prune when the request lacks it; a pointer, map or slice parent
+// (affinity, securityContext, annotations) is in it when the typed object
+// has it, which is when the request has it.
+type tree map[string]any
+
+func (t tree) at(path string) tree {
+	for _, k := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		next, ok := t[k].(tree)
+		if !ok {
+			return nil
+		}
+		t = next
+	}
+	return t
+}
+
+// prune removes the struct parents that the request does not have and that
+// hold nothing: they are in the trees only because the typed object always
+// has them. It reports whether it removed any.
+func (t tree) prune(present map[string]bool, path string) bool {
+	removed := false
+	for k, v := range t {
+		sub, ok := v.(tree)
+		if !ok {
+			continue
+		}
+		p := path + "/" + k
+		removed = sub.prune(present, p) || removed
+		if known, ok := present[p]; ok && !known && len(sub) == 0 {
+			delete(t, k)
+			removed = true
+		}
+	}
+	return removed
+}
+
+func podTree(meta *metav1.ObjectMeta, spec *corev1.PodSpec) tree {
+	return tree{"metadata": metaTree(meta), "spec": specTree(spec)}
+}
+
+func deploymentTree(d *appsv1.Deployment) tree {
+	return tree{
+		"metadata": metaTree(&d.ObjectMeta),
+		"spec":     tree{"template": podTree(&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec)},
+	}
+}
+
+func metaTree(m *metav1.ObjectMeta) tree {
+	t := tree{}
+	if m.Annotations != nil {
+		t["annotations"] = pick(m.Annotations, touchedAnnotations)
+	}
+	if m.Labels != nil {
+		t["labels"] = pick(m.Labels, touchedLabels)
+	}
+	return t
+}
+
+func pick(m map[string]string, keys []string) map[string]string {
+	out := map[string]string{}
+	for _, k := range keys {
+		if v, ok := m[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func specTree(s *corev1.PodSpec) tree {
+	t := tree{}
+	if s.Affinity != nil {
+		a := tree{}
+		if s.Affinity.PodAntiAffinity != nil {
+			a["podAntiAffinity"] = s.Affinity.PodAntiAffinity
+		}
+		t["affinity"] = a
+	}
+	if s.Tolerations != nil {
+		t["tolerations"] = s.Tolerations
+	}
+	if s.SecurityContext != nil {
+		sc := tree{}
+		if s.SecurityContext.Sysctls != nil {
+			sc["sysctls"] = s.SecurityContext.Sysctls
+		}
+		t["securityContext"] = sc
+	}
+	if s.InitContainers != nil {
+		t["initContainers"] = s.InitContainers
+	}
+	return t
+}
+
+// initContainerOps handles the one change a diff index by index gets wrong:
+// the ha-sysctl container inserted at (or removed from) the front of the init
+// containers would come out as a rewrite of every other init container,
+// moving their unknown fields onto the wrong container. That change is left
+// out of the trees' lists and expressed as one "add .../0" (applied after the
+// other operations) or "remove .../0" (before them).
+func initContainerOps(specPath string, bs, as *corev1.PodSpec, bt, at tree) (first, last *jsonpatch.Operation, err error) {
+	if bt == nil || at == nil {
+		return nil, nil, fmt.Errorf("no pod spec in the parts")
+	}
+	path := specPath + "/initContainers"
+	switch {
+	case startsWithSysctl(as) && !startsWithSysctl(bs):
+		op := jsonpatch.NewOperation("add", path+"/0", as.InitContainers[0])
+		if bs.InitContainers == nil {
+			op = jsonpatch.NewOperation("add", path, as.InitContainers[:1])
+		}
+		if rest := as.InitContainers[1:]; len(rest) > 0 || bs.InitContainers != nil {
+			at["initContainers"] = rest
+		} else {
+			delete(at, "initContainers")
+		}
+		return nil, &op, nil
+	case startsWithSysctl(bs) && !startsWithSysctl(as):
+		op := jsonpatch.NewOperation("remove", path+"/0", nil)
+		rest := bs.InitContainers[1:]
+		if len(rest) == 0 && len(as.InitContainers) == 0 {
+			op = jsonpatch.NewOperation("remove", path, nil)
+			delete(bt, "initContainers")
+			delete(at, "initContainers")
+		} else {
+			bt["initContainers"] = rest
+		}
+		return &op, nil, nil
+	}
+	return nil, nil, nil
+}
+
+func startsWithSysctl(spec *corev1.PodSpec) bool {
+	return len(spec.InitContainers) > 0 && spec.InitContainers[0].Name == policies.SysctlContainerName
+}
+
+// present records whether a JSON value is there and not null, without
+// keeping or decoding it.
+type present bool
+
+func (p *present) UnmarshalJSON(b []byte) error {
+	*p = present(!bytes.Equal(bytes.TrimSpace(b), []byte("null")))
+	return nil
+}
+
+type templateParents struct {
+	Metadata present `json:"metadata"`
+	Spec     present `json:"spec"`
+}
+
+// scanParents reports, for each struct parent of the touched parts, whether
+// raw has it (a JSON object there, not null). The typed object cannot tell:
+// it has every struct, present in the request or not.
+func scanParents(raw []byte, in runtime.Object) (map[string]bool, error) {
+	var err error
+	switch in.(type) {
+	case *corev1.Pod:
+		var p templateParents
+		if err = kjson.UnmarshalCaseSensitivePreserveInts(raw, &p); err == nil {
+			return map[string]bool{"/metadata": bool(p.Metadata), "/spec": bool(p.Spec)}, nil
+		}
+	case *appsv1.Deployment:
+		var d struct {
+			Metadata present `json:"metadata"`
+			Spec     *struct {
+				Template *templateParents `json:"template"`
+			} `json:"spec"`
+		}
+		if err = kjson.UnmarshalCaseSensitivePreserveInts(raw, &d); err == nil {
+			tmpl := d.Spec != nil && d.Spec.Template != nil
+			return map[string]bool{
+				"/metadata":               bool(d.Metadata),
+				"/spec":                   d.Spec != nil,
+				"/spec/template":          tmpl,
+				"/spec/template/metadata": tmpl && bool(d.Spec.Template.Metadata),
+				"/spec/template/spec":     tmpl && bool(d.Spec.Template.Spec),
+			}, nil
+		}
+	}
+	return nil, fmt.Errorf("reading the object's structure: %w", err)
+}
+
+// sortOperations puts the operations in a stable order (jsonpatch/v2 emits
+// them in map order), so that the same input always gives the same patch and
+// new keys land in the same order. Removals keep their relative order and go
+// first: jsonpatch/v2 emits an array's removals from the end, which is the
+// order they must be applied in. Other operations are sorted by path, array
+// indexes numerically, so additions to one array stay ascending.
+func sortOperations(ops []jsonpatch.Operation) {
+	sort.SliceStable(ops, func(i, j int) bool {
+		ri, rj := ops[i].Operation == "remove", ops[j].Operation == "remove"
+		if ri || rj {
+			return ri && !rj
+		}
+		return pathLess(ops[i].Path, ops[j].Path)
+	})
+}
+
+func pathLess(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for k := 0; k < len(as) && k < len(bs); k++ {
+		if as[k] == bs[k] {
+			continue
+		}
+		ai, aerr := strconv.Atoi(as[k])
+		bi, berr := strconv.Atoi(bs[k])
+		if aerr == nil && berr == nil {
+			return ai < bi
+		}
+		return as[k] < bs[k]
+	}
+	return len(as) < len(bs)
+}
