@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -60,7 +61,7 @@ func readReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionR
 	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
 		return nil, http.StatusUnsupportedMediaType, fmt.Errorf("content type %q: want application/json", r.Header.Get("Content-Type"))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxRequestBytes), r.ContentLength)
 	if err != nil {
 		if _, tooLarge := err.(*http.MaxBytesError); tooLarge {
 			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than %d bytes", MaxRequestBytes)
@@ -81,6 +82,27 @@ func readReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionR
 		return nil, http.StatusBadRequest, fmt.Errorf("the AdmissionReview request has no uid")
 	}
 	return &review, 0, nil
+}
+
+// readBody reads the whole body into one buffer of the announced length (the
+// API server sends Content-Length), instead of growing one: for a large
+// object, io.ReadAll's intermediate buffers cost more than the body itself.
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	if length <= 0 || length > MaxRequestBytes {
+		return io.ReadAll(r)
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	// A body longer than announced is an error, as net/http reports it.
+	if n, err := r.Read(make([]byte, 1)); n > 0 || (err != nil && err != io.EOF) {
+		if err == nil {
+			err = errors.New("body longer than its Content-Length")
+		}
+		return nil, err
+	}
+	return body, nil
 }
 
 func writeReview(w http.ResponseWriter, status int, review admissionv1.AdmissionReview) {

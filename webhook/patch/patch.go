@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,7 +87,7 @@ func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
 	// Only now, with something to patch, look at which parents the request
 	// has: an absent one is left out of the original parts, so the diff
 	// creates it instead of adding below it.
-	present, err := scanParents(raw, in)
+	present, err := parents(raw, in)
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +265,36 @@ func (p *present) UnmarshalJSON(b []byte) error {
 type templateParents struct {
 	Metadata present `json:"metadata"`
 	Spec     present `json:"spec"`
+}
+
+// parents reports, for each struct parent of the touched parts, whether raw
+// has it. A parent that is not empty in the typed object was in the request;
+// only when one is empty (absent, null or {} in raw: the typed object cannot
+// tell) is raw read again. What the API server sends has a name in its
+// metadata and containers in its pod spec, so that pass is for hand-written
+// manifests and the odd request.
+func parents(raw []byte, in runtime.Object) (map[string]bool, error) {
+	all := map[string]bool{}
+	empty := false
+	note := func(path string, zero bool) {
+		all[path] = true
+		empty = empty || zero
+	}
+	switch o := in.(type) {
+	case *corev1.Pod:
+		note("/metadata", reflect.ValueOf(o.ObjectMeta).IsZero())
+		note("/spec", reflect.ValueOf(o.Spec).IsZero())
+	case *appsv1.Deployment:
+		note("/metadata", reflect.ValueOf(o.ObjectMeta).IsZero())
+		note("/spec", reflect.ValueOf(o.Spec).IsZero())
+		note("/spec/template", reflect.ValueOf(o.Spec.Template).IsZero())
+		note("/spec/template/metadata", reflect.ValueOf(o.Spec.Template.ObjectMeta).IsZero())
+		note("/spec/template/spec", reflect.ValueOf(o.Spec.Template.Spec).IsZero())
+	}
+	if !empty {
+		return all, nil
+	}
+	return scanParents(raw, in)
 }
 
 // scanParents reports, for each struct parent of the touched parts, whether
