@@ -7,16 +7,11 @@ import (
 	"net/http"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -89,7 +84,7 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 		PprofBindAddress:        cfg.PprofBindAddress,
 		GracefulShutdownTimeout: &timeout,
 		WebhookServer:           server,
-		Cache:                   cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache:                   cacheOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
@@ -202,23 +197,6 @@ func certificatesReady(ready <-chan struct{}, cfg Config) healthz.Checker {
 				cfg.SelfManaged.Secret, cfg.SelfManaged.WebhookConfiguration, cfg.CertName, cfg.CertPath)
 		}
 	}
-}
-
-// watched lists what the handlers read: namespaces, nodes and ReplicaSets
-// as metadata only (labels and annotations are all they need), and the
-// policies.
-func watched() []client.Object {
-	objs := []client.Object{&v1alpha1.HAPolicy{}}
-	for _, gvk := range []schema.GroupVersionKind{
-		corev1.SchemeGroupVersion.WithKind("Namespace"),
-		corev1.SchemeGroupVersion.WithKind("Node"),
-		appsv1.SchemeGroupVersion.WithKind("ReplicaSet"),
-	} {
-		meta := &metav1.PartialObjectMetadata{}
-		meta.SetGroupVersionKind(gvk)
-		objs = append(objs, meta)
-	}
-	return objs
 }
 
 // cachesSynced is ready once every informer has synced.

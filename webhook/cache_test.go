@@ -1,0 +1,145 @@
+package webhook
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ha-injector/ha-injector/internal/testenv"
+	"github.com/ha-injector/ha-injector/policies"
+)
+
+// TestCacheKeepsOnlyWhatTheHandlersRead starts the informers serve starts,
+// with its cache options, against a real API server, and reads back what
+// they hold for a ReplicaSet carrying the annotations the Deployment
+// controller copies, a namespace and a node.
+func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
+	restCfg := testenv.Start(t)
+	c, err := client.New(restCfg, client.Options{Scheme: Scheme})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	big := strings.Repeat("x", 2048)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name:        "cache-team",
+		Labels:      map[string]string{policies.PolicyLabel: "default", "pod-security.kubernetes.io/enforce": "baseline"},
+		Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: big},
+	}}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name:        "cache-node",
+		Labels:      map[string]string{corev1.LabelTopologyZone: "zone-a"},
+		Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0", "csi.volume.kubernetes.io/nodeid": big},
+	}}
+	labels := map[string]string{"app": "web"}
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns.Name, Name: "web-5d8f7c6b9", Labels: labels,
+			Annotations: map[string]string{
+				desiredReplicasAnnotation:            "3",
+				"deployment.kubernetes.io/revision":  "2",
+				policies.InjectAnnotation:            "false",
+				policies.StatusAnnotation:            big[:600],
+				corev1.LastAppliedConfigAnnotation:   big,
+				"argocd.argoproj.io/tracking-id":     "team:apps/Deployment:cache-team/web",
+				"deployment.kubernetes.io/max-surge": "1",
+			},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: types.UID("6f1c2a9e-0000-4000-8000-000000000001"), Controller: ptr.To(true)}},
+		},
+		Spec: appsv1.ReplicaSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx"}}},
+			},
+		},
+	}
+	for _, obj := range []client.Object{ns, node, rs} {
+		require.NoError(t, c.Create(ctx, obj))
+	}
+
+	opts := cacheOptions()
+	opts.Scheme = Scheme
+	informers, err := cache.New(restCfg, opts)
+	require.NoError(t, err)
+	for _, obj := range watched() {
+		_, err := informers.GetInformer(ctx, obj)
+		require.NoError(t, err)
+	}
+	go func() { _ = informers.Start(ctx) }()
+	require.True(t, informers.WaitForCacheSync(ctx))
+
+	cachedRS := metadataOf(replicaSetMetadata.GroupVersionKind())
+	require.NoError(t, informers.Get(ctx, client.ObjectKeyFromObject(rs), cachedRS))
+	assert.Equal(t, map[string]string{desiredReplicasAnnotation: "3", policies.InjectAnnotation: "false"}, cachedRS.Annotations)
+	assert.Equal(t, rs.Name, cachedRS.Name)
+	assert.Equal(t, rs.Namespace, cachedRS.Namespace)
+	assert.NotEmpty(t, cachedRS.UID)
+	assert.Nil(t, cachedRS.Labels)
+	assert.Nil(t, cachedRS.OwnerReferences)
+	assert.Nil(t, cachedRS.ManagedFields)
+
+	cachedNS := metadataOf(namespaceMetadata.GroupVersionKind())
+	require.NoError(t, informers.Get(ctx, client.ObjectKeyFromObject(ns), cachedNS))
+	assert.Equal(t, "default", cachedNS.Labels[policies.PolicyLabel])
+	assert.Equal(t, "baseline", cachedNS.Labels["pod-security.kubernetes.io/enforce"])
+	assert.Nil(t, cachedNS.Annotations)
+	assert.Nil(t, cachedNS.ManagedFields)
+
+	cachedNode := metadataOf(nodeMetadata.GroupVersionKind())
+	require.NoError(t, informers.Get(ctx, client.ObjectKeyFromObject(node), cachedNode))
+	assert.Equal(t, "zone-a", cachedNode.Labels[corev1.LabelTopologyZone])
+	assert.Nil(t, cachedNode.Annotations)
+
+	// An update goes through the same transform: the Deployment scaled to 5.
+	rs.Annotations[desiredReplicasAnnotation] = "5"
+	require.NoError(t, c.Update(ctx, rs))
+	require.Eventually(t, func() bool {
+		got := metadataOf(replicaSetMetadata.GroupVersionKind())
+		return informers.Get(ctx, client.ObjectKeyFromObject(rs), got) == nil &&
+			got.Annotations[desiredReplicasAnnotation] == "5" && len(got.Annotations) == 2
+	}, 30*time.Second, 100*time.Millisecond, "the cached ReplicaSet follows the update, trimmed")
+
+	// The Pod handler reads its owner from this cache.
+	m := &Mutator{Kind: policies.KindPod, Cache: informers}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-5d8f7c6b9-abcde", OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: cachedRS.UID, Controller: ptr.To(true),
+	}}}}
+	owner := m.owner(ctx, logr.Discard(), ns.Name, pod)
+	require.NotNil(t, owner)
+	assert.Equal(t, ptr.To[int32](5), owner.Replicas)
+	assert.Equal(t, "false", owner.Annotations[policies.InjectAnnotation])
+}
+
+// TestKeepMetadataLeavesOtherObjectsWhole: a typed object going through the
+// transform only loses its managedFields.
+func TestKeepMetadataLeavesOtherObjectsWhole(t *testing.T) {
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{
+		Name: "web", Labels: map[string]string{"app": "web"}, Annotations: map[string]string{"a": "b"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+	}}
+	out, err := keepMetadata(false, desiredReplicasAnnotation)(rs)
+	require.NoError(t, err)
+	got := out.(*appsv1.ReplicaSet)
+	assert.Equal(t, map[string]string{"app": "web"}, got.Labels)
+	assert.Equal(t, map[string]string{"a": "b"}, got.Annotations)
+	assert.Nil(t, got.ManagedFields)
+
+	tombstone := toolscache.DeletedFinalStateUnknown{Key: "cache-team/web", Obj: rs}
+	out, err = keepMetadata(false)(tombstone)
+	require.NoError(t, err)
+	assert.Equal(t, tombstone, out)
+}
