@@ -75,8 +75,16 @@ func servedSerial(addr string, ca []byte) (*big.Int, error) {
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber, nil
 }
 
-// goHeap reads go_memstats_heap_inuse_bytes from a Prometheus endpoint.
-func goHeap(metricsURL string) (int64, error) {
+// Go runtime metrics of serve, from its Prometheus endpoint.
+const (
+	heapInUseMetric = "go_memstats_heap_inuse_bytes"
+	// allocatedMetric is the Go runtime's cumulative count of bytes allocated on the
+	// heap (runtime.MemStats.TotalAlloc): it only grows, whatever the GC frees.
+	allocatedMetric = "go_memstats_alloc_bytes_total"
+)
+
+// goMetric reads the unlabelled metric name from a Prometheus endpoint.
+func goMetric(metricsURL, name string) (float64, error) {
 	resp, err := http.Get(metricsURL)
 	if err != nil {
 		return 0, err
@@ -84,12 +92,14 @@ func goHeap(metricsURL string) (int64, error) {
 	defer resp.Body.Close()
 	s := bufio.NewScanner(resp.Body)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "go_memstats_heap_inuse_bytes "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return int64(v), err
+		if rest, ok := strings.CutPrefix(s.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
 		}
 	}
-	return 0, errors.New("no go_memstats_heap_inuse_bytes in the metrics")
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("no %s in the metrics", name)
 }
 
 // balancer spreads new TCP connections over backends in turn, skipping one that refuses

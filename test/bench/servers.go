@@ -96,27 +96,6 @@ func (s *servers) stopAll() {
 	}
 }
 
-// memory warms a server up with the admission mix, then reads its RSS and Go heap.
-func (s *servers) memory(ctx context.Context, srv *server) (rss, heap int64, err error) {
-	mix, err := Reviews(benchNamespace)
-	if err != nil {
-		return 0, 0, err
-	}
-	res, err := loadgen.Run(ctx, loadgen.Config{BaseURL: srv.url, CA: s.ca, Concurrency: 4, Requests: 1000, Mix: mix})
-	if err != nil {
-		return 0, 0, err
-	}
-	if res.Errors > 0 {
-		return 0, 0, fmt.Errorf("warm-up: %d of %d requests failed: %v", res.Errors, res.Sent, res.FirstErr)
-	}
-	time.Sleep(500 * time.Millisecond) // let the server settle after the burst
-	if rss, err = procRSS(srv.proc); err != nil {
-		return 0, 0, err
-	}
-	heap, err = goHeap(srv.metrics)
-	return rss, heap, err
-}
-
 // resilience sends load through a local load balancer to two replicas; one gets
 // SIGTERM mid-run, then the survivor's certificate is rotated mid-run. Every request
 // must be answered.

@@ -194,29 +194,43 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 func send(ctx context.Context, client *http.Client, url string, body []byte, uid types.UID) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	resp, err := Answer(ctx, client, url, body)
 	if err != nil {
 		return err
+	}
+	if !resp.Allowed || resp.UID != uid {
+		return fmt.Errorf("not an allowed answer to request %s: allowed %t, UID %s", uid, resp.Allowed, resp.UID)
+	}
+	return nil
+}
+
+// Answer posts one AdmissionReview to url and returns the response in the server's
+// answer, for a caller that looks at what the server did (its patch), not only that
+// it answered.
+func Answer(ctx context.Context, client *http.Client, url string, body []byte) (*admissionv1.AdmissionResponse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, data)
+		return nil, fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, data)
 	}
 	var review admissionv1.AdmissionReview
 	if err := json.Unmarshal(data, &review); err != nil {
-		return fmt.Errorf("answer is not an AdmissionReview: %w", err)
+		return nil, fmt.Errorf("answer is not an AdmissionReview: %w", err)
 	}
-	if review.Response == nil || !review.Response.Allowed || review.Response.UID != uid {
-		return fmt.Errorf("not an allowed answer to request %s: %.200s", uid, data)
+	if review.Response == nil {
+		return nil, fmt.Errorf("answer has no response: %.200s", data)
 	}
-	return nil
+	return review.Response, nil
 }
