@@ -83,6 +83,11 @@ type Config struct {
 	PodSecurityDefaultLevel string
 	// PodSecurityDefaultVersion is the version of that default: latest or v1.N.
 	PodSecurityDefaultVersion string
+	// LargeRequestBudget bounds the bytes of request bodies over
+	// LargeRequestBytes handled at once; a large request that finds no room
+	// within half the API server's timeout is admitted unchanged with a
+	// warning. 0 removes the bound.
+	LargeRequestBudget int64
 }
 
 // ImageRepository is where ha-injector's image is published; serve's
@@ -96,6 +101,7 @@ const PodSecurityAuto = "auto"
 func DefaultConfig() Config {
 	return Config{
 		WebhookPort:               9443,
+		LargeRequestBudget:        DefaultLargeRequestBudget,
 		CertPath:                  "/tmp/k8s-webhook-server/serving-certs",
 		CertName:                  "tls.crt",
 		KeyName:                   "tls.key",
@@ -138,6 +144,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-delay must not be negative, not %s", c.ShutdownDelay))
+	}
+	if c.LargeRequestBudget < 0 {
+		errs = append(errs, fmt.Errorf("--large-request-budget must not be negative, not %d", c.LargeRequestBudget))
 	}
 	if c.PodSecurityDefaultLevel != PodSecurityAuto && !policies.ValidPodSecurityLevel(c.PodSecurityDefaultLevel) {
 		errs = append(errs, fmt.Errorf("--pod-security-default-level must be auto, privileged, baseline or restricted, not %q", c.PodSecurityDefaultLevel))

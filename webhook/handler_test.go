@@ -69,8 +69,8 @@ func newTestHandlers(t testing.TB) map[policies.Kind]http.Handler {
 	t.Helper()
 	c := fake.NewClientBuilder().WithScheme(Scheme).WithObjects(clusterState()...).Build()
 	return map[policies.Kind]http.Handler{
-		policies.KindPod:        newReviewHandler(&Mutator{Kind: policies.KindPod, Cache: c, APIReader: c, SysctlImage: testSysctlImage}),
-		policies.KindDeployment: newReviewHandler(&Mutator{Kind: policies.KindDeployment, Cache: c, APIReader: c, SysctlImage: testSysctlImage}),
+		policies.KindPod:        newReviewHandler(&Mutator{Kind: policies.KindPod, Cache: c, APIReader: c, SysctlImage: testSysctlImage}, "Pod", nil),
+		policies.KindDeployment: newReviewHandler(&Mutator{Kind: policies.KindDeployment, Cache: c, APIReader: c, SysctlImage: testSysctlImage}, "Deployment", nil),
 	}
 }
 

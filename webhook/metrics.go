@@ -42,8 +42,13 @@ var (
 		Name: "ha_injector_fallbacks_total",
 		Help: "Times the policy could not be applied as written, by kind and reason (pod-security: sysctls moved or dropped; downgrade: Required anti-affinity made Preferred).",
 	}, []string{"kind", "reason"})
+
+	largeRequestsShedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ha_injector_large_requests_shed_total",
+		Help: "Requests over 1 MiB admitted unchanged, without the injection, because the large-request budget (--large-request-budget) had no room for them in time, by kind.",
+	}, []string{"kind"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(admissionsTotal, injectionsTotal, fallbacksTotal)
+	metrics.Registry.MustRegister(admissionsTotal, injectionsTotal, fallbacksTotal, largeRequestsShedTotal)
 }

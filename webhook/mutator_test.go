@@ -59,7 +59,7 @@ func (panickingReader) Get(context.Context, client.ObjectKey, client.Object, ...
 
 func TestRecoversFromPanicsAndAdmitsUnchanged(t *testing.T) {
 	before := testutil.ToFloat64(admissionsTotal.WithLabelValues("Pod", "", "error"))
-	h := newReviewHandler(&Mutator{Kind: policies.KindPod, Cache: panickingReader{}})
+	h := newReviewHandler(&Mutator{Kind: policies.KindPod, Cache: panickingReader{}}, "Pod", nil)
 	body, err := os.ReadFile("testdata/pod-create.json")
 	require.NoError(t, err)
 

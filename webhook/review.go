@@ -12,10 +12,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
-// MaxRequestBytes bounds an AdmissionReview body: two objects of at most
-// 3 MiB (etcd's request limit, doubled for JSON) plus the envelope, the same
-// bound controller-runtime uses.
-const MaxRequestBytes = 7 << 20
+// maxObjectBytes is the largest object the API server accepts in a request
+// body (the --max-request-body-bytes default of k8s.io/apiserver, 3 MiB).
+const maxObjectBytes = 3 << 20
+
+// MaxRequestBytes bounds an AdmissionReview body to what the API server can
+// send: a Deployment UPDATE carries the object and the old object, each up to
+// maxObjectBytes, and an envelope of a few KiB (the user's name, groups and
+// extra). A larger body is answered 413 without being read.
+const MaxRequestBytes = 2*maxObjectBytes + 64<<10
 
 // reviewHandler serves AdmissionReviews for one admission.Handler.
 //
@@ -25,32 +30,52 @@ const MaxRequestBytes = 7 << 20
 // status (400, 413, 405) and an AdmissionReview whose status explains what
 // is wrong, and passes well-formed requests to admission.Webhook.Handle,
 // which completes the response (UID, patch type) and recovers panics.
+//
+// Bodies over LargeRequestBytes share the large-request budget: one that
+// finds no room in time is admitted unchanged with a warning (shed).
 type reviewHandler struct {
 	webhook *admission.Webhook
+	kind    string
+	large   *largeRequests
 }
 
 var _ http.Handler = &reviewHandler{}
 
-func newReviewHandler(h admission.Handler) *reviewHandler {
-	return &reviewHandler{webhook: &admission.Webhook{Handler: h}}
+// newReviewHandler serves h for kind (the label of its metrics), with large
+// as the large-request budget (nil: none).
+func newReviewHandler(h admission.Handler, kind string, large *largeRequests) *reviewHandler {
+	return &reviewHandler{webhook: &admission.Webhook{Handler: h}, kind: kind, large: large}
 }
 
 func (rh *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.ContentLength <= MaxRequestBytes {
+		release, ok := rh.large.acquire(r.Context(), r.ContentLength, largeRequestWait(r))
+		if !ok {
+			rh.shed(w, r)
+			return
+		}
+		defer release()
+	}
 	review, status, err := readReview(w, r)
 	if err != nil {
-		if status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", http.MethodPost)
-		}
-		writeReview(w, status, admissionv1.AdmissionReview{
-			Response: &admissionv1.AdmissionResponse{
-				Allowed: false,
-				Result:  admission.Errored(int32(status), err).Result,
-			},
-		})
+		rh.fail(w, status, err)
 		return
 	}
 	resp := rh.webhook.Handle(r.Context(), admission.Request{AdmissionRequest: *review.Request})
 	writeReview(w, http.StatusOK, admissionv1.AdmissionReview{Response: &resp.AdmissionResponse})
+}
+
+// fail answers a request that is not a well-formed AdmissionReview.
+func (rh *reviewHandler) fail(w http.ResponseWriter, status int, err error) {
+	if status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", http.MethodPost)
+	}
+	writeReview(w, status, admissionv1.AdmissionReview{
+		Response: &admissionv1.AdmissionResponse{
+			Allowed: false,
+			Result:  admission.Errored(int32(status), err).Result,
+		},
+	})
 }
 
 // readReview reads and checks the request; on error it returns the HTTP status to answer with.
@@ -60,6 +85,9 @@ func readReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionR
 	}
 	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
 		return nil, http.StatusUnsupportedMediaType, fmt.Errorf("content type %q: want application/json", r.Header.Get("Content-Type"))
+	}
+	if r.ContentLength > MaxRequestBytes {
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body of %d bytes, larger than %d", r.ContentLength, MaxRequestBytes)
 	}
 	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxRequestBytes), r.ContentLength)
 	if err != nil {

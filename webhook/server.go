@@ -139,6 +139,7 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 
 // registerHandlers serves both mutators on server.
 func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain, cfg Config) {
+	large := newLargeRequests(cfg.LargeRequestBudget)
 	for path, kind := range map[string]policies.Kind{PodPath: policies.KindPod, DeploymentPath: policies.KindDeployment} {
 		server.Register(path, d.closeWhileDraining(newReviewHandler(&Mutator{
 			Kind:        kind,
@@ -146,7 +147,7 @@ func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain, cf
 			APIReader:   mgr.GetAPIReader(),
 			SysctlImage: cfg.SysctlImage,
 			PodSecurity: policies.PodSecurityDefault{Level: cfg.PodSecurityDefaultLevel, Version: cfg.PodSecurityDefaultVersion},
-		})))
+		}, string(kind), large)))
 	}
 }
 

@@ -2,9 +2,11 @@ package main
 
 import (
 	goflag "flag"
+	"fmt"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -78,6 +80,7 @@ The serving certificate comes from --cert-mode:
 	fs.DurationVar(&f.cfg.ShutdownDelay, "shutdown-delay", f.cfg.ShutdownDelay, "after SIGTERM, keep serving this long with readiness failing and connections closed after each answer, so the Service and the API server move to other replicas")
 	fs.DurationVar(&f.cfg.GracefulShutdownTimeout, "graceful-shutdown-timeout", f.cfg.GracefulShutdownTimeout, "then, how long in-flight requests may take to finish")
 	fs.StringVar(&f.cfg.SysctlImage, "sysctl-image", f.cfg.SysctlImage, "image of the injected ha-sysctl init container for policies that name none: ha-injector's own image (it runs /ha-sysctl), pullable from every opted-in namespace")
+	fs.Var(&bytesValue{&f.cfg.LargeRequestBudget}, "large-request-budget", "bytes of request bodies over 1Mi handled at once, as a quantity (16Mi); a large request that finds no room within half the API server's timeout is admitted unchanged with a warning (0: no bound)")
 	addPodSecurityFlags(fs, &f.cfg.PodSecurityDefaultLevel, &f.cfg.PodSecurityDefaultVersion, true)
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, or $KUBECONFIG, or ~/.kube/config)")
 	zapFlags := goflag.NewFlagSet("zap", goflag.ContinueOnError)
@@ -124,3 +127,25 @@ func (f *serveFlags) config() (webhook.Config, error) {
 	cfg.RestConfig.UserAgent = "ha-injector/" + version
 	return cfg, nil
 }
+
+// bytesValue is a flag holding a byte count written as a Kubernetes quantity
+// (13Mi, 12582912), as the chart's values write memory.
+type bytesValue struct{ n *int64 }
+
+func (b *bytesValue) String() string {
+	if b.n == nil {
+		return "0"
+	}
+	return resource.NewQuantity(*b.n, resource.BinarySI).String()
+}
+
+func (b *bytesValue) Set(s string) error {
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a quantity of bytes such as 16Mi", s)
+	}
+	*b.n = q.Value()
+	return nil
+}
+
+func (b *bytesValue) Type() string { return "quantity" }

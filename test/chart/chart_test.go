@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -540,6 +541,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"an issuer kind cert-manager does not have", `certManager: {issuerRef: {name: x, kind: Vault}}`, "kind"},
 		{"a Pod Security level that does not exist", `podSecurity: {defaultLevel: strict}`, "defaultLevel"},
 		{"a Pod Security version that is not v1.N", `podSecurity: {defaultVersion: "1.30"}`, "defaultVersion"},
+		{"a memory limit that is not a quantity", `resources: {limits: {memory: lots}}`, `"lots" is not a quantity`},
+		{"a large-request budget in words", `webhook: {largeRequestBudget: "16 megabytes"}`, "largeRequestBudget"},
 		{"a caBundle that is PEM, not base64", `{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: "-----BEGIN CERTIFICATE-----"}}}`, "caBundle"},
 	}
 	for _, tc := range cases {
@@ -549,6 +552,43 @@ func TestChartRejectsBadValues(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestGoMemLimitIsNinetyPercentOfTheMemoryLimit: the chart turns the container's
+// memory limit, in any of the units Kubernetes accepts, into GOMEMLIMIT in bytes.
+func TestGoMemLimitIsNinetyPercentOfTheMemoryLimit(t *testing.T) {
+	for values, want := range map[string]string{
+		``:                                         "120795955", // 128Mi
+		`resources: {limits: {memory: 1Gi}}`:       "966367641",
+		`resources: {limits: {memory: 1.5Gi}}`:     "1449551462",
+		`resources: {limits: {memory: 500M}}`:      "450000000",
+		`resources: {limits: {memory: 262144k}}`:   "235929600",
+		`resources: {limits: {memory: 134217728}}`: "120795955",
+		`resources: {limits: {memory: null}}`:      "",
+		`resources: {limits: null}`:                "",
+	} {
+		t.Run(values, func(t *testing.T) {
+			r, err := render(t, values)
+			require.NoError(t, err)
+			in := decode(t, r)
+			got := ""
+			for _, e := range in.container.Env {
+				if e.Name == "GOMEMLIMIT" {
+					got = e.Value
+				}
+			}
+			assert.Equal(t, want, got)
+			if limit, ok := in.container.Resources.Limits[corev1.ResourceMemory]; ok {
+				assert.InDelta(t, 0.9*float64(limit.Value()), mustAtoi(t, got), 1)
+			}
+		})
+	}
+}
+
+func mustAtoi(t *testing.T, s string) float64 {
+	n, err := strconv.ParseInt(s, 10, 64)
+	require.NoError(t, err)
+	return float64(n)
 }
 
 // TestChartLints runs helm lint's rules over the chart with the defaults and with each

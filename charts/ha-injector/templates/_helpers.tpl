@@ -118,3 +118,20 @@ the chart's own image (a mirror of ha-injector's image goes here, not in a polic
 {{- printf "%s:%s" $repository (default (default .Chart.AppVersion .Values.image.tag) .Values.sysctlImage.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+GOMEMLIMIT for the webhook container: 90% of its memory limit, in bytes; empty
+without a memory limit.
+*/}}
+{{- define "ha-injector.goMemLimit" -}}
+{{- with .Values.resources.limits }}{{ with .memory }}
+{{- $q := toString . -}}
+{{- $unit := regexFind "(Ki|Mi|Gi|Ti|k|M|G|T)$" $q -}}
+{{- $factors := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
+{{- $n := trimSuffix $unit $q -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(e\\+?[0-9]+)?$" $n) }}
+{{- fail (printf "resources.limits.memory: %q is not a quantity of bytes such as 128Mi" $q) }}
+{{- end }}
+{{- mulf (float64 $n) (index $factors $unit) 0.9 | floor | int64 -}}
+{{- end }}{{ end -}}
+{{- end -}}
