@@ -61,6 +61,7 @@ func TestServeAcceptsTheChartsArguments(t *testing.T) {
 			assert.Equal(t, 10*time.Second, cfg.GracefulShutdownTimeout)
 			assert.Equal(t, 5*time.Second, cfg.ShutdownDelay)
 			assert.Equal(t, int64(webhook.DefaultLargeRequestBudget), cfg.LargeRequestBudget, "the chart's default is serve's")
+			assert.Equal(t, float32(-1), cfg.RestConfig.QPS, "no client-side rate limit")
 			assert.Greater(t, time.Duration(*dep.Spec.Template.Spec.TerminationGracePeriodSeconds)*time.Second, cfg.ShutdownDelay+cfg.GracefulShutdownTimeout,
 				"the kubelet waits longer than serve takes to drain and stop")
 			if name == "selfManaged" {

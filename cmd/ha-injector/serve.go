@@ -125,6 +125,13 @@ func (f *serveFlags) config() (webhook.Config, error) {
 	}
 	cfg.RestConfig = rest.CopyConfig(cfg.RestConfig)
 	cfg.RestConfig.UserAgent = "ha-injector/" + version
+	if cfg.RestConfig.QPS == 0 {
+		// No client-side rate limit, as ctrl.GetConfig sets in the cluster: the
+		// API server's Priority and Fairness protects it. client-go's default of
+		// 5 requests a second would queue the ReplicaSet reads of a burst of
+		// Deployment rollbacks past the webhook's timeout.
+		cfg.RestConfig.QPS = -1
+	}
 	return cfg, nil
 }
 

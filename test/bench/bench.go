@@ -51,6 +51,8 @@ type Sizes struct {
 	// LargeRequests are large Pods sent to serve, one at a time, to measure what it
 	// allocates for each.
 	LargeRequests int
+	// BurstRounds are the rounds of BurstConcurrency of the largest Deployment UPDATEs.
+	BurstRounds int
 	// PodsPerNamespace are created through the API server in each of the two namespaces.
 	PodsPerNamespace int
 	// Namespaces, Policies and ReplicaSets (spread over the namespaces) fill the cache
@@ -61,10 +63,10 @@ type Sizes struct {
 }
 
 // Full is what `make bench` runs.
-var Full = Sizes{Concurrency: 8, Rounds: 3, RoundTime: 5 * time.Second, LargeRequests: 100, PodsPerNamespace: 2000, Namespaces: 10000, Policies: 100, ReplicaSets: 50000, ResilienceTime: 9 * time.Second}
+var Full = Sizes{Concurrency: 8, Rounds: 3, RoundTime: 5 * time.Second, LargeRequests: 100, BurstRounds: 10, PodsPerNamespace: 2000, Namespaces: 10000, Policies: 100, ReplicaSets: 50000, ResilienceTime: 9 * time.Second}
 
 // Short is the version `make test` runs: every scenario, little load.
-var Short = Sizes{Concurrency: 4, Rounds: 1, RoundTime: time.Second, LargeRequests: 10, PodsPerNamespace: 100, Namespaces: 300, Policies: 10, ReplicaSets: 600, ResilienceTime: 4 * time.Second}
+var Short = Sizes{Concurrency: 4, Rounds: 1, RoundTime: time.Second, LargeRequests: 10, BurstRounds: 2, PodsPerNamespace: 100, Namespaces: 300, Policies: 10, ReplicaSets: 600, ResilienceTime: 4 * time.Second}
 
 // Row is one line of the report.
 type Row struct {
@@ -170,7 +172,7 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 	// Memory first: an instance in the (nearly) empty cluster, then one started after
 	// the cluster is filled, each measured after the same warm-up.
 	step("Memory: serve in an empty cluster")
-	empty, err := s.startOurs("serve-empty")
+	empty, err := s.startOurs("serve-empty", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +190,7 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 		return nil, err
 	}
 	step("Memory: filled in %s", time.Since(start).Round(time.Second))
-	ours, err := s.startOurs("serve-1")
+	ours, err := s.startOurs("serve-1", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +230,11 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 		return nil, err
 	}
 	rows = append(rows, updateRows...)
+	burstRows, err := s.burst(ctx, sizes, step, root, benchNamespace)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, burstRows...)
 
 	apiRows, err := throughAPIServer(ctx, sizes, step, c, root, ours.url, noop.url, ca.PEM)
 	if err != nil {

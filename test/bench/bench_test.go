@@ -67,6 +67,7 @@ func TestShortBench(t *testing.T) {
 		{"admission, all runs", "failed requests"},
 		{"large pod (1000 env vars)", "failed requests"},
 		{"deployment UPDATE", "failed requests"},
+		{"burst, ", "failed requests"},
 		{"pod creation through kube-apiserver", "opted-in pods stored without the injections"},
 		{"resilience, one of two replicas gets SIGTERM", "failed requests"},
 		{"resilience, certificate rotated", "failed requests"},
@@ -84,6 +85,14 @@ func TestShortBench(t *testing.T) {
 		require.NotNil(t, patched.Met)
 		assert.True(t, *patched.Met, scenario)
 	}
+
+	// A burst of the largest requests stays under the chart's memory limit, and every
+	// request is answered, mutated or admitted unchanged.
+	peak := find("burst, ", "peak RSS")
+	require.NotNil(t, peak.Met)
+	assert.True(t, *peak.Met, "peak RSS %.1f MiB, limit %v MiB", peak.Ours, peak.Baseline)
+	assert.Equal(t, find("burst, ", "requests sent").Ours, find("burst, ", "mutated").Ours+find("burst, ", "admitted unchanged, budget full").Ours)
+	assert.Positive(t, find("burst, ", "mutated").Ours)
 
 	alloc := find("large pod (1000 env vars)", "heap allocated per request / request body")
 	assert.Positive(t, alloc.Ours, "serve allocates at least a copy of the body")

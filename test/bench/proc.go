@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -33,7 +32,13 @@ func stopGracefully(p *proc.Process, timeout time.Duration) error {
 }
 
 // procRSS is the resident set size of p, from /proc.
-func procRSS(p *proc.Process) (int64, error) {
+func procRSS(p *proc.Process) (int64, error) { return procStatus(p, "VmRSS") }
+
+// procPeakRSS is p's peak resident set size (VmHWM), in bytes.
+func procPeakRSS(p *proc.Process) (int64, error) { return procStatus(p, "VmHWM") }
+
+// procStatus reads a field in kB of /proc/PID/status, in bytes.
+func procStatus(p *proc.Process, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		return 0, err
@@ -41,12 +46,12 @@ func procRSS(p *proc.Process) (int64, error) {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb * 1024, err
 		}
 	}
-	return 0, errors.New("no VmRSS in /proc status")
+	return 0, fmt.Errorf("no %s in /proc status", field)
 }
 
 // waitTLS waits (bounded) until addr completes a TLS handshake trusted by ca, or the

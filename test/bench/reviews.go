@@ -170,7 +170,13 @@ func LargePodReview(ns string) (loadgen.Request, error) {
 // defaults every object before admission: the engine compares the two templates, and
 // an undefaulted one would differ from a stored one where no real request does.
 func DeploymentUpdateReview(ctx context.Context, hc *http.Client, oursURL, ns string) (loadgen.Request, error) {
-	manifest := defaulted(reviewDeployment(ns))
+	return deploymentUpdateReview(ctx, hc, oursURL, func() *appsv1.Deployment { return reviewDeployment(ns) })
+}
+
+// deploymentUpdateReview is DeploymentUpdateReview for the Deployment manifest returns,
+// a new one on each call.
+func deploymentUpdateReview(ctx context.Context, hc *http.Client, oursURL string, manifestOf func() *appsv1.Deployment) (loadgen.Request, error) {
+	manifest := defaulted(manifestOf())
 	create, err := encodeReview("0b6c1d9e-deployment-create", deploymentKind, admissionv1.Create, gitOpsController, manifest, nil)
 	if err != nil {
 		return loadgen.Request{}, err
@@ -200,7 +206,7 @@ func DeploymentUpdateReview(ctx context.Context, hc *http.Client, oursURL, ns st
 	// What the API server adds on CREATE, and keeps on UPDATE.
 	stored.UID, stored.ResourceVersion, stored.Generation = "5f0e3a52-9d4c-4b8e-a1f7-3c2d6e8b9a01", "48213", 1
 	stored.CreationTimestamp = metav1.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	reapplied := defaulted(reviewDeployment(ns))
+	reapplied := defaulted(manifestOf())
 	reapplied.UID, reapplied.ResourceVersion, reapplied.Generation = stored.UID, stored.ResourceVersion, stored.Generation
 	reapplied.CreationTimestamp = stored.CreationTimestamp
 	return encodeReview("0b6c1d9e-deployment-update", deploymentKind, admissionv1.Update, gitOpsController, reapplied, stored)

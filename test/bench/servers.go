@@ -46,25 +46,27 @@ func freeAddrs(n int) ([]string, error) {
 }
 
 // startOurs starts `ha-injector serve` as the chart runs it (default log level), with
-// its probes and metrics on 127.0.0.1, and waits until it is ready.
-func (s *servers) startOurs(name string) (*server, error) {
+// its probes and metrics on 127.0.0.1, and waits until it is ready. env is added to its
+// environment, extra to its arguments.
+func (s *servers) startOurs(name string, env []string, extra ...string) (*server, error) {
 	addrs, err := freeAddrs(4)
 	if err != nil {
 		return nil, err
 	}
 	host, port, _ := net.SplitHostPort(addrs[0])
-	p, err := proc.Start(name, filepath.Join(s.work, name+".log"), filepath.Join(s.bin, "ha-injector"), nil, "serve",
-		"--kubeconfig="+s.kubeconfig,
-		"--webhook-host="+host, "--webhook-port="+port,
-		"--webhook-cert-path="+s.certDir,
-		"--health-probe-bind-address="+addrs[1],
-		"--metrics-bind-address="+addrs[2],
-		"--pprof-bind-address="+addrs[3],
+	args := []string{"serve",
+		"--kubeconfig=" + s.kubeconfig,
+		"--webhook-host=" + host, "--webhook-port=" + port,
+		"--webhook-cert-path=" + s.certDir,
+		"--health-probe-bind-address=" + addrs[1],
+		"--metrics-bind-address=" + addrs[2],
+		"--pprof-bind-address=" + addrs[3],
 		"--graceful-shutdown-timeout=10s",
 		// Shorter than the chart's 5s so the resilience runs stay short; the
 		// drain is the same.
 		"--shutdown-delay=2s",
-	)
+	}
+	p, err := proc.Start(name, filepath.Join(s.work, name+".log"), filepath.Join(s.bin, "ha-injector"), env, append(args, extra...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +102,7 @@ func (s *servers) stopAll() {
 // SIGTERM mid-run, then the survivor's certificate is rotated mid-run. Every request
 // must be answered.
 func (s *servers) resilience(ctx context.Context, sizes Sizes, step func(string, ...any), first *server, ca *certs.CA) ([]Row, error) {
-	second, err := s.startOurs("serve-2")
+	second, err := s.startOurs("serve-2", nil)
 	if err != nil {
 		return nil, err
 	}
