@@ -67,122 +67,160 @@ type sysctl struct{ name, value string }
 func (s sysctl) String() string { return s.name + "=" + s.value }
 
 // sysctls sets the policy's sysctls through the pod securityContext, the
-// ha-sysctl init container (inserted first), or both.
+// ha-sysctl init container (inserted first), or both: it splits them between
+// the two, lets Pod Security move or drop what the namespace's level rejects,
+// then sets each part.
 func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec, rec *Record) []Decision {
 	c := policy.Spec.Sysctls
-	decide := func(action Action, fallback Fallback, format string, args ...any) Decision {
-		return Decision{Feature: FeatureSysctls, Action: action, Fallback: fallback, Reason: fmt.Sprintf(format, args...)}
-	}
 	switch {
 	case !enabled(c.Enabled):
-		return []Decision{decide(Skipped, "", "disabled by the policy")}
+		return []Decision{sysctlDecision(Skipped, "", "disabled by the policy")}
 	case spec.HostNetwork:
-		return []Decision{decide(Skipped, "", "hostNetwork pod: sysctls would change the node's own network settings")}
+		return []Decision{sysctlDecision(Skipped, "", "hostNetwork pod: sysctls would change the node's own network settings")}
 	case isWindows(spec):
-		return []Decision{decide(Skipped, "", "Windows pod: Linux sysctls do not apply")}
+		return []Decision{sysctlDecision(Skipped, "", "Windows pod: Linux sysctls do not apply")}
 	}
+	plan := splitSysctls(c, spec)
+	decisions := plan.decisions()
+	decisions = append(decisions, plan.podSecurityFallback(effectivePodSecurity(ctx.Namespace, ctx.Cluster.PodSecurity))...)
+	decisions = append(decisions, setContextSysctls(spec, plan.toContext, rec)...)
+	decisions = append(decisions, insertSysctlContainer(c.Image, ctx.SysctlImage, spec, plan.toInit, rec)...)
+	if len(decisions) == 0 {
+		decisions = append(decisions, sysctlDecision(Skipped, "", "nothing to set"))
+	}
+	return decisions
+}
 
-	var decisions []Decision
+func sysctlDecision(action Action, fallback Fallback, format string, args ...any) Decision {
+	return Decision{Feature: FeatureSysctls, Action: action, Fallback: fallback, Reason: fmt.Sprintf(format, args...)}
+}
+
+// sysctlPlan is where each of the policy's sysctls goes.
+type sysctlPlan struct {
+	toContext, toInit []sysctl
+	// kept are set by the workload already; hostIPC are IPC sysctls of a
+	// hostIPC pod, which would change the node. Neither is set.
+	kept, hostIPC []sysctl
+}
+
+// splitSysctls splits the policy's sysctls between the securityContext and
+// the init container by the policy's method, leaving out those the workload
+// sets itself and, in a hostIPC pod, the IPC ones.
+func splitSysctls(c v1alpha1.SysctlsSpec, spec *corev1.PodSpec) sysctlPlan {
 	userSet := map[string]string{}
 	if spec.SecurityContext != nil {
 		for _, s := range spec.SecurityContext.Sysctls {
 			userSet[canonicalSysctl(s.Name)] = s.Value
 		}
 	}
-
-	// Split the policy's sysctls between the securityContext and the init container.
 	method := c.Method
 	if method == "" {
 		method = v1alpha1.DefaultSysctlMethod
 	}
-	var toContext, toInit, kept, hostIPC []sysctl
+	var p sysctlPlan
 	for _, name := range slices.Sorted(maps.Keys(c.Values)) {
 		// Written with dots: Pod Security matches securityContext names
 		// exactly, against the dotted form.
 		s := sysctl{canonicalSysctl(name), string(c.Values[name])}
 		if spec.HostIPC && !strings.HasPrefix(s.name, "net.") {
 			// In the node's IPC namespace an IPC sysctl would change the node.
-			hostIPC = append(hostIPC, s)
+			p.hostIPC = append(p.hostIPC, s)
 			continue
 		}
 		if v, ok := userSet[s.name]; ok {
-			kept = append(kept, sysctl{s.name, v})
+			p.kept = append(p.kept, sysctl{s.name, v})
 			continue
 		}
 		switch {
 		case method == v1alpha1.SysctlPodSecurityContext:
-			toContext = append(toContext, s)
+			p.toContext = append(p.toContext, s)
 		case method == v1alpha1.SysctlAuto && IsSafeSysctl(name):
-			toContext = append(toContext, s)
+			p.toContext = append(p.toContext, s)
 		default:
-			toInit = append(toInit, s)
+			p.toInit = append(p.toInit, s)
 		}
 	}
-	if len(kept) > 0 {
-		decisions = append(decisions, decide(Kept, "", "set by the workload's securityContext, left as they are: %s", joinSysctls(kept)))
-	}
-	if len(hostIPC) > 0 {
-		decisions = append(decisions, decide(Skipped, "", "hostIPC pod: IPC sysctls would change the node's own settings: not set %s", joinSysctls(hostIPC)))
-	}
+	return p
+}
 
-	// Pod Security baseline and restricted reject privileged containers and
-	// unsafe sysctls: keep what the level allows, drop the rest loudly.
-	if ps := effectivePodSecurity(ctx.Namespace, ctx.Cluster.PodSecurity); ps.level != PodSecurityPrivileged {
-		allowed := func(s sysctl) bool { return podSecurityAllows(s.name, ps.version) }
-		moved, droppedInit := partition(toInit, allowed)
-		kept, droppedContext := partition(toContext, allowed)
-		dropped := append(droppedInit, droppedContext...)
-		toInit, toContext = nil, append(kept, moved...)
-		sort.Slice(toContext, func(i, j int) bool { return toContext[i].name < toContext[j].name })
-		if len(moved) > 0 {
-			decisions = append(decisions, decide(Noted, FallbackPodSecurity,
-				"%s: safe sysctls set through securityContext instead of a privileged init container", ps))
-		}
-		if len(dropped) > 0 {
-			decisions = append(decisions, decide(Skipped, FallbackPodSecurity,
-				"%s, which rejects privileged containers and unsafe sysctls: dropped %s", ps, joinSysctls(dropped)))
-		}
+// decisions reports the sysctls the plan leaves alone.
+func (p sysctlPlan) decisions() []Decision {
+	var decisions []Decision
+	if len(p.kept) > 0 {
+		decisions = append(decisions, sysctlDecision(Kept, "", "set by the workload's securityContext, left as they are: %s", joinSysctls(p.kept)))
 	}
-
-	if len(toContext) > 0 {
-		if spec.SecurityContext == nil {
-			spec.SecurityContext = &corev1.PodSecurityContext{}
-		}
-		for _, s := range toContext {
-			spec.SecurityContext.Sysctls = append(spec.SecurityContext.Sysctls, corev1.Sysctl{Name: s.name, Value: s.value})
-			rec.Sysctls = append(rec.Sysctls, s.String())
-		}
-		decisions = append(decisions, decide(Applied, "", "securityContext.sysctls %s", joinSysctls(toContext)))
-		var unsafe []string
-		for _, s := range toContext {
-			if !IsSafeSysctl(s.name) {
-				unsafe = append(unsafe, s.name)
-			}
-		}
-		if len(unsafe) > 0 {
-			decisions = append(decisions, decide(Noted, "",
-				"%s not in the kubelet's safe set: nodes must allow it with --allowed-unsafe-sysctls or the pod is rejected", joinComma(unsafe)))
-		}
-	}
-
-	if len(toInit) > 0 {
-		container, ok := sysctlContainer(c.Image, ctx.SysctlImage, toInit)
-		switch {
-		case hasContainer(spec, SysctlContainerName):
-			decisions = append(decisions, decide(Kept, "", "a container named %s already exists", SysctlContainerName))
-		case !ok:
-			decisions = append(decisions, decide(Skipped, "", "no image for the %s init container (the policy names none and the installation's --sysctl-image is empty): not set %s", SysctlContainerName, joinSysctls(toInit)))
-		default:
-			spec.InitContainers = append([]corev1.Container{container}, spec.InitContainers...)
-			rec.InitContainer = &RecordedContainer{Image: container.Image, Command: slices.Clone(container.Command)}
-			decisions = append(decisions, decide(Applied, "", "init container %s sets %s", SysctlContainerName, joinSysctls(toInit)))
-		}
-	}
-
-	if len(decisions) == 0 {
-		decisions = append(decisions, decide(Skipped, "", "nothing to set"))
+	if len(p.hostIPC) > 0 {
+		decisions = append(decisions, sysctlDecision(Skipped, "", "hostIPC pod: IPC sysctls would change the node's own settings: not set %s", joinSysctls(p.hostIPC)))
 	}
 	return decisions
+}
+
+// podSecurityFallback: Pod Security baseline and restricted reject
+// privileged containers and unsafe sysctls. It keeps what the level allows,
+// in the securityContext, and drops the rest loudly.
+func (p *sysctlPlan) podSecurityFallback(ps podSecurity) []Decision {
+	if ps.level == PodSecurityPrivileged {
+		return nil
+	}
+	allowed := func(s sysctl) bool { return podSecurityAllows(s.name, ps.version) }
+	moved, droppedInit := partition(p.toInit, allowed)
+	kept, droppedContext := partition(p.toContext, allowed)
+	dropped := append(droppedInit, droppedContext...)
+	p.toInit, p.toContext = nil, append(kept, moved...)
+	sort.Slice(p.toContext, func(i, j int) bool { return p.toContext[i].name < p.toContext[j].name })
+	var decisions []Decision
+	if len(moved) > 0 {
+		decisions = append(decisions, sysctlDecision(Noted, FallbackPodSecurity,
+			"%s: safe sysctls set through securityContext instead of a privileged init container", ps))
+	}
+	if len(dropped) > 0 {
+		decisions = append(decisions, sysctlDecision(Skipped, FallbackPodSecurity,
+			"%s, which rejects privileged containers and unsafe sysctls: dropped %s", ps, joinSysctls(dropped)))
+	}
+	return decisions
+}
+
+// setContextSysctls appends sysctls to the pod securityContext.
+func setContextSysctls(spec *corev1.PodSpec, sysctls []sysctl, rec *Record) []Decision {
+	if len(sysctls) == 0 {
+		return nil
+	}
+	if spec.SecurityContext == nil {
+		spec.SecurityContext = &corev1.PodSecurityContext{}
+	}
+	var unsafe []string
+	for _, s := range sysctls {
+		spec.SecurityContext.Sysctls = append(spec.SecurityContext.Sysctls, corev1.Sysctl{Name: s.name, Value: s.value})
+		rec.Sysctls = append(rec.Sysctls, s.String())
+		if !IsSafeSysctl(s.name) {
+			unsafe = append(unsafe, s.name)
+		}
+	}
+	decisions := []Decision{sysctlDecision(Applied, "", "securityContext.sysctls %s", joinSysctls(sysctls))}
+	if len(unsafe) > 0 {
+		decisions = append(decisions, sysctlDecision(Noted, "",
+			"%s not in the kubelet's safe set: nodes must allow it with --allowed-unsafe-sysctls or the pod is rejected", joinComma(unsafe)))
+	}
+	return decisions
+}
+
+// insertSysctlContainer inserts the ha-sysctl init container that sets
+// sysctls, first, unless the pod has a container of that name or there is no
+// image for it.
+func insertSysctlContainer(policyImage, defaultImage string, spec *corev1.PodSpec, sysctls []sysctl, rec *Record) []Decision {
+	if len(sysctls) == 0 {
+		return nil
+	}
+	container, ok := sysctlContainer(policyImage, defaultImage, sysctls)
+	switch {
+	case hasContainer(spec, SysctlContainerName):
+		return []Decision{sysctlDecision(Kept, "", "a container named %s already exists", SysctlContainerName)}
+	case !ok:
+		return []Decision{sysctlDecision(Skipped, "", "no image for the %s init container (the policy names none and the installation's --sysctl-image is empty): not set %s", SysctlContainerName, joinSysctls(sysctls))}
+	}
+	spec.InitContainers = append([]corev1.Container{container}, spec.InitContainers...)
+	rec.InitContainer = &RecordedContainer{Image: container.Image, Command: slices.Clone(container.Command)}
+	return []Decision{sysctlDecision(Applied, "", "init container %s sets %s", SysctlContainerName, joinSysctls(sysctls))}
 }
 
 // sysctlContainer is the privileged init container that sets the sysctls in
