@@ -87,7 +87,7 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	assert.Equal(t, map[string]string{desiredReplicasAnnotation: "3", policies.InjectAnnotation: "false"}, cachedRS.Annotations)
 	assert.Equal(t, rs.Name, cachedRS.Name)
 	assert.Equal(t, rs.Namespace, cachedRS.Namespace)
-	assert.NotEmpty(t, cachedRS.UID)
+	assert.Empty(t, cachedRS.UID, "nothing reads it")
 	assert.Nil(t, cachedRS.Labels)
 	assert.Nil(t, cachedRS.OwnerReferences)
 	assert.Nil(t, cachedRS.ManagedFields)
@@ -116,7 +116,7 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	// The Pod handler reads its owner from this cache.
 	m := &Mutator{Kind: policies.KindPod, Cache: informers}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-5d8f7c6b9-abcde", OwnerReferences: []metav1.OwnerReference{{
-		APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: cachedRS.UID, Controller: ptr.To(true),
+		APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true),
 	}}}}
 	owner := m.owner(ctx, logr.Discard(), ns.Name, pod)
 	require.NotNil(t, owner)
