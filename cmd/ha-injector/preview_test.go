@@ -136,13 +136,13 @@ spec:
     - name: app
       image: app:1
   tolerations:
-    - effect: NoExecute
-      key: node.kubernetes.io/not-ready
+    - key: node.kubernetes.io/not-ready
       operator: Exists
+      effect: NoExecute
       tolerationSeconds: 60
-    - effect: NoExecute
-      key: node.kubernetes.io/unreachable
+    - key: node.kubernetes.io/unreachable
       operator: Exists
+      effect: NoExecute
       tolerationSeconds: 30
 `, r.stdout)
 }

@@ -73,15 +73,11 @@ func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := json.Marshal(before)
+	ops, err := diff("", before, after)
 	if err != nil {
-		return nil, fmt.Errorf("encoding the original parts: %w", err)
+		return nil, err
 	}
-	b, err := json.Marshal(after)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the mutated parts: %w", err)
-	}
-	if bytes.Equal(a, b) && first == nil && last == nil {
+	if len(ops) == 0 && first == nil && last == nil {
 		return nil, nil
 	}
 	// Only now, with something to patch, look at which parents the request
@@ -91,19 +87,10 @@ func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
 	if err != nil {
 		return nil, err
 	}
-	if before.prune(present, "") {
-		if a, err = json.Marshal(before); err != nil {
-			return nil, fmt.Errorf("encoding the original parts: %w", err)
+	if pb, pa := before.prune(present, ""), after.prune(present, ""); pb || pa {
+		if ops, err = diff("", before, after); err != nil {
+			return nil, err
 		}
-	}
-	if after.prune(present, "") {
-		if b, err = json.Marshal(after); err != nil {
-			return nil, fmt.Errorf("encoding the mutated parts: %w", err)
-		}
-	}
-	ops, err := jsonpatch.CreatePatch(a, b)
-	if err != nil {
-		return nil, fmt.Errorf("computing the patch: %w", err)
 	}
 	sortOperations(ops)
 	if first != nil {
@@ -113,6 +100,78 @@ func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
 		ops = append(ops, *last)
 	}
 	return ops, nil
+}
+
+// diff returns the operations that turn b into a, two nodes of the trees at
+// path. Between two trees it walks their keys: a key only in a is added with
+// its value (a subtree or a typed part, encoded once, with the answer), a key
+// only in b removed. Two parts that differ are encoded and compared by
+// jsonpatch.CreatePatch, so a change inside a list (one toleration shortened)
+// is one small operation, and the fields of a part that the types do not know
+// are never touched.
+func diff(path string, b, a any) ([]jsonpatch.Operation, error) {
+	bt, bIsTree := b.(tree)
+	at, aIsTree := a.(tree)
+	if bIsTree && aIsTree {
+		var ops []jsonpatch.Operation
+		for _, k := range sortedKeys(bt, at) {
+			p := path + "/" + escapePointer.Replace(k)
+			bv, inB := bt[k]
+			av, inA := at[k]
+			switch {
+			case !inB:
+				ops = append(ops, jsonpatch.NewOperation("add", p, av))
+			case !inA:
+				ops = append(ops, jsonpatch.NewOperation("remove", p, nil))
+			default:
+				sub, err := diff(p, bv, av)
+				if err != nil {
+					return nil, err
+				}
+				ops = append(ops, sub...)
+			}
+		}
+		return ops, nil
+	}
+	if reflect.DeepEqual(b, a) {
+		return nil, nil
+	}
+	bj, err := json.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the original %s: %w", path, err)
+	}
+	aj, err := json.Marshal(a)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the mutated %s: %w", path, err)
+	}
+	if bytes.Equal(bj, aj) {
+		return nil, nil
+	}
+	ops, err := jsonpatch.CreatePatch(bj, aj)
+	if err != nil {
+		return nil, fmt.Errorf("computing the patch of %s: %w", path, err)
+	}
+	for i := range ops {
+		ops[i].Path = path + ops[i].Path
+	}
+	return ops, nil
+}
+
+var escapePointer = strings.NewReplacer("~", "~0", "/", "~1")
+
+// sortedKeys is the union of the keys of two trees, sorted.
+func sortedKeys(b, a tree) []string {
+	keys := make([]string, 0, len(b)+len(a))
+	for k := range b {
+		keys = append(keys, k)
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // tree is the projection of an object on the parts the engine may change:
