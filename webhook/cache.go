@@ -3,7 +3,6 @@ package webhook
 import (
 	"unique"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,9 +22,8 @@ import (
 // kilobytes each, times every ReplicaSet the Deployments' revision histories
 // keep. The Pod handler reads two of them.
 var (
-	namespaceMetadata  = metadataOf(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	nodeMetadata       = metadataOf(corev1.SchemeGroupVersion.WithKind("Node"))
-	replicaSetMetadata = metadataOf(appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))
+	namespaceMetadata = metadataOf(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	nodeMetadata      = metadataOf(corev1.SchemeGroupVersion.WithKind("Node"))
 
 	// replicaSetAnnotations are the annotations owner reads.
 	replicaSetAnnotations = []string{desiredReplicasAnnotation, policies.InjectAnnotation}
@@ -37,23 +35,23 @@ func metadataOf(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
 	return m
 }
 
-// watched lists what the handlers read: namespaces, nodes and ReplicaSets as
-// metadata only, and the policies.
+// watched lists what the handlers read from the manager's cache: namespaces
+// and nodes as metadata only, and the policies. ReplicaSets have their own
+// index (replicaSets).
 func watched() []client.Object {
-	return []client.Object{&v1alpha1.HAPolicy{}, namespaceMetadata, nodeMetadata, replicaSetMetadata}
+	return []client.Object{&v1alpha1.HAPolicy{}, namespaceMetadata, nodeMetadata}
 }
 
 // cacheOptions trims what the informers store: namespaces and nodes keep
-// their labels (the policy and Pod Security labels, the topology labels),
-// ReplicaSets their replicaSetAnnotations, and nothing keeps managedFields.
-// An object read from the API server on a cache miss is not trimmed.
+// their labels (the policy and Pod Security labels, the topology labels), and
+// nothing keeps managedFields. An object read from the API server on a cache
+// miss is not trimmed.
 func cacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			namespaceMetadata:  {Transform: keepMetadata(true)},
-			nodeMetadata:       {Transform: keepMetadata(true)},
-			replicaSetMetadata: {Transform: keepMetadata(false, replicaSetAnnotations...)},
+			namespaceMetadata: {Transform: keepMetadata(true)},
+			nodeMetadata:      {Transform: keepMetadata(true)},
 		},
 	}
 }

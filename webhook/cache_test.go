@@ -25,10 +25,10 @@ import (
 	"github.com/ha-injector/ha-injector/policies"
 )
 
-// TestCacheKeepsOnlyWhatTheHandlersRead starts the informers serve starts,
-// with its cache options, against a real API server, and reads back what
-// they hold for a ReplicaSet carrying the annotations the Deployment
-// controller copies, a namespace and a node.
+// TestCacheKeepsOnlyWhatTheHandlersRead starts the informers and the
+// ReplicaSets index serve starts, with its options, against a real API
+// server, and reads back what they hold for a namespace, a node and a
+// ReplicaSet carrying the annotations the Deployment controller copies.
 func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	restCfg := testenv.Start(t)
 	c, err := client.New(restCfg, client.Options{Scheme: Scheme})
@@ -85,16 +85,6 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	go func() { _ = informers.Start(ctx) }()
 	require.True(t, informers.WaitForCacheSync(ctx))
 
-	cachedRS := metadataOf(replicaSetMetadata.GroupVersionKind())
-	require.NoError(t, informers.Get(ctx, client.ObjectKeyFromObject(rs), cachedRS))
-	assert.Equal(t, map[string]string{desiredReplicasAnnotation: "3", policies.InjectAnnotation: "false"}, cachedRS.Annotations)
-	assert.Equal(t, rs.Name, cachedRS.Name)
-	assert.Equal(t, rs.Namespace, cachedRS.Namespace)
-	assert.Empty(t, cachedRS.UID, "nothing reads it")
-	assert.Nil(t, cachedRS.Labels)
-	assert.Nil(t, cachedRS.OwnerReferences)
-	assert.Nil(t, cachedRS.ManagedFields)
-
 	cachedNS := metadataOf(namespaceMetadata.GroupVersionKind())
 	require.NoError(t, informers.Get(ctx, client.ObjectKeyFromObject(ns), cachedNS))
 	assert.Equal(t, "default", cachedNS.Labels[policies.PolicyLabel])
@@ -107,24 +97,52 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	assert.Equal(t, "zone-a", cachedNode.Labels[corev1.LabelTopologyZone])
 	assert.Nil(t, cachedNode.Annotations)
 
-	// An update goes through the same transform: the Deployment scaled to 5.
+	// The ReplicaSets index, as serve runs it, holds the two facts of each.
+	index := newReplicaSets()
+	go func() { _ = index.run(ctx, restCfg) }()
+	require.Eventually(t, index.hasSynced, 30*time.Second, 50*time.Millisecond)
+	f, ok := index.get(rs.Namespace, rs.Name)
+	require.True(t, ok)
+	assert.Equal(t, replicaSetFacts{replicas: 3, inject: "false"}, f)
+
+	// An update: the Deployment scaled to 5 and opted in again.
+	delete(rs.Annotations, policies.InjectAnnotation)
 	rs.Annotations[desiredReplicasAnnotation] = "5"
 	require.NoError(t, c.Update(ctx, rs))
 	require.Eventually(t, func() bool {
-		got := metadataOf(replicaSetMetadata.GroupVersionKind())
-		return informers.Get(ctx, client.ObjectKeyFromObject(rs), got) == nil &&
-			got.Annotations[desiredReplicasAnnotation] == "5" && len(got.Annotations) == 2
-	}, 30*time.Second, 100*time.Millisecond, "the cached ReplicaSet follows the update, trimmed")
+		f, ok := index.get(rs.Namespace, rs.Name)
+		return ok && f == replicaSetFacts{replicas: 5}
+	}, 30*time.Second, 50*time.Millisecond, "the index follows the update")
 
-	// The Pod handler reads its owner from this cache.
-	m := &Mutator{Kind: policies.KindPod, Cache: informers}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-5d8f7c6b9-abcde", OwnerReferences: []metav1.OwnerReference{{
-		APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true),
-	}}}}
-	owner := m.owner(ctx, logr.Discard(), ns.Name, pod)
+	// The Pod handler reads its owner from the index.
+	m := &Mutator{Kind: policies.KindPod, ReplicaSets: index, APIReader: c}
+	podOf := func(rsName string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: rsName + "-abcde", OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rsName, UID: rs.UID, Controller: ptr.To(true),
+		}}}}
+	}
+	owner := m.owner(ctx, logr.Discard(), ns.Name, podOf(rs.Name))
 	require.NotNil(t, owner)
 	assert.Equal(t, ptr.To[int32](5), owner.Replicas)
+	assert.Empty(t, owner.Annotations)
+
+	// A ReplicaSet the index has not seen yet is read from the API server.
+	fresh := rs.DeepCopy()
+	fresh.ResourceVersion, fresh.UID, fresh.Name = "", "", "web-7c9d8e6f5"
+	fresh.Annotations = map[string]string{desiredReplicasAnnotation: "2", policies.InjectAnnotation: "false"}
+	require.NoError(t, c.Create(ctx, fresh))
+	owner = m.owner(ctx, logr.Discard(), ns.Name, podOf(fresh.Name))
+	require.NotNil(t, owner)
+	assert.Equal(t, ptr.To[int32](2), owner.Replicas)
 	assert.Equal(t, "false", owner.Annotations[policies.InjectAnnotation])
+	assert.Nil(t, m.owner(ctx, logr.Discard(), ns.Name, podOf("web-gone")), "no such ReplicaSet: unknown")
+
+	// A deleted ReplicaSet leaves the index.
+	require.NoError(t, c.Delete(ctx, rs))
+	require.Eventually(t, func() bool {
+		_, ok := index.get(rs.Namespace, rs.Name)
+		return !ok
+	}, 30*time.Second, 50*time.Millisecond, "the index follows the deletion")
 }
 
 // TestKeepMetadataLeavesOtherObjectsWhole: a typed object going through the
@@ -148,17 +166,16 @@ func TestKeepMetadataLeavesOtherObjectsWhole(t *testing.T) {
 }
 
 // BenchmarkCachedReplicaSet reports the heap one ReplicaSet costs in the
-// informer's store once trimmed: 50,000 of them, each with the Deployment
-// controller's annotations and 2 KiB of copied ones, go through the
-// transform into a client-go indexer with the namespace index the cache
-// keeps.
+// ReplicaSets index: 50,000 of them, each with the Deployment controller's
+// annotations and 2 KiB of copied ones, trimmed by its transform and added
+// as the reflector adds them.
 func BenchmarkCachedReplicaSet(b *testing.B) {
 	const n = 50000
-	transform := keepMetadata(false, replicaSetAnnotations...)
 	copied := strings.Repeat("x", 2048)
 	var perObject float64
 	for b.Loop() {
-		store := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc})
+		index := newReplicaSets()
+		transform := index.Transformer()
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
@@ -175,13 +192,15 @@ func BenchmarkCachedReplicaSet(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := store.Add(obj); err != nil {
+			if err := index.Add(obj); err != nil {
 				b.Fatal(err)
 			}
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		runtime.KeepAlive(store)
+		if index.len() != n {
+			b.Fatalf("%d ReplicaSets in the index, want %d", index.len(), n)
+		}
 		perObject = (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / n
 	}
 	b.ReportMetric(perObject, "B/replicaset")

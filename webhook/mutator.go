@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"strconv"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -46,6 +45,10 @@ type Mutator struct {
 	SysctlImage string
 	// PodSecurity is the cluster's Pod Security default, resolved (never auto).
 	PodSecurity policies.PodSecurityDefault
+	// ReplicaSets, when set, holds the facts of every ReplicaSet; a miss is
+	// read from APIReader. Without it ReplicaSets are read like namespaces,
+	// from Cache, then APIReader.
+	ReplicaSets *replicaSets
 }
 
 var _ admission.Handler = &Mutator{}
@@ -202,27 +205,50 @@ func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1
 	return policies.Cluster{TopologyDomains: map[string]int{key: domains}}
 }
 
-// owner finds the ReplicaSet that controls a Pod, as metadata (cached, one
-// uncached read for a ReplicaSet created a moment ago). The Deployment
-// controller copies the Deployment's annotations onto it, with the desired
-// replica count, so the Pod webhook can honour a Deployment's opt-out and
-// minReplicas. Anything else, or a lookup that fails, gives nil: unknown.
+// owner finds the ReplicaSet that controls a Pod (from the ReplicaSets
+// index, one uncached read for a ReplicaSet created a moment ago). The
+// Deployment controller copies the Deployment's annotations onto it, with the
+// desired replica count, so the Pod webhook can honour a Deployment's opt-out
+// and minReplicas. Anything else, or a lookup that fails, gives nil: unknown.
 func (m *Mutator) owner(ctx context.Context, log logr.Logger, namespace string, pod *corev1.Pod) *policies.Owner {
 	ref := metav1.GetControllerOf(pod)
 	if ref == nil || ref.Kind != "ReplicaSet" || !strings.HasPrefix(ref.APIVersion, "apps/") {
 		return nil
 	}
-	rs := &metav1.PartialObjectMetadata{}
-	rs.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))
-	if err := getWithFallback(ctx, m.Cache, m.APIReader, types.NamespacedName{Namespace: namespace, Name: ref.Name}, rs); err != nil {
+	facts, err := m.replicaSet(ctx, namespace, ref.Name)
+	if err != nil {
 		log.V(1).Info("owner ReplicaSet not found; its Deployment's settings are unknown", "replicaSet", ref.Name, "error", err.Error())
 		return nil
 	}
-	owner := &policies.Owner{Kind: "ReplicaSet", Name: rs.Name, Annotations: rs.Annotations}
-	if n, err := strconv.ParseInt(rs.Annotations[desiredReplicasAnnotation], 10, 32); err == nil {
-		owner.Replicas = ptr.To(int32(n))
+	owner := &policies.Owner{Kind: "ReplicaSet", Name: ref.Name}
+	if facts.inject != "" {
+		owner.Annotations = map[string]string{policies.InjectAnnotation: facts.inject}
+	}
+	if facts.replicas >= 0 {
+		owner.Replicas = ptr.To(facts.replicas)
 	}
 	return owner
+}
+
+func (m *Mutator) replicaSet(ctx context.Context, namespace, name string) (replicaSetFacts, error) {
+	if m.ReplicaSets != nil {
+		if f, ok := m.ReplicaSets.get(namespace, name); ok {
+			return f, nil
+		}
+	}
+	rs := metadataOf(appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	var err error
+	if m.ReplicaSets != nil {
+		err = m.APIReader.Get(ctx, key, rs)
+	} else {
+		err = getWithFallback(ctx, m.Cache, m.APIReader, key, rs)
+	}
+	if err != nil {
+		return replicaSetFacts{}, err
+	}
+	_, f, _ := factsOf(rs)
+	return f, nil
 }
 
 // resolvePolicy finds the HAPolicy the namespace names, defaulted. It returns

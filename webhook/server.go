@@ -117,7 +117,11 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 		// with everything else; the files are there (Validate loaded them).
 		mgr.GetWebhookServer()
 	}
-	registerHandlers(mgr, server, d, cfg)
+	replicaSets := newReplicaSets()
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return replicaSets.run(ctx, cfg.RestConfig) })); err != nil {
+		return nil, err
+	}
+	registerHandlers(mgr, server, d, cfg, replicaSets)
 	if err := mgr.AddReadyzCheck("shutdown", d.readyz); err != nil {
 		return nil, err
 	}
@@ -131,14 +135,14 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 	if err := mgr.AddReadyzCheck("webhook", server.StartedChecker()); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("caches", cachesSynced(mgr.GetCache())); err != nil {
+	if err := mgr.AddReadyzCheck("caches", cachesSynced(mgr.GetCache(), replicaSets)); err != nil {
 		return nil, err
 	}
 	return mgr, nil
 }
 
 // registerHandlers serves both mutators on server.
-func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain, cfg Config) {
+func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain, cfg Config, replicaSets *replicaSets) {
 	large := newLargeRequests(cfg.LargeRequestBudget)
 	for path, kind := range map[string]policies.Kind{PodPath: policies.KindPod, DeploymentPath: policies.KindDeployment} {
 		server.Register(path, d.closeWhileDraining(newReviewHandler(&Mutator{
@@ -147,6 +151,7 @@ func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain, cf
 			APIReader:   mgr.GetAPIReader(),
 			SysctlImage: cfg.SysctlImage,
 			PodSecurity: policies.PodSecurityDefault{Level: cfg.PodSecurityDefaultLevel, Version: cfg.PodSecurityDefaultVersion},
+			ReplicaSets: replicaSets,
 		}, string(kind), large)))
 	}
 }
@@ -200,13 +205,17 @@ func certificatesReady(ready <-chan struct{}, cfg Config) healthz.Checker {
 	}
 }
 
-// cachesSynced is ready once every informer has synced.
-func cachesSynced(c cache.Cache) healthz.Checker {
+// cachesSynced is ready once every informer and the ReplicaSets index have
+// synced.
+func cachesSynced(c cache.Cache, replicaSets *replicaSets) healthz.Checker {
 	return func(*http.Request) error {
 		ctx, cancel := context.WithTimeout(context.Background(), cacheSyncCheckTimeout)
 		defer cancel()
 		if !c.WaitForCacheSync(ctx) {
 			return errors.New("caches have not synced yet")
+		}
+		if !replicaSets.hasSynced() {
+			return errors.New("the ReplicaSets have not been listed yet")
 		}
 		return nil
 	}
