@@ -28,9 +28,8 @@ const mib = 1 << 20
 // memory makes srv cache what it caches in a busy cluster, warms it up with the
 // admission mix, waits for its RSS to settle, then reads its RSS and Go heap.
 func (s *servers) memory(ctx context.Context, srv *server) (rss, heap int64, err error) {
-	// A ReplicaSet's Pod: serve looks its owner up, which is what makes it cache
-	// ReplicaSets (the first lookup waits until they are listed), so the count below
-	// includes every ReplicaSet of the cluster.
+	// A ReplicaSet's Pod: serve looks its owner up in its ReplicaSets index, which
+	// readiness waited for, so the count below includes every ReplicaSet of the cluster.
 	owned, err := ownedPodReview(benchNamespace)
 	if err != nil {
 		return 0, 0, err
