@@ -405,17 +405,19 @@ func sortOperations(ops []jsonpatch.Operation) {
 }
 
 func pathLess(a, b string) bool {
-	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
-	for k := 0; k < len(as) && k < len(bs); k++ {
-		if as[k] == bs[k] {
+	for a != "" && b != "" {
+		var as, bs string
+		as, a, _ = strings.Cut(strings.TrimPrefix(a, "/"), "/")
+		bs, b, _ = strings.Cut(strings.TrimPrefix(b, "/"), "/")
+		if as == bs {
 			continue
 		}
-		ai, aerr := strconv.Atoi(as[k])
-		bi, berr := strconv.Atoi(bs[k])
+		ai, aerr := strconv.Atoi(as)
+		bi, berr := strconv.Atoi(bs)
 		if aerr == nil && berr == nil {
 			return ai < bi
 		}
-		return as[k] < bs[k]
+		return as < bs
 	}
-	return len(as) < len(bs)
+	return a == "" && b != ""
 }
