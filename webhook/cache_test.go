@@ -205,3 +205,35 @@ func BenchmarkCachedReplicaSet(b *testing.B) {
 	}
 	b.ReportMetric(perObject, "B/replicaset")
 }
+
+// TestReplicaSetsIndexTakesWhatTheReflectorGives: the objects of a streamed
+// list come through the transform, a watch's as they are, a deletion may be a
+// tombstone.
+func TestReplicaSetsIndexTakesWhatTheReflectorGives(t *testing.T) {
+	index := newReplicaSets()
+	meta := func(name string, annotations map[string]string) *metav1.PartialObjectMetadata {
+		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name, Annotations: annotations}}
+	}
+	streamed, err := index.Transformer()(meta("web-1", map[string]string{desiredReplicasAnnotation: "4", corev1.LastAppliedConfigAnnotation: "{}"}))
+	require.NoError(t, err)
+	require.IsType(t, &replicaSetEntry{}, streamed)
+	assert.False(t, index.hasSynced())
+	require.NoError(t, index.Replace([]any{streamed, meta("web-2", map[string]string{desiredReplicasAnnotation: "x", policies.InjectAnnotation: "false"})}, "1"))
+	assert.True(t, index.hasSynced())
+	f, ok := index.get("team", "web-1")
+	assert.True(t, ok)
+	assert.Equal(t, replicaSetFacts{replicas: 4}, f)
+	f, _ = index.get("team", "web-2")
+	assert.Equal(t, replicaSetFacts{replicas: -1, inject: "false"}, f, "a count that is not a number is unknown")
+
+	require.NoError(t, index.Add(meta("web-3", nil)))
+	f, _ = index.get("team", "web-3")
+	assert.Equal(t, replicaSetFacts{replicas: -1}, f)
+	require.NoError(t, index.Delete(toolscache.DeletedFinalStateUnknown{Key: "team/web-1", Obj: streamed}))
+	require.NoError(t, index.Delete(meta("web-2", nil)))
+	_, ok = index.get("team", "web-1")
+	assert.False(t, ok)
+	assert.Equal(t, 1, index.len())
+	require.NoError(t, index.Add("not an object"), "ignored")
+	assert.Equal(t, 1, index.len())
+}

@@ -71,11 +71,28 @@ func (s *replicaSets) len() int {
 	return len(s.items)
 }
 
+// replicaSetEntry is a ReplicaSet as the reflector holds it while a streamed
+// initial list comes in: its name, namespace and facts, a third of a trimmed
+// PartialObjectMetadata.
+type replicaSetEntry struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+	facts replicaSetFacts
+}
+
+func (e *replicaSetEntry) DeepCopyObject() runtime.Object {
+	c := *e
+	return &c
+}
+
 // factsOf reads the facts from a ReplicaSet's metadata; ok is false for
 // anything else.
 func factsOf(obj any) (key string, f replicaSetFacts, ok bool) {
 	if tombstone, isTombstone := obj.(toolscache.DeletedFinalStateUnknown); isTombstone {
 		obj = tombstone.Obj
+	}
+	if e, isEntry := obj.(*replicaSetEntry); isEntry {
+		return e.Namespace + "/" + e.Name, e.facts, true
 	}
 	m, isMeta := obj.(metav1.Object)
 	if !isMeta {
@@ -127,10 +144,17 @@ func (s *replicaSets) Replace(list []any, _ string) error {
 
 func (s *replicaSets) Resync() error { return nil }
 
-// Transformer trims each object of a streamed initial list to the two
-// annotations before the reflector holds it until the list is complete.
+// Transformer trims each object of a streamed initial list to a
+// replicaSetEntry before the reflector holds it until the list is complete.
 func (s *replicaSets) Transformer() toolscache.TransformFunc {
-	return keepMetadata(false, replicaSetAnnotations...)
+	return func(obj any) (any, error) {
+		m, isMeta := obj.(metav1.Object)
+		if !isMeta {
+			return obj, nil
+		}
+		_, f, _ := factsOf(obj)
+		return &replicaSetEntry{ObjectMeta: metav1.ObjectMeta{Name: m.GetName(), Namespace: unique.Make(m.GetNamespace()).Value()}, facts: f}, nil
+	}
 }
 
 // run lists and watches ReplicaSets as metadata into s until ctx is done.

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -121,6 +123,12 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return replicaSets.run(ctx, cfg.RestConfig) })); err != nil {
 		return nil, err
 	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		returnListMemory(ctx, mgr.GetCache(), replicaSets)
+		return nil
+	})); err != nil {
+		return nil, err
+	}
 	registerHandlers(mgr, server, d, cfg, replicaSets)
 	if err := mgr.AddReadyzCheck("shutdown", d.readyz); err != nil {
 		return nil, err
@@ -203,6 +211,23 @@ func certificatesReady(ready <-chan struct{}, cfg Config) healthz.Checker {
 				cfg.SelfManaged.Secret, cfg.SelfManaged.WebhookConfiguration, cfg.CertName, cfg.CertPath)
 		}
 	}
+}
+
+// returnListMemory waits for the informers and the ReplicaSets index to hold
+// their initial lists, then gives the memory those lists were decoded into
+// back to the operating system at once: in a large cluster it is several
+// times what the caches keep, and the Go runtime would otherwise hold it
+// until its background scavenger returns it, slowly.
+func returnListMemory(ctx context.Context, c cache.Cache, replicaSets *replicaSets) {
+	if !c.WaitForCacheSync(ctx) {
+		return
+	}
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return replicaSets.hasSynced(), nil
+	}); err != nil {
+		return
+	}
+	debug.FreeOSMemory()
 }
 
 // cachesSynced is ready once every informer and the ReplicaSets index have
