@@ -166,13 +166,17 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 		}
 	}
 
-	s := &servers{bin: bin, work: work, kubeconfig: kubeconfig, certDir: certDir, ca: ca.PEM}
+	limits, err := readChartLimits(root)
+	if err != nil {
+		return nil, err
+	}
+	s := &servers{bin: bin, work: work, kubeconfig: kubeconfig, certDir: certDir, ca: ca.PEM, chart: limits}
 	defer s.stopAll()
 
 	// Memory first: an instance in the (nearly) empty cluster, then one started after
 	// the cluster is filled, each measured after the same warm-up.
 	step("Memory: serve in an empty cluster")
-	empty, err := s.startOurs("serve-empty", nil)
+	empty, err := s.startOurs("serve-empty")
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +194,7 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 		return nil, err
 	}
 	step("Memory: filled in %s", time.Since(start).Round(time.Second))
-	ours, err := s.startOurs("serve-1", nil)
+	ours, err := s.startOurs("serve-1")
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +234,7 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 		return nil, err
 	}
 	rows = append(rows, updateRows...)
-	burstRows, err := s.burst(ctx, sizes, step, root, benchNamespace)
+	burstRows, err := s.burst(ctx, sizes, step, benchNamespace)
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,7 @@ func largestDeployment(ns string) *appsv1.Deployment {
 	return d
 }
 
-// burst runs `serve` with the chart's GOMEMLIMIT and large-request budget and sends it
+// burst runs `serve` (with the chart's GOMEMLIMIT and large-request budget) and sends it
 // rounds of BurstConcurrency concurrent Deployment UPDATEs, each as large as the API
 // server can send (object and old object near 3 MiB each), through an API server
 // timeout of 5 s (the chart's timeoutSeconds). Every request must be answered: mutated,
@@ -100,12 +100,9 @@ func largestDeployment(ns string) *appsv1.Deployment {
 // (VmHWM) is compared with the chart's memory limit: a process that stays under it is
 // not OOM-killed in a container with that limit (which also counts the page cache of
 // its few files).
-func (s *servers) burst(ctx context.Context, sizes Sizes, step func(string, ...any), root, ns string) ([]Row, error) {
-	limits, err := readChartLimits(root)
-	if err != nil {
-		return nil, err
-	}
-	srv, err := s.startOurs("serve-burst", limits.env, limits.args...)
+func (s *servers) burst(ctx context.Context, sizes Sizes, step func(string, ...any), ns string) ([]Row, error) {
+	limits := s.chart
+	srv, err := s.startOurs("serve-burst")
 	if err != nil {
 		return nil, err
 	}

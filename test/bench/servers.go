@@ -29,7 +29,10 @@ type server struct {
 type servers struct {
 	bin, work, kubeconfig, certDir string
 	ca                             []byte
-	all                            []*proc.Process
+	// chart is what the chart gives serve by default (GOMEMLIMIT, the
+	// large-request budget); every serve here runs with it.
+	chart chartLimits
+	all   []*proc.Process
 }
 
 // freeAddrs returns n distinct 127.0.0.1:port addresses that were free a moment ago.
@@ -45,10 +48,10 @@ func freeAddrs(n int) ([]string, error) {
 	return addrs, nil
 }
 
-// startOurs starts `ha-injector serve` as the chart runs it (default log level), with
-// its probes and metrics on 127.0.0.1, and waits until it is ready. env is added to its
-// environment, extra to its arguments.
-func (s *servers) startOurs(name string, env []string, extra ...string) (*server, error) {
+// startOurs starts `ha-injector serve` as the chart runs it (default log level, the
+// chart's GOMEMLIMIT and large-request budget), with its probes and metrics on
+// 127.0.0.1, and waits until it is ready.
+func (s *servers) startOurs(name string) (*server, error) {
 	addrs, err := freeAddrs(4)
 	if err != nil {
 		return nil, err
@@ -66,7 +69,7 @@ func (s *servers) startOurs(name string, env []string, extra ...string) (*server
 		// drain is the same.
 		"--shutdown-delay=2s",
 	}
-	p, err := proc.Start(name, filepath.Join(s.work, name+".log"), filepath.Join(s.bin, "ha-injector"), env, append(args, extra...)...)
+	p, err := proc.Start(name, filepath.Join(s.work, name+".log"), filepath.Join(s.bin, "ha-injector"), s.chart.env, append(args, s.chart.args...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +105,7 @@ func (s *servers) stopAll() {
 // SIGTERM mid-run, then the survivor's certificate is rotated mid-run. Every request
 // must be answered.
 func (s *servers) resilience(ctx context.Context, sizes Sizes, step func(string, ...any), first *server, ca *certs.CA) ([]Row, error) {
-	second, err := s.startOurs("serve-2", nil)
+	second, err := s.startOurs("serve-2")
 	if err != nil {
 		return nil, err
 	}
