@@ -1,8 +1,6 @@
 package webhook
 
 import (
-	"unique"
-
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -11,22 +9,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
-// The informers hold one entry per namespace, node and ReplicaSet of the
-// cluster, so each keeps only what the handlers read. A ReplicaSet carries
-// every annotation the Deployment controller copies from its Deployment
-// (kubectl's last-applied configuration, GitOps records, the status record):
-// kilobytes each, times every ReplicaSet the Deployments' revision histories
-// keep. The Pod handler reads two of them.
+// The informers hold one entry per namespace and node of the cluster, so
+// each keeps only what the handlers read: the labels.
 var (
 	namespaceMetadata = metadataOf(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	nodeMetadata      = metadataOf(corev1.SchemeGroupVersion.WithKind("Node"))
-
-	// replicaSetAnnotations are the annotations owner reads.
-	replicaSetAnnotations = []string{desiredReplicasAnnotation, policies.InjectAnnotation}
 )
 
 func metadataOf(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
@@ -50,20 +40,16 @@ func cacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			namespaceMetadata: {Transform: keepMetadata(true)},
-			nodeMetadata:      {Transform: keepMetadata(true)},
+			namespaceMetadata: {Transform: keepLabels()},
+			nodeMetadata:      {Transform: keepLabels()},
 		},
 	}
 }
 
-// keepMetadata returns a transform that reduces object metadata to its name,
-// namespace and resourceVersion, its labels when withLabels, and the named
-// annotations. The namespace and the annotation values are interned: a
-// cluster's ReplicaSets share a few namespaces and replica counts. What one
-// cached ReplicaSet still costs, about 840 bytes (BenchmarkCachedReplicaSet), is the ObjectMeta struct,
-// the one-entry annotations map and the indexer's entries. Any other object
-// only loses its managedFields.
-func keepMetadata(withLabels bool, annotations ...string) toolscache.TransformFunc {
+// keepLabels returns a transform that reduces object metadata to its name,
+// namespace, resourceVersion and labels. Any other object only loses its
+// managedFields.
+func keepLabels() toolscache.TransformFunc {
 	return func(in any) (any, error) {
 		m, ok := in.(*metav1.PartialObjectMetadata)
 		if !ok {
@@ -72,19 +58,7 @@ func keepMetadata(withLabels bool, annotations ...string) toolscache.TransformFu
 			}
 			return in, nil
 		}
-		kept := metav1.ObjectMeta{Name: m.Name, Namespace: unique.Make(m.Namespace).Value(), ResourceVersion: m.ResourceVersion}
-		if withLabels {
-			kept.Labels = m.Labels
-		}
-		for _, key := range annotations {
-			if v, found := m.Annotations[key]; found {
-				if kept.Annotations == nil {
-					kept.Annotations = map[string]string{}
-				}
-				kept.Annotations[key] = unique.Make(v).Value()
-			}
-		}
-		m.ObjectMeta = kept
+		m.ObjectMeta = metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, ResourceVersion: m.ResourceVersion, Labels: m.Labels}
 		return m, nil
 	}
 }

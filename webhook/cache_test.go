@@ -145,14 +145,14 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond, "the index follows the deletion")
 }
 
-// TestKeepMetadataLeavesOtherObjectsWhole: a typed object going through the
+// TestKeepLabelsLeavesOtherObjectsWhole: a typed object going through the
 // transform only loses its managedFields.
-func TestKeepMetadataLeavesOtherObjectsWhole(t *testing.T) {
+func TestKeepLabelsLeavesOtherObjectsWhole(t *testing.T) {
 	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{
 		Name: "web", Labels: map[string]string{"app": "web"}, Annotations: map[string]string{"a": "b"},
 		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
 	}}
-	out, err := keepMetadata(false, desiredReplicasAnnotation)(rs)
+	out, err := keepLabels()(rs)
 	require.NoError(t, err)
 	got := out.(*appsv1.ReplicaSet)
 	assert.Equal(t, map[string]string{"app": "web"}, got.Labels)
@@ -160,7 +160,7 @@ func TestKeepMetadataLeavesOtherObjectsWhole(t *testing.T) {
 	assert.Nil(t, got.ManagedFields)
 
 	tombstone := toolscache.DeletedFinalStateUnknown{Key: "cache-team/web", Obj: rs}
-	out, err = keepMetadata(false)(tombstone)
+	out, err = keepLabels()(tombstone)
 	require.NoError(t, err)
 	assert.Equal(t, tombstone, out)
 }

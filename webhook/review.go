@@ -113,10 +113,11 @@ func readReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionR
 }
 
 // readBody reads the whole body into one buffer of the announced length (the
-// API server sends Content-Length), instead of growing one: for a large
-// object, io.ReadAll's intermediate buffers cost more than the body itself.
+// API server sends Content-Length; readReview has refused one over
+// MaxRequestBytes), instead of growing one: for a large object, io.ReadAll's
+// intermediate buffers cost more than the body itself.
 func readBody(r io.Reader, length int64) ([]byte, error) {
-	if length <= 0 || length > MaxRequestBytes {
+	if length <= 0 {
 		return io.ReadAll(r)
 	}
 	body := make([]byte, length)
