@@ -74,20 +74,20 @@ func benchmarkHandler(b *testing.B, h http.Handler, body []byte) {
 //	go test ./webhook -run '^$' -bench Admission -benchmem
 func BenchmarkAdmission(b *testing.B) {
 	handlers := newTestHandlers(b)
+	const podFile = "testdata/pod-create-default-toleration-seconds.json"
 	cases := []struct {
 		name string
 		file string
+		obj  any
+		edit func(any)
 		h    http.Handler
 	}{
-		{"pod", "testdata/pod-create-default-toleration-seconds.json", handlers[policies.KindPod]},
-		{"deployment", "testdata/deployment-create.json", handlers[policies.KindDeployment]},
-		{"large-pod", "testdata/pod-create-default-toleration-seconds.json", handlers[policies.KindPod]},
+		{"pod", podFile, &corev1.Pod{}, nil, handlers[policies.KindPod]},
+		{"deployment", "testdata/deployment-create.json", &appsv1.Deployment{}, nil, handlers[policies.KindDeployment]},
+		{"large-pod", podFile, &corev1.Pod{}, withEnvVars(1000), handlers[policies.KindPod]},
 	}
 	for _, c := range cases {
-		body := canonicalReview(b, c.file, c.name == "pod")
-		if c.name == "large-pod" {
-			body = largePodReview(b, 1000)
-		}
+		body := canonicalReview(b, c.file, c.obj, c.edit)
 		b.Run(c.name+"/baseline", func(b *testing.B) { benchmarkHandler(b, baselineHandler, body) })
 		b.Run(c.name+"/ha-injector", func(b *testing.B) {
 			benchmarkHandler(b, c.h, body)
@@ -99,10 +99,11 @@ func BenchmarkAdmission(b *testing.B) {
 	}
 }
 
-// canonicalReview reads an AdmissionReview and re-encodes its object the way the API
-// server does (the encoding of the typed object), so the benchmark takes the path real
+// canonicalReview reads an AdmissionReview, decodes its object into obj,
+// changes it with edit (if any) and re-encodes it the way the API server does
+// (the encoding of the typed object), so the benchmark takes the path real
 // requests take.
-func canonicalReview(b *testing.B, path string, pod bool) []byte {
+func canonicalReview(b *testing.B, path string, obj any, edit func(any)) []byte {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
@@ -111,12 +112,11 @@ func canonicalReview(b *testing.B, path string, pod bool) []byte {
 	if err := json.Unmarshal(data, &review); err != nil {
 		b.Fatal(err)
 	}
-	var obj any = &appsv1.Deployment{}
-	if pod {
-		obj = &corev1.Pod{}
-	}
 	if err := json.Unmarshal(review.Request.Object.Raw, obj); err != nil {
 		b.Fatal(err)
+	}
+	if edit != nil {
+		edit(obj)
 	}
 	if review.Request.Object.Raw, err = json.Marshal(obj); err != nil {
 		b.Fatal(err)
@@ -128,30 +128,13 @@ func canonicalReview(b *testing.B, path string, pod bool) []byte {
 	return out
 }
 
-// largePodReview is the Pod CREATE of testdata/pod-create-default-toleration-seconds.json
-// with envVars environment variables of about 1 KiB each in its container.
-func largePodReview(b *testing.B, envVars int) []byte {
-	data, err := os.ReadFile("testdata/pod-create-default-toleration-seconds.json")
-	if err != nil {
-		b.Fatal(err)
+// withEnvVars adds n environment variables of about 1 KiB each to a Pod's
+// first container.
+func withEnvVars(n int) func(any) {
+	return func(obj any) {
+		c := &obj.(*corev1.Pod).Spec.Containers[0]
+		for i := range n {
+			c.Env = append(c.Env, corev1.EnvVar{Name: fmt.Sprintf("VAR_%04d", i), Value: strings.Repeat("v", 1000)})
+		}
 	}
-	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(data, &review); err != nil {
-		b.Fatal(err)
-	}
-	pod := &corev1.Pod{}
-	if err := json.Unmarshal(review.Request.Object.Raw, pod); err != nil {
-		b.Fatal(err)
-	}
-	for i := range envVars {
-		pod.Spec.Containers[0].Env = append(pod.Spec.Containers[0].Env, corev1.EnvVar{Name: fmt.Sprintf("VAR_%04d", i), Value: strings.Repeat("v", 1000)})
-	}
-	if review.Request.Object.Raw, err = json.Marshal(pod); err != nil {
-		b.Fatal(err)
-	}
-	out, err := json.Marshal(review)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return out
 }
