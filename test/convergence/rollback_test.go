@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -87,10 +88,15 @@ func TestRolloutUndoAfterAPolicyChangeReusesTheOldReplicaSet(t *testing.T) {
 	policy.Spec.Tolerations.NotReadySeconds = ptr.To[int64](120)
 	require.NoError(t, c.client.Update(ctx, policy))
 	c.waitNotReady(t, ns, 120)
+	// The Deployment controller writes the status meanwhile: read again on a conflict.
 	var stored appsv1.Deployment
-	require.NoError(t, c.client.Get(ctx, client.ObjectKeyFromObject(dep), &stored))
-	stored.Spec.Template.Spec.Containers[0].Image = "nginx:1.28"
-	require.NoError(t, c.client.Update(ctx, &stored))
+	require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.client.Get(ctx, client.ObjectKeyFromObject(dep), &stored); err != nil {
+			return err
+		}
+		stored.Spec.Template.Spec.Containers[0].Image = "nginx:1.28"
+		return c.client.Update(ctx, &stored)
+	}))
 	require.Equal(t, ptr.To[int64](120), notReadySeconds(&stored.Spec.Template.Spec), "revision 2 follows the relaxed policy")
 	sets := c.waitReplicaSets(t, dep, 2)
 	var rev2 string
