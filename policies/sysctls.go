@@ -306,3 +306,11 @@ func joinSysctls(list []sysctl) string {
 }
 
 func joinComma(parts []string) string { return strings.Join(parts, ", ") }
+
+// SafeSysctlSince reports whether the kubelet allows the sysctl in a pod's
+// securityContext by default, and from which Kubernetes 1.N minor on (an
+// older kubelet rejects the pod with SysctlForbidden).
+func SafeSysctlSince(name string) (minor int, safe bool) {
+	minor, safe = safeSysctls[canonicalSysctl(name)]
+	return minor, safe
+}

@@ -197,7 +197,7 @@ func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1
 	if !needed {
 		return policies.Cluster{}
 	}
-	domains, err := countTopologyDomains(ctx, m.Cache, key)
+	domains, err := CountTopologyDomains(ctx, m.Cache, key)
 	if err != nil {
 		log.Error(err, "listing nodes; Required anti-affinity will not be downgraded")
 		return policies.Cluster{}
@@ -369,10 +369,11 @@ func oldDeployment(req admission.Request) (*appsv1.Deployment, error) {
 // its ReplicaSets to the Deployment's replica count.
 const desiredReplicasAnnotation = "deployment.kubernetes.io/desired-replicas"
 
-// countTopologyDomains counts the distinct values of the label key on the
-// nodes that run workloads. Node metadata carries no spec, so control-plane
-// nodes are recognised by their role label, not by their taints.
-func countTopologyDomains(ctx context.Context, r client.Reader, key string) (int, error) {
+// CountTopologyDomains counts the distinct values of the label key on the
+// nodes that run workloads (the webhook, and preview --cluster). Node metadata
+// carries no spec, so control-plane nodes are recognised by their role label,
+// not by their taints.
+func CountTopologyDomains(ctx context.Context, r client.Reader, key string) (int, error) {
 	nodes := &metav1.PartialObjectMetadataList{}
 	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
 	// Read-only: the cached objects need not be copied.

@@ -14,13 +14,14 @@ import (
 // reject privileged containers for ordinary service accounts.
 const openShiftSecurityGroup = "security.openshift.io"
 
-// detectPodSecurityDefault resolves --pod-security-default-level=auto. The API
+// DetectPodSecurityDefault resolves --pod-security-default-level=auto (serve, and
+// preview --cluster from the Deployment's arguments). The API
 // server's AdmissionConfiguration cannot be read through the API, so auto can
 // only recognise what the API shows: OpenShift (restricted); anywhere else it
 // is Kubernetes' own default, privileged. Clusters that set a default in their
 // AdmissionConfiguration (Talos: baseline; hardened RKE2: restricted) must pass
 // the level explicitly.
-func detectPodSecurityDefault(cfg *rest.Config) (string, error) {
+func DetectPodSecurityDefault(cfg *rest.Config) (string, error) {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return "", err

@@ -43,7 +43,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	if cfg.PodSecurityDefaultLevel == PodSecurityAuto {
-		level, err := detectPodSecurityDefault(cfg.RestConfig)
+		level, err := DetectPodSecurityDefault(cfg.RestConfig)
 		if err != nil {
 			return fmt.Errorf("--pod-security-default-level=auto: %w (set the level explicitly)", err)
 		}
