@@ -21,8 +21,19 @@ func main() {
 // usageError marks a mistake in how the command was called (exit code 2).
 type usageError struct{ error }
 
-// run executes the command line and returns the process exit code:
-// 0 on success, 1 when the work failed, 2 when the command line is wrong.
+// inputError marks input the command cannot use: a malformed manifest, an invalid policy
+// file, a namespace preview --cluster does not find (exit code 2, without the usage hint).
+type inputError struct{ error }
+
+// The exit codes of every subcommand, one table in the README.
+const (
+	exitOK          = 0 // nothing failed
+	exitFailed      = 1 // a doctor check failed (serve: it could not run)
+	exitUsage       = 2 // the command line or the input is wrong
+	exitUnreachable = 3 // the cluster could not be reached
+)
+
+// run executes the command line and returns the process exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdin)
 	root.SetArgs(args)
@@ -31,15 +42,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	err := root.Execute()
 	if err == nil {
-		return 0
+		return exitOK
+	}
+	var failed failedError
+	if errors.As(err, &failed) {
+		return exitFailed
 	}
 	fmt.Fprintf(stderr, "Error: %v\n", err)
 	var usage usageError
 	if errors.As(err, &usage) {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", root.Name())
-		return 2
+		return exitUsage
 	}
-	return 1
+	var unreachable unreachableError
+	if errors.As(err, &unreachable) {
+		return exitUnreachable
+	}
+	var input inputError
+	if errors.As(err, &input) {
+		return exitUsage
+	}
+	return exitFailed
 }
 
 func newRootCommand(stdin io.Reader) *cobra.Command {
@@ -58,7 +81,7 @@ ha-injector.io/policy=<HAPolicy name>.`,
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newPreviewCommand(stdin), newServeCommand())
+	root.AddCommand(newPreviewCommand(stdin), newServeCommand(), newDoctorCommand())
 	return root
 }
 

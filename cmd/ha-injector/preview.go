@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,28 +26,54 @@ type previewConfig struct {
 	topologyDomains int
 	sysctlImage     string
 	podSecurity     policies.PodSecurityDefault
+	// cluster: the context of each document is read from the cluster (preview_cluster.go).
+	cluster          bool
+	namespace        string
+	releaseNamespace string
+	conn             clusterFlags
 }
 
 func newPreviewCommand(stdin io.Reader) *cobra.Command {
 	cfg := previewConfig{sysctlImage: defaultSysctlImage(), podSecurity: policies.PodSecurityDefault{Level: policies.PodSecurityPrivileged, Version: "latest"}}
 	cmd := &cobra.Command{
-		Use:   "preview -f FILE|- [-f ...] [--policy FILE] [--namespace-labels k=v,...] [-o yaml|json]",
+		Use:   "preview -f FILE|- [-f ...] [--policy FILE] [--namespace-labels k=v,...] [--cluster [-n NAMESPACE]] [-o yaml|json]",
 		Short: "Print manifests as the webhook would admit them",
 		Long: `preview reads Kubernetes manifests (multi-document YAML or JSON, from files or
 stdin) and prints every document in the same order: Pods and Deployments as
 the ha-injector webhook would leave them in a namespace that opted in to the
 policy, everything else unchanged. What was decided is printed on stderr, one
-line per decision. It runs the same code as the webhook and needs no cluster.`,
+line per decision. It runs the same code as the webhook and needs no cluster.
+
+With --cluster it reads, read-only, what the webhook would know instead of
+taking it from flags: the namespace's labels (-n, else each document's
+metadata.namespace), the HAPolicy it names, the number of schedulable nodes
+(topology domains) and the webhook's own --sysctl-image and
+--pod-security-default-* from its Deployment. A document in a namespace that
+does not opt in is printed unchanged.
+
+Exit codes: 0 success; 2 usage or input error (a malformed manifest, an
+invalid policy; with --cluster, a namespace or HAPolicy not found, or
+ha-injector not installed); 3 the cluster could not be reached.`,
 		Example: `  ha-injector preview -f examples/web-server.yaml
   ha-injector preview -f app.yaml --policy examples/policy-strict.yaml
   kubectl get deploy web -o yaml | ha-injector preview -f - \
-      --namespace-labels pod-security.kubernetes.io/enforce=baseline`,
+      --namespace-labels pod-security.kubernetes.io/enforce=baseline
+  ha-injector preview --cluster -n shop -f app.yaml`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.validate(); err != nil {
 				return usageError{err}
 			}
-			return runPreview(cfg, stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if err := checkClusterFlags(cmd.Flags(), cfg.cluster); err != nil {
+				return usageError{err}
+			}
+			err := runPreview(cmd.Context(), cfg, stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			var unreachable unreachableError
+			var usage usageError
+			if err != nil && !errors.As(err, &unreachable) && !errors.As(err, &usage) {
+				return inputError{err}
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -56,6 +84,10 @@ line per decision. It runs the same code as the webhook and needs no cluster.`,
 	f.IntVar(&cfg.topologyDomains, "topology-domains", -1, "number of schedulable domains of the policy's topology key (nodes, for kubernetes.io/hostname); Required anti-affinity is downgraded when a Deployment has more replicas (default: unknown, never downgrade)")
 	f.StringVar(&cfg.sysctlImage, "sysctl-image", cfg.sysctlImage, "image of the ha-sysctl init container for a policy that names none, as serve --sysctl-image (default: ha-injector's image at this binary's version)")
 	addPodSecurityFlags(f, &cfg.podSecurity.Level, &cfg.podSecurity.Version, false)
+	f.BoolVar(&cfg.cluster, "cluster", false, "read the namespace's labels, its HAPolicy, the number of topology domains and the webhook's --sysctl-image and --pod-security-default-* from the cluster of the kubeconfig (read-only) instead of the flags; a namespace or policy not found, or ha-injector not installed, exits 2, an unreachable cluster 3")
+	f.StringVarP(&cfg.namespace, "namespace", "n", "", "with --cluster: namespace the documents are created in, for every document (default: each document's metadata.namespace)")
+	f.StringVar(&cfg.releaseNamespace, "release-namespace", "", "with --cluster: namespace ha-injector is installed in (default: found from its MutatingWebhookConfiguration)")
+	cfg.conn.bind(f)
 	return cmd
 }
 
@@ -90,7 +122,7 @@ func (c previewConfig) validate() error {
 	return nil
 }
 
-func runPreview(cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) error {
+func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) error {
 	policy := v1alpha1.NewDefault()
 	if cfg.policyFile != "" {
 		data, err := os.ReadFile(cfg.policyFile)
@@ -101,10 +133,22 @@ func runPreview(cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) er
 			return fmt.Errorf("%s: %w", cfg.policyFile, err)
 		}
 	}
-	ctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}, SysctlImage: cfg.sysctlImage}
-	ctx.Cluster.PodSecurity = cfg.podSecurity
+	pctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}, SysctlImage: cfg.sysctlImage}
+	pctx.Cluster.PodSecurity = cfg.podSecurity
 	if cfg.topologyDomains >= 0 {
-		ctx.Cluster.TopologyDomains = map[string]int{policy.Spec.AntiAffinity.TopologyKey: cfg.topologyDomains}
+		pctx.Cluster.TopologyDomains = map[string]int{policy.Spec.AntiAffinity.TopologyKey: cfg.topologyDomains}
+	}
+	var cluster *clusterSource
+	if cfg.cluster {
+		var err error
+		if cluster, err = newClusterSource(cfg); err != nil {
+			return err
+		}
+		// The installation is the same for every document: a missing one is not a
+		// document's fault.
+		if err := cluster.loadInstallation(ctx); err != nil {
+			return err
+		}
 	}
 
 	var docs []manifest.Document
@@ -121,7 +165,19 @@ func runPreview(cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) er
 	out := make([][]byte, len(docs))
 	var log bytes.Buffer
 	for i, d := range docs {
-		mutated, m, err := patch.Document(ctx, d.JSON)
+		dctx := pctx
+		if cluster != nil {
+			var notCalled string
+			var err error
+			if dctx, notCalled, err = cluster.contextFor(ctx, d); err != nil {
+				return fmt.Errorf("%s: %w", d.Name(), err)
+			}
+			if notCalled != "" {
+				fmt.Fprintf(&log, "%s: %s\n", d.Name(), notCalled)
+				continue
+			}
+		}
+		mutated, m, err := patch.Document(dctx, d.JSON)
 		if err != nil {
 			return fmt.Errorf("%s: %w", d.Name(), err)
 		}

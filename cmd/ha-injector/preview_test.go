@@ -200,12 +200,12 @@ func TestPreviewErrors(t *testing.T) {
 		{"a positional argument is a usage error", good, []string{"preview", "-f", "-", "extra"}, 2, "unknown command"},
 		{"a bad namespace label is a usage error", good, []string{"preview", "-f", "-", "--namespace-labels", "novalue"}, 2, "namespace-labels"},
 		{"stdin twice is a usage error", good, []string{"preview", "-f", "-", "-f", "-"}, 2, "only once"},
-		{"a missing file", "", []string{"preview", "-f", "does-not-exist.yaml"}, 1, "does-not-exist.yaml: no such file"},
-		{"malformed YAML names the document", good + "---\nkind: [\n", []string{"preview", "-f", "-"}, 1, `-: document 2: yaml: `},
-		{"a mistyped field names the document and the field", good + "---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: three}\n", []string{"preview", "-f", "-"}, 1, `-: document 3: decoding Deployment: .*spec.replicas`},
-		{"a document without kind", good + "---\napiVersion: v1\nmetadata: {name: x}\n", []string{"preview", "-f", "-"}, 1, "document 2: field kind is missing"},
-		{"a scalar document", "just text\n", []string{"preview", "-f", "-"}, 1, "document 1: not an object"},
-		{"an invalid policy names the field", good, []string{"preview", "-f", "-", "--policy", "testdata/invalid-policy.yaml"}, 1, `invalid-policy.yaml: invalid HAPolicy "broken": spec.tolerations.notReadySeconds: Invalid value: 7200`},
+		{"a missing file", "", []string{"preview", "-f", "does-not-exist.yaml"}, 2, "does-not-exist.yaml: no such file"},
+		{"malformed YAML names the document", good + "---\nkind: [\n", []string{"preview", "-f", "-"}, 2, `-: document 2: yaml: `},
+		{"a mistyped field names the document and the field", good + "---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: three}\n", []string{"preview", "-f", "-"}, 2, `-: document 3: decoding Deployment: .*spec.replicas`},
+		{"a document without kind", good + "---\napiVersion: v1\nmetadata: {name: x}\n", []string{"preview", "-f", "-"}, 2, "document 2: field kind is missing"},
+		{"a scalar document", "just text\n", []string{"preview", "-f", "-"}, 2, "document 1: not an object"},
+		{"an invalid policy names the field", good, []string{"preview", "-f", "-", "--policy", "testdata/invalid-policy.yaml"}, 2, `invalid-policy.yaml: invalid HAPolicy "broken": spec.tolerations.notReadySeconds: Invalid value: 7200`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -184,13 +184,14 @@ func WaitEffective(ctx context.Context, c client.Client, namespace string, timeo
 
 // ServingCert makes a CA for a test and writes a certificate it signed for 127.0.0.1 into
 // dir as tls.crt and tls.key, the files Start serves; the CA's PEM goes into Install's
-// caBundle. The CA lasts a day, the certificate an hour: longer than any test run.
+// caBundle. The CA lasts a year and the certificate 90 days, as cert-manager's default
+// Certificate does: longer than any run, and out of reach of doctor's 14-day expiry warning.
 func ServingCert(dir, caName string) (*certs.CA, error) {
-	ca, err := certs.NewCA(caName, 24*time.Hour)
+	ca, err := certs.NewCA(caName, 365*24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
-	kp, _, err := ca.Issue([]string{"127.0.0.1"}, time.Hour)
+	kp, _, err := ca.Issue([]string{"127.0.0.1"}, 90*24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
