@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ha-injector/ha-injector/internal/controlplane"
 )
 
 // TestDemo runs `make demo`'s program to the point where it waits for Ctrl-C, uses the
@@ -19,6 +21,8 @@ import (
 func TestDemo(t *testing.T) {
 	kubectl, err := exec.LookPath("kubectl")
 	require.NoError(t, err, "the demo test drives kubectl, as a user would")
+	root, err := controlplane.RepoRoot()
+	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
@@ -38,6 +42,13 @@ func TestDemo(t *testing.T) {
 				assert.NoError(t, err, "kubectl %v: %s", args, b)
 				kubectlOut[name] = string(b)
 			}
+			// What the README says to run against it: the real command, exit status 0.
+			cmd := exec.CommandContext(ctx, "go", "run", "./cmd/ha-injector", "doctor")
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+			b, err := cmd.CombinedOutput()
+			assert.NoError(t, err, "ha-injector doctor against the demo:\n%s", b)
+			kubectlOut["doctor"] = string(b)
 			cancel() // Ctrl-C
 		}})
 	}()
@@ -58,6 +69,10 @@ func TestDemo(t *testing.T) {
 	assert.Contains(t, text, "name: ha-sysctl")
 	assert.Contains(t, text, "tolerationSeconds: 60")
 	assert.Contains(t, text, "dropped net.ipv4.tcp_retries2=9", "the restricted namespace's warning")
+	assert.Regexp(t, `(?m)^ok    probe +in namespace demo \(policy default`, text, "doctor's decisive check")
+	assert.Regexp(t, `(?m)^ok    probe +in namespace demo-restricted \(policy default, Pod Security restricted\)`, text)
+	assert.NotRegexp(t, `(?m)^fail  `, text, "doctor finds nothing failed in the demo")
+	assert.Contains(t, kubectlOut["doctor"], "ok    probe")
 	assert.Equal(t, "ha-sysctl", kubectlOut["init container"])
 	assert.Equal(t, "60 30", kubectlOut["tolerations"])
 	assert.Equal(t, "hapolicy.ha-injector.io/default\n", kubectlOut["policies"])

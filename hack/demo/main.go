@@ -2,8 +2,9 @@
 // a local kube-apiserver and etcd (the test control plane), `ha-injector serve` in this
 // process, and the CRD, webhook configuration and default policy the Helm chart renders.
 // It creates the example web-server Deployment in an opted-in namespace, prints what the
-// API server stored, shows the warnings of a Pod Security "restricted" namespace, then
-// leaves a kubeconfig for kubectl until Ctrl-C or SIGTERM, and cleans up.
+// API server stored, shows the warnings of a Pod Security "restricted" namespace, prints
+// what `ha-injector doctor` says of it all, then leaves a kubeconfig for kubectl until
+// Ctrl-C or SIGTERM, and cleans up.
 package main
 
 import (
@@ -28,6 +29,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/internal/doctor"
 	"github.com/ha-injector/ha-injector/internal/examples"
 	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
@@ -90,7 +92,7 @@ func run(ctx context.Context, opts options) (err error) {
 	}()
 
 	step("Starting ha-injector serve on 127.0.0.1 with a self-signed certificate")
-	kp, err := certs.SelfSigned([]string{"127.0.0.1"}, 24*time.Hour)
+	kp, err := certs.SelfSigned([]string{"127.0.0.1"}, 90*24*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -185,10 +187,19 @@ func run(ctx context.Context, opts options) (err error) {
 	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
 		return err
 	}
+	step("ha-injector doctor: is injection working here, and if not, why?")
+	report, err := doctor.Run(ctx, restCfg, doctor.Options{DefaultSysctlImage: server.Config.SysctlImage})
+	if err != nil {
+		return err
+	}
+	if err := report.WriteText(out); err != nil {
+		return err
+	}
 	step("The demo cluster runs until Ctrl-C. In another shell:")
 	fmt.Fprintf(out, "export KUBECONFIG=%s\n", kubeconfigPath)
 	fmt.Fprintln(out, "kubectl -n demo get deployment web-server -o yaml")
 	fmt.Fprintln(out, "kubectl get hapolicies")
+	fmt.Fprintln(out, "go run ./cmd/ha-injector doctor")
 	fmt.Fprintln(out, "kubectl create namespace team-a && kubectl label namespace team-a ha-injector.io/policy=default")
 	fmt.Fprintln(out, "kubectl -n team-a run web --image=nginx:1.27 --dry-run=server -o yaml")
 	fmt.Fprintf(out, "(webhook log: %s)\n", logFile.Name())

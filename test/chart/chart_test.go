@@ -363,6 +363,7 @@ func TestChartRenders(t *testing.T) {
 			assert.Empty(t, in.flags["cert-mode"], "file mode, serve's default")
 			assert.Contains(t, in.r.Notes, "kubectl label namespace <your-namespace> ha-injector.io/policy=default")
 			assert.Contains(t, in.r.Notes, "--dry-run=server")
+			assert.Contains(t, in.r.Notes, "ha-injector doctor --release-namespace "+namespace, "NOTES says to run doctor after install")
 			assert.NotContains(t, in.r.Notes, "WARNING")
 			assert.Contains(t, in.r.Notes, "ha-sysctl init container runs ghcr.io/ha-injector/ha-injector:", "NOTES names the image every opted-in namespace must pull")
 			assert.Contains(t, in.r.Notes, "podSecurity.defaultLevel=auto")
