@@ -104,7 +104,7 @@ func (d *doctor) probeGroup(ctx context.Context, g probeGroup) Check {
 		}
 		if _, _, plainErr := d.dryRun(ctx, probePod(ns, true)); plainErr != nil {
 			return Check{Name: name, Status: Warn, Message: "cannot probe " + where + ": even a pod opted out of the injection is rejected: " + shortErr(plainErr),
-				Fix: "nothing ha-injector can change: the probe pod (pause, non-root, restricted-compliant) is refused by another rule of this cluster"}
+				Fix: "nothing ha-injector can change: the probe pod (pause, non-root, restricted-compliant) is refused by another rule of this cluster, or by a webhook that does not support dry runs; the message names which"}
 		}
 		return Check{Name: name, Status: Fail, Message: "in " + where + ", a pod with the injection is rejected while the same pod without it is admitted: " + msg,
 			Fix: "the rule quoted refuses what ha-injector injects (a privileged ha-sysctl init container, sysctls): allow it for the " + installation.PodsWebhook + " injection, or use a policy with spec.sysctls.method PodSecurityContext, or label the namespace with the Pod Security level it enforces"}
