@@ -114,7 +114,7 @@ func DefaultConfig() Config {
 		PodSecurityDefaultLevel:   PodSecurityAuto,
 		PodSecurityDefaultVersion: "latest",
 		ShutdownDelay:             5 * time.Second,
-		TLSMinVersion:             "1.2",
+		TLSMinVersion:             "1.3",
 		GracefulShutdownTimeout:   30 * time.Second,
 	}
 }

@@ -191,8 +191,8 @@ func TestRunAgainstARealAPIServer(t *testing.T) {
 	assert.Equal(t, "HTTP/1.1", resp.Proto, "HTTP/2 is off unless --enable-http2")
 	assert.Equal(t, uint16(tls.VersionTLS13), resp.TLS.Version)
 
-	_, err = tls.Dial("tcp", webhookAddr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11})
-	assert.Error(t, err, "TLS 1.1 is refused")
+	_, err = tls.Dial("tcp", webhookAddr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
+	assert.Error(t, err, "TLS 1.2 is refused by default (--tls-min-version 1.3)")
 
 	metrics, err := http.Get("http://" + cfg.MetricsBindAddress + "/metrics")
 	require.NoError(t, err)

@@ -57,7 +57,7 @@ func TestServeAcceptsTheChartsArguments(t *testing.T) {
 			assert.Equal(t, 9443, cfg.WebhookPort)
 			assert.Equal(t, ":8081", cfg.HealthProbeBindAddress)
 			assert.Equal(t, ":8080", cfg.MetricsBindAddress)
-			assert.Equal(t, "1.2", cfg.TLSMinVersion)
+			assert.Equal(t, "1.3", cfg.TLSMinVersion)
 			assert.Equal(t, 10*time.Second, cfg.GracefulShutdownTimeout)
 			assert.Equal(t, 5*time.Second, cfg.ShutdownDelay)
 			assert.Equal(t, int64(webhook.DefaultLargeRequestBudget), cfg.LargeRequestBudget, "the chart's default is serve's")

@@ -267,7 +267,7 @@ func (s *clusterSource) notCalled(kind policies.Kind, namespace string, ns names
 	case hook == nil:
 		return fmt.Sprintf("MutatingWebhookConfiguration %s has no webhook %s: the webhook is not called", s.install.Webhooks.Name, hookName)
 	case !selects(hook.NamespaceSelector, ns.labels):
-		return fmt.Sprintf("namespace %s is exempt by the namespaceSelector of webhook %s (the release namespace, kube-system and the chart's webhook.excludeNamespaces are): the webhook is not called", namespace, hookName)
+		return fmt.Sprintf("namespace %s is exempt by the namespaceSelector of webhook %s (the release namespace, kube-system, kube-node-lease, kube-public and the chart's webhook.excludeNamespaces are): the webhook is not called", namespace, hookName)
 	case !selects(hook.ObjectSelector, objectLabels):
 		return fmt.Sprintf("the object's labels are exempt by the objectSelector of webhook %s: the webhook is not called", hookName)
 	}

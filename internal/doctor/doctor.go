@@ -343,7 +343,7 @@ func (d *doctor) checkNamespaces(ctx context.Context) bool {
 			Fix: "kubectl get hapolicies; create the policy or relabel the namespace"})
 	case len(excluded) > 0:
 		d.report.add(Check{Name: name, Status: Warn, Message: "opted in, but excluded by the webhook's namespaceSelector (never called there): " + strings.Join(excluded, ", "),
-			Fix: "the chart never injects kube-system, its own namespace or webhook.excludeNamespaces"})
+			Fix: "the chart never injects kube-system, kube-node-lease, kube-public, its own namespace or webhook.excludeNamespaces"})
 	default:
 		d.report.add(Check{Name: name, Status: OK, Message: fmt.Sprintf("%d opted in, every label names an existing HAPolicy", len(d.optedIn))})
 	}

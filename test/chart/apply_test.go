@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -66,6 +67,15 @@ func TestChartAppliesToAPIServer(t *testing.T) {
 			for _, d := range r.Documents {
 				obj := d.Object.DeepCopy()
 				require.NoError(t, c.Create(ctx, obj, client.DryRunAll, client.FieldValidation("Strict")), "%s: %s %s", d.Source, obj.GetKind(), obj.GetName())
+			}
+			// A pod of the Deployment passes the API server's admission, its Priority plugin
+			// included: system-cluster-critical is allowed outside kube-system.
+			in := decode(t, r)
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: release + "-", Labels: in.deployment.Spec.Template.Labels}, Spec: in.deployment.Spec.Template.Spec}
+			require.NoError(t, c.Create(ctx, pod, client.DryRunAll))
+			if pod.Spec.PriorityClassName == "system-cluster-critical" {
+				require.NotNil(t, pod.Spec.Priority)
+				assert.Equal(t, int32(2000000000), *pod.Spec.Priority, "the API server resolved the priority class")
 			}
 		})
 	}

@@ -164,16 +164,23 @@ func checkInvariants(t *testing.T, in installation) {
 			optedIn := h.Name != leaving.Name
 			assert.Equal(t, optedIn, nsSel.Matches(ns("team-a", true)), "%s: an opted-in namespace", h.Name)
 			assert.Equal(t, !optedIn, nsSel.Matches(ns("team-a", false)), "%s: a namespace without the label", h.Name)
-			assert.False(t, nsSel.Matches(ns("kube-system", optedIn)), "%s: kube-system is always exempt", h.Name)
-			assert.False(t, nsSel.Matches(ns(namespace, optedIn)), "%s: the release namespace is always exempt", h.Name)
+			for _, system := range []string{"kube-system", "kube-node-lease", "kube-public"} {
+				assert.False(t, nsSel.Matches(ns(system, optedIn)), "%s: %s is always exempt", h.Name, system)
+			}
+			assert.False(t, nsSel.Matches(ns(namespace, optedIn)), "%s: the release namespace is always exempt (the webhook's own pods)", h.Name)
+			assert.True(t, nsSel.Matches(ns(namespace+"-other", optedIn)), "%s: only the release namespace itself", h.Name)
 
+			// No label a user can set on a workload exempts it: in opted-in namespaces every
+			// object is sent, the webhook's own label included.
+			if optedIn {
+				assert.Nil(t, h.ObjectSelector, "%s has no objectSelector", h.Name)
+				continue
+			}
 			objSel, err := metav1.LabelSelectorAsSelector(h.ObjectSelector)
 			require.NoError(t, err)
-			injected := labels.Set{"app": "web-server", "ha-injector.io/injected": "true"}
-			assert.False(t, objSel.Matches(podLabels), "%s never matches the webhook's own pods", h.Name)
-			assert.False(t, objSel.Matches(labels.Set(in.deployment.Labels)), "%s never matches the webhook's own Deployment", h.Name)
-			assert.True(t, objSel.Matches(injected), "%s matches an injected workload", h.Name)
-			assert.Equal(t, optedIn, objSel.Matches(labels.Set{"app": "web-server"}), "%s: an ordinary workload is matched only in opted-in namespaces", h.Name)
+			assert.True(t, objSel.Matches(labels.Set{"app": "web-server", "ha-injector.io/injected": "true"}), "%s matches an injected workload", h.Name)
+			assert.True(t, objSel.Matches(labels.Set{"ha-injector.io/injected": "true", "ha-injector.io/component": "webhook"}), "%s: the webhook's label exempts nothing", h.Name)
+			assert.False(t, objSel.Matches(labels.Set{"app": "web-server"}), "%s: a workload ha-injector did not inject is not sent", h.Name)
 		}
 	})
 
@@ -355,6 +362,23 @@ func TestChartRenders(t *testing.T) {
 			require.NoError(t, err)
 			assert.True(t, antiSel.Matches(labels.Set(in.deployment.Spec.Template.Labels)))
 			assert.Equal(t, corev1.LabelHostname, anti[0].PodAffinityTerm.TopologyKey)
+			spec := in.deployment.Spec.Template.Spec
+			assert.Equal(t, "system-cluster-critical", spec.PriorityClassName, "not preempted before the workloads it serves")
+			assert.Equal(t, []corev1.Toleration{
+				{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr[int64](v1alpha1.DefaultNotReady)},
+				{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr[int64](v1alpha1.DefaultUnreachable)},
+			}, spec.Tolerations, "the webhook's own pods leave a dead node as the default policy's do")
+			require.Len(t, spec.TopologySpreadConstraints, 2)
+			for i, key := range []string{corev1.LabelTopologyZone, corev1.LabelHostname} {
+				c := spec.TopologySpreadConstraints[i]
+				assert.Equal(t, key, c.TopologyKey)
+				assert.Equal(t, corev1.ScheduleAnyway, c.WhenUnsatisfiable, "never leaves a replica pending")
+				assert.Equal(t, int32(1), c.MaxSkew)
+				assert.Equal(t, []string{"pod-template-hash"}, c.MatchLabelKeys)
+				sel, err := metav1.LabelSelectorAsSelector(c.LabelSelector)
+				require.NoError(t, err)
+				assert.True(t, sel.Matches(labels.Set(in.deployment.Spec.Template.Labels)), key)
+			}
 			policies := in.r.Find("HAPolicy")
 			require.Len(t, policies, 1)
 			assert.Equal(t, "default", policies[0].GetName())
@@ -492,6 +516,19 @@ policies:
 			assert.Equal(t, "system-cluster-critical", spec.PriorityClassName)
 			assert.Equal(t, map[string]string{"kubernetes.io/os": "linux"}, spec.NodeSelector)
 			assert.Nil(t, spec.Affinity.PodAntiAffinity, "a user's affinity replaces the default")
+		},
+	}, {
+		name:   "the webhook's own tolerations follow the default policy; spread and priority can be replaced",
+		values: `{defaultPolicy: {spec: {tolerations: {notReadySeconds: 40}}}, tolerations: [{key: dedicated, operator: Exists}], priorityClassName: "", topologySpreadConstraints: [{maxSkew: 2, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule}]}`,
+		check: func(t *testing.T, in installation) {
+			spec := in.deployment.Spec.Template.Spec
+			require.Len(t, spec.Tolerations, 3)
+			assert.Equal(t, int64(40), *spec.Tolerations[0].TolerationSeconds, "not-ready from defaultPolicy.spec")
+			assert.Equal(t, v1alpha1.DefaultUnreachable, *spec.Tolerations[1].TolerationSeconds, "unreachable keeps the policy default")
+			assert.Equal(t, "dedicated", spec.Tolerations[2].Key, "the user's tolerations are added")
+			assert.Empty(t, spec.PriorityClassName)
+			require.Len(t, spec.TopologySpreadConstraints, 1, "the user's constraints replace the default")
+			assert.Equal(t, corev1.DoNotSchedule, spec.TopologySpreadConstraints[0].WhenUnsatisfiable)
 		},
 	}, {
 		name:   "the ha-sysctl image defaults to the chart's own and follows a mirror",

@@ -34,8 +34,9 @@ app.kubernetes.io/part-of: ha-injector
 {{- end }}
 
 {{/*
-The label that keeps the webhook away from its own pods and Deployment: the webhook
-configuration's objectSelector excludes objects carrying it.
+The label of the webhook's own Deployment and pods, by which `ha-injector doctor` finds
+them. It exempts nothing: the webhook never sees its own pods because their namespace is
+excluded by the webhook configuration's namespaceSelector.
 */}}
 {{- define "ha-injector.selfLabel" -}}
 ha-injector.io/component: webhook
