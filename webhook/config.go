@@ -54,6 +54,11 @@ type Config struct {
 	HealthProbeBindAddress string
 	// MetricsBindAddress serves Prometheus metrics on /metrics ("0" disables).
 	MetricsBindAddress string
+	// MetricsSecure serves the metrics over HTTPS, only to callers the API server
+	// authenticates (TokenReview) and authorizes to get /metrics
+	// (SubjectAccessReview); false serves them over plain HTTP to anyone who can
+	// reach the port.
+	MetricsSecure bool
 	// ShutdownDelay is how long the webhook keeps serving after SIGTERM, with
 	// readiness failing and every answer closing its connection, before it
 	// stops accepting: time for the Service to drop the pod and for the API
@@ -62,10 +67,12 @@ type Config struct {
 	// PprofBindAddress serves Go's /debug/pprof profiles ("0" disables, the
 	// default): for profiling the admission path under real load.
 	PprofBindAddress string
-	// EnableHTTP2 allows HTTP/2 on the webhook server; off by default because
-	// of the HTTP/2 stream-reset advisories (CVE-2023-44487, CVE-2023-39325).
+	// EnableHTTP2 allows HTTP/2 on the webhook server and the secure metrics
+	// server; off by default because of the HTTP/2 stream-reset advisories
+	// (CVE-2023-44487, CVE-2023-39325).
 	EnableHTTP2 bool
-	// TLSMinVersion is "1.2" or "1.3".
+	// TLSMinVersion is "1.2" or "1.3", for the webhook server and the secure
+	// metrics server.
 	TLSMinVersion string
 	// GracefulShutdownTimeout bounds how long in-flight requests may take to
 	// finish after SIGTERM.
@@ -109,6 +116,7 @@ func DefaultConfig() Config {
 		SelfManaged:               certs.DefaultSelfManaged(),
 		HealthProbeBindAddress:    ":8081",
 		MetricsBindAddress:        ":8080",
+		MetricsSecure:             true,
 		PprofBindAddress:          "0",
 		SysctlImage:               ImageRepository + ":dev",
 		PodSecurityDefaultLevel:   PodSecurityAuto,
@@ -254,9 +262,9 @@ func (c Config) validateSelfManaged() []error {
 	return errs
 }
 
-// TLSOptions are the webhook server's TLS settings: the minimum TLS version and, unless
-// enabled, HTTP/2 off by offering only HTTP/1.1 in ALPN. The benchmarks' no-op server uses
-// them too, so both are measured over the same TLS.
+// TLSOptions are the TLS settings of the webhook server and of the secure metrics server:
+// the minimum TLS version and, unless enabled, HTTP/2 off by offering only HTTP/1.1 in
+// ALPN. The benchmarks' no-op server uses them too, so both are measured over the same TLS.
 func (c Config) TLSOptions() []func(*tls.Config) {
 	return []func(*tls.Config){func(t *tls.Config) {
 		t.MinVersion = tlsVersions[c.TLSMinVersion]

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -82,7 +83,7 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 	mgr, err := ctrl.NewManager(cfg.RestConfig, ctrl.Options{
 		Scheme:                  Scheme,
 		HealthProbeBindAddress:  cfg.HealthProbeBindAddress,
-		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
+		Metrics:                 metricsOptions(cfg),
 		PprofBindAddress:        cfg.PprofBindAddress,
 		GracefulShutdownTimeout: &timeout,
 		WebhookServer:           server,
@@ -147,6 +148,32 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// metricsOptions configures the metrics server. Secure (the default), as Kubebuilder
+// scaffolds it: HTTPS, and every request's bearer token checked with the API server, a
+// TokenReview for who it is and a SubjectAccessReview for whether it may get /metrics
+// (the chart's metrics-reader ClusterRole), both cached briefly by controller-runtime.
+// The TLS settings are the webhook server's (minimum version, HTTP/2 off).
+//
+// The certificate is the self-signed one controller-runtime generates at start when no
+// files are found in its default CertDir (os.TempDir()/k8s-metrics-server/serving-certs),
+// as kube-controller-manager does for its metrics. It encrypts the token and the metrics;
+// the scraper does not verify it (the chart's ServiceMonitor skips verification). The
+// webhook's certificate is not reused: in self-managed mode its files appear only after
+// the metrics server has started (which then keeps a self-signed one for good), and a
+// scraper could only verify it with a CA taken from the webhook's TLS Secret, which also
+// holds the private key.
+func metricsOptions(cfg Config) metricsserver.Options {
+	if !cfg.MetricsSecure {
+		return metricsserver.Options{BindAddress: cfg.MetricsBindAddress}
+	}
+	return metricsserver.Options{
+		BindAddress:    cfg.MetricsBindAddress,
+		SecureServing:  true,
+		FilterProvider: filters.WithAuthenticationAndAuthorization,
+		TLSOpts:        cfg.TLSOptions(),
+	}
 }
 
 // registerHandlers serves both mutators on server.

@@ -138,7 +138,8 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestRunAgainstARealAPIServer starts `serve` against a real kube-apiserver
-// and checks, in order: readiness, a mutation over TLS, metrics, a rotated
+// and checks, in order: readiness, a mutation over TLS, plain-HTTP metrics
+// (--metrics-secure=false; the secure ones are tested in test/e2e), a rotated
 // certificate served without a restart, HTTP/2 off and TLS 1.2 as the floor,
 // and a graceful shutdown that finishes a request in flight.
 func TestRunAgainstARealAPIServer(t *testing.T) {
@@ -154,6 +155,7 @@ func TestRunAgainstARealAPIServer(t *testing.T) {
 	cfg.WebhookPort = freePort(t)
 	cfg.HealthProbeBindAddress = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.MetricsBindAddress = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.MetricsSecure = false
 	cfg.GracefulShutdownTimeout = 10 * time.Second
 	cfg.ShutdownDelay = 2 * time.Second
 	webhookAddr := net.JoinHostPort(cfg.WebhookHost, strconv.Itoa(cfg.WebhookPort))

@@ -57,6 +57,7 @@ func TestServeAcceptsTheChartsArguments(t *testing.T) {
 			assert.Equal(t, 9443, cfg.WebhookPort)
 			assert.Equal(t, ":8081", cfg.HealthProbeBindAddress)
 			assert.Equal(t, ":8080", cfg.MetricsBindAddress)
+			assert.True(t, cfg.MetricsSecure, "metrics over HTTPS, authenticated and authorized, by default")
 			assert.Equal(t, "1.3", cfg.TLSMinVersion)
 			assert.Equal(t, 10*time.Second, cfg.GracefulShutdownTimeout)
 			assert.Equal(t, 5*time.Second, cfg.ShutdownDelay)

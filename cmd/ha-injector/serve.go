@@ -31,7 +31,8 @@ func newServeCommand() *cobra.Command {
 		Long: `serve runs the ha-injector admission webhook: an HTTPS server that mutates Pods
 (/mutate-v1-pod) and Deployments (/mutate-apps-v1-deployment) in namespaces
 labelled ha-injector.io/policy=<HAPolicy name>, with health probes and
-Prometheus metrics. It stops gracefully on SIGTERM.
+Prometheus metrics (HTTPS, for callers allowed to get /metrics: see
+--metrics-secure). It stops gracefully on SIGTERM.
 
 The serving certificate comes from --cert-mode:
   file          the files in --webhook-cert-path (a mounted Secret written by
@@ -74,9 +75,10 @@ The serving certificate comes from --cert-mode:
 	fs.DurationVar(&sm.CheckInterval, "cert-check-interval", sm.CheckInterval, "self-managed: how often to check whether a certificate needs renewing")
 	fs.StringVar(&f.cfg.HealthProbeBindAddress, "health-probe-bind-address", f.cfg.HealthProbeBindAddress, "address of /healthz and /readyz (0 disables)")
 	fs.StringVar(&f.cfg.MetricsBindAddress, "metrics-bind-address", f.cfg.MetricsBindAddress, "address of the Prometheus /metrics endpoint (0 disables)")
+	fs.BoolVar(&f.cfg.MetricsSecure, "metrics-secure", f.cfg.MetricsSecure, "serve /metrics over HTTPS (self-signed certificate) only to callers whose bearer token the API server authenticates and allows to get /metrics (the chart's metrics-reader ClusterRole); needs create on tokenreviews and subjectaccessreviews. false: plain HTTP, to anyone")
 	fs.StringVar(&f.cfg.PprofBindAddress, "pprof-bind-address", f.cfg.PprofBindAddress, "address of Go's /debug/pprof profiles (0 disables); keep it on localhost")
-	fs.BoolVar(&f.cfg.EnableHTTP2, "enable-http2", f.cfg.EnableHTTP2, "allow HTTP/2 on the webhook server (off: HTTP/2 stream-reset advisories)")
-	fs.StringVar(&f.cfg.TLSMinVersion, "tls-min-version", f.cfg.TLSMinVersion, "minimum TLS version of the webhook server: 1.2 or 1.3")
+	fs.BoolVar(&f.cfg.EnableHTTP2, "enable-http2", f.cfg.EnableHTTP2, "allow HTTP/2 on the webhook server and the secure metrics server (off: HTTP/2 stream-reset advisories)")
+	fs.StringVar(&f.cfg.TLSMinVersion, "tls-min-version", f.cfg.TLSMinVersion, "minimum TLS version of the webhook server and the secure metrics server: 1.2 or 1.3")
 	fs.DurationVar(&f.cfg.ShutdownDelay, "shutdown-delay", f.cfg.ShutdownDelay, "after SIGTERM, keep serving this long with readiness failing and connections closed after each answer, so the Service and the API server move to other replicas")
 	fs.DurationVar(&f.cfg.GracefulShutdownTimeout, "graceful-shutdown-timeout", f.cfg.GracefulShutdownTimeout, "then, how long in-flight requests may take to finish")
 	fs.StringVar(&f.cfg.SysctlImage, "sysctl-image", f.cfg.SysctlImage, "image of the injected ha-sysctl init container for policies that name none: ha-injector's own image (it runs /ha-sysctl), pullable from every opted-in namespace")

@@ -4,6 +4,9 @@
 package testenv
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -51,4 +54,33 @@ func Stop() {
 	if env != nil {
 		_ = env.Stop()
 	}
+}
+
+// Binary builds `ha-injector` into a temporary folder of t, as `make build` and the
+// Dockerfile build it (static, trimmed paths), and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "ha-injector")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/ha-injector")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/ha-injector: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Kubeconfig writes the shared API server's kubeconfig into a temporary folder of t
+// and returns its path. Start must have been called.
+func Kubeconfig(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -63,6 +63,8 @@ func (s *servers) startOurs(name string) (*server, error) {
 		"--webhook-cert-path=" + s.certDir,
 		"--health-probe-bind-address=" + addrs[1],
 		"--metrics-bind-address=" + addrs[2],
+		// The benchmarks read serve's Go runtime metrics without a token.
+		"--metrics-secure=false",
 		"--pprof-bind-address=" + addrs[3],
 		"--graceful-shutdown-timeout=10s",
 		// Shorter than the chart's 5s so the resilience runs stay short; the

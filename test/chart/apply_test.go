@@ -59,6 +59,7 @@ func TestChartAppliesToAPIServer(t *testing.T) {
 		`{certManager: {issuerRef: {name: corp-ca, kind: ClusterIssuer}}}`,
 		`{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: ` + caBundle + `}}}`,
 		`{webhook: {failurePolicy: Fail, excludeNamespaces: [monitoring]}, replicaCount: 1, policies: {strict: {antiAffinity: {type: Required}}}}`,
+		`{networkPolicy: {enabled: true, apiServer: {cidrs: [10.0.0.1/32, "fd00::1/128"]}}}`,
 	} {
 		t.Run(values, func(t *testing.T) {
 			r, err := render(t, values)

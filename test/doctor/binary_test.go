@@ -19,17 +19,8 @@ import (
 // installation: its exit codes and its two output formats.
 func TestDoctorBinary(t *testing.T) {
 	setup(t)
-	root, err := testenv.RepoRoot()
-	require.NoError(t, err)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ha-injector")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/ha-injector")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, string(out))
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	require.NoError(t, os.WriteFile(kubeconfig, testenv.Environment().KubeConfig, 0o600))
+	bin := testenv.Binary(t)
+	kubeconfig := testenv.Kubeconfig(t)
 
 	doctorCmd := func(args ...string) (stdout, stderr string, code int) {
 		cmd := exec.Command(bin, append([]string{"doctor"}, args...)...)
@@ -72,7 +63,7 @@ func TestDoctorBinary(t *testing.T) {
 		assert.Contains(t, stderr, `--output must be text or json, not "yaml"`)
 	})
 	t.Run("unreachable cluster: exit 3", func(t *testing.T) {
-		bad := filepath.Join(dir, "unreachable")
+		bad := filepath.Join(t.TempDir(), "unreachable")
 		require.NoError(t, os.WriteFile(bad, []byte(`apiVersion: v1
 kind: Config
 clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -27,19 +26,9 @@ import (
 // is ready, and stops it with SIGTERM: it must exit 0 on its own.
 func TestServeBinary(t *testing.T) {
 	testenv.Start(t)
-	root, err := testenv.RepoRoot()
-	require.NoError(t, err)
 	dir := t.TempDir()
-
-	bin := filepath.Join(dir, "ha-injector")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/ha-injector")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, string(out))
-
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	require.NoError(t, os.WriteFile(kubeconfig, testenv.Environment().KubeConfig, 0o600))
+	bin := testenv.Binary(t)
+	kubeconfig := testenv.Kubeconfig(t)
 	kp, err := certs.SelfSigned([]string{"127.0.0.1"}, time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, kp.WriteFiles(filepath.Join(dir, "certs"), "serving.crt", "serving.key"))
@@ -69,6 +58,9 @@ func TestServeBinary(t *testing.T) {
 		"--shutdown-delay", "1s",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
+		// Plain HTTP, so the flag is seen to reach the server; the default (HTTPS, a token
+		// allowed to get /metrics) is TestMetricsNeedATokenAllowedToReadThem's.
+		"--metrics-secure=false",
 		"--tls-min-version", "1.3",
 		"--zap-log-level", "info",
 	)
