@@ -81,7 +81,7 @@ ha-injector.io/policy=<HAPolicy name>.`,
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newPreviewCommand(stdin), newServeCommand(), newDoctorCommand())
+	root.AddCommand(newPreviewCommand(stdin), newServeCommand(), newDoctorCommand(), newCRDsCommand())
 	return root
 }
 

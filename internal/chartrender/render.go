@@ -52,8 +52,11 @@ type Result struct {
 	Manifest string
 	// Notes is the rendered NOTES.txt.
 	Notes string
-	// Documents are the objects in Manifest, in order.
+	// Documents are the release's objects in Manifest, in order, hooks excluded.
 	Documents []Document
+	// Hooks are the objects Helm creates around an install or upgrade (helm.sh/hook),
+	// ordered by weight; Manifest ends with them, as `helm template` prints them.
+	Hooks []Document
 }
 
 // Load reads the chart from the repository root.
@@ -100,15 +103,21 @@ func Render(chart *chartv2.Chart, values map[string]any, opts Options) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	if len(hooks) > 0 {
-		return nil, fmt.Errorf("the chart has %d hooks; ha-injector's chart uses none", len(hooks))
-	}
 	for _, m := range manifests {
 		fmt.Fprintf(&manifest, "---\n# Source: %s\n%s\n", m.Name, strings.TrimSpace(m.Content))
 	}
-	res.Manifest = manifest.String()
-	res.Documents, err = Split(res.Manifest)
-	return res, err
+	if res.Documents, err = Split(manifest.String()); err != nil {
+		return nil, err
+	}
+	var hookManifest strings.Builder
+	for _, h := range hooks {
+		fmt.Fprintf(&hookManifest, "---\n# Source: %s\n%s\n", h.Path, strings.TrimSpace(h.Manifest))
+	}
+	if res.Hooks, err = Split(hookManifest.String()); err != nil {
+		return nil, err
+	}
+	res.Manifest = manifest.String() + hookManifest.String()
+	return res, nil
 }
 
 // Split decodes a `helm template` style stream, keeping each document's "# Source:" line.

@@ -65,7 +65,7 @@ func TestChartAppliesToAPIServer(t *testing.T) {
 			r, err := render(t, values)
 			require.NoError(t, err)
 			require.NotEmpty(t, r.Documents)
-			for _, d := range r.Documents {
+			for _, d := range append(r.Documents, r.Hooks...) {
 				obj := d.Object.DeepCopy()
 				require.NoError(t, c.Create(ctx, obj, client.DryRunAll, client.FieldValidation("Strict")), "%s: %s %s", d.Source, obj.GetKind(), obj.GetName())
 			}

@@ -1,0 +1,84 @@
+package chart
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/ha-injector/ha-injector/internal/chartrender"
+)
+
+// TestCRDUpgradeHook: Helm never updates what crds/ holds, so the chart applies it itself
+// before each install and upgrade, with a ServiceAccount that may touch that CRD only.
+// cmd/ha-injector's TestCRDsApplyUpgradesTheCRDAsTheHooksServiceAccount runs the command
+// as that ServiceAccount against a real API server.
+func TestCRDUpgradeHook(t *testing.T) {
+	r, err := render(t, ``)
+	require.NoError(t, err)
+	in := decode(t, r)
+	var kinds []string
+	for _, h := range r.Hooks {
+		kinds = append(kinds, h.Object.GetKind())
+		annotations := h.Object.GetAnnotations()
+		assert.Equal(t, "pre-install,pre-upgrade", annotations["helm.sh/hook"], h.Object.GetKind())
+		assert.Equal(t, "before-hook-creation,hook-succeeded", annotations["helm.sh/hook-delete-policy"], "%s: nothing is left behind", h.Object.GetKind())
+	}
+	assert.Equal(t, []string{"ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Job"}, kinds, "the Job runs last (hook weight), after what it needs (Helm's install order)")
+
+	// The ConfigMap carries the chart's crds/ file as it is.
+	crd, err := os.ReadFile(filepath.Join(repoRoot, chartrender.ChartDir, "crds", "ha-injector.io_hapolicies.yaml"))
+	require.NoError(t, err)
+	cm := typed[corev1.ConfigMap](t, hook(t, r, "ConfigMap"))
+	assert.Equal(t, strings.TrimSpace(string(crd)), strings.TrimSpace(cm.Data["hapolicies.yaml"]))
+
+	role := typed[rbacv1.ClusterRole](t, hook(t, r, "ClusterRole"))
+	assert.Equal(t, []rbacv1.PolicyRule{{
+		APIGroups: []string{"apiextensions.k8s.io"}, Resources: []string{"customresourcedefinitions"},
+		ResourceNames: []string{"hapolicies.ha-injector.io"}, Verbs: []string{"get", "patch"},
+	}}, role.Rules, "that one CRD, nothing else")
+	binding := typed[rbacv1.ClusterRoleBinding](t, hook(t, r, "ClusterRoleBinding"))
+	sa := hook(t, r, "ServiceAccount")
+	assert.Equal(t, role.Name, binding.RoleRef.Name)
+	require.Len(t, binding.Subjects, 1)
+	assert.Equal(t, sa.GetName(), binding.Subjects[0].Name)
+	assert.Equal(t, namespace, binding.Subjects[0].Namespace)
+
+	job := typed[batchv1.Job](t, hook(t, r, "Job"))
+	spec := job.Spec.Template.Spec
+	assert.Equal(t, sa.GetName(), spec.ServiceAccountName)
+	assert.Equal(t, corev1.RestartPolicyNever, spec.RestartPolicy)
+	require.Len(t, spec.Containers, 1)
+	c := spec.Containers[0]
+	assert.Equal(t, in.container.Image, c.Image, "the chart's own image")
+	require.Len(t, c.VolumeMounts, 1)
+	assert.Equal(t, []string{"crds", "apply", "-f", c.VolumeMounts[0].MountPath + "/hapolicies.yaml"}, c.Args)
+	require.Len(t, spec.Volumes, 1)
+	assert.Equal(t, cm.Name, spec.Volumes[0].ConfigMap.Name)
+	assert.True(t, *spec.SecurityContext.RunAsNonRoot)
+	assert.False(t, *c.SecurityContext.AllowPrivilegeEscalation)
+	assert.True(t, *c.SecurityContext.ReadOnlyRootFilesystem)
+	assert.Equal(t, []corev1.Capability{"ALL"}, c.SecurityContext.Capabilities.Drop)
+
+	r, err = render(t, `crds: {upgrade: false}`)
+	require.NoError(t, err)
+	assert.Empty(t, r.Hooks, "crds.upgrade=false: no hook at all")
+}
+
+func hook(t *testing.T, r *chartrender.Result, kind string) *unstructured.Unstructured {
+	t.Helper()
+	for _, h := range r.Hooks {
+		if h.Object.GetKind() == kind {
+			return h.Object
+		}
+	}
+	t.Fatalf("no %s hook", kind)
+	return nil
+}
