@@ -585,6 +585,13 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"a memory limit that is not a quantity", `resources: {limits: {memory: lots}}`, `"lots" is not a quantity`},
 		{"a large-request budget in words", `webhook: {largeRequestBudget: "16 megabytes"}`, "largeRequestBudget"},
 		{"a caBundle that is PEM, not base64", `{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: "-----BEGIN CERTIFICATE-----"}}}`, "caBundle"},
+		{"a TLS version the webhook does not offer", `webhook: {tlsMinVersion: "1.1"}`, "tlsMinVersion"},
+		{"metrics.secure in words", `metrics: {secure: "yes please"}`, "secure"},
+		{"a NetworkPolicy port out of range", `networkPolicy: {enabled: true, apiServer: {ports: [70000]}}`, "ports"},
+		{"a NetworkPolicy CIDR that is an address", `networkPolicy: {enabled: true, apiServer: {cidrs: [10.0.0.1]}}`, "cidrs"},
+		{"an unknown NetworkPolicy key", `networkPolicy: {enable: true}`, "enable"},
+		{"an unknown PrometheusRule key", `prometheusRule: {enabled: true, severity: page}`, "severity"},
+		{"crds.upgrade in words", `crds: {upgrade: always}`, "upgrade"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
