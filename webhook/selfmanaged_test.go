@@ -28,10 +28,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 )
@@ -548,31 +546,8 @@ func TestSelfManagedNeedsOnlyItsRBAC(t *testing.T) {
 	s := newSelfManagedSetup(t, restCfg, port)
 	ctx := context.Background()
 
-	root, err := testenv.RepoRoot()
-	require.NoError(t, err)
-	chart, err := chartrender.Load(root)
-	require.NoError(t, err)
-	rendered, err := chartrender.Render(chart, map[string]any{
-		"fullnameOverride": s.webhookConfig,
-		"certManager":      map[string]any{"enabled": false},
-		"certs":            map[string]any{"mode": "selfManaged"},
-	}, chartrender.Options{ReleaseName: s.webhookConfig, Namespace: s.secret.Namespace})
-	require.NoError(t, err)
-	var sa string
-	for _, d := range rendered.Documents {
-		switch d.Object.GetKind() {
-		case "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
-			require.NoError(t, s.admin.Create(ctx, d.Object.DeepCopy()), "%s %s", d.Object.GetKind(), d.Object.GetName())
-		case "ServiceAccount":
-			sa = d.Object.GetName()
-		}
-	}
-	require.NotEmpty(t, sa)
-	// Authenticated as the ServiceAccount the chart's bindings name.
-	user := fmt.Sprintf("system:serviceaccount:%s:%s", s.secret.Namespace, sa)
-	authn, err := testenv.Environment().AddUser(envtest.User{Name: user, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + s.secret.Namespace}}, restCfg)
-	require.NoError(t, err)
-	userCfg := authn.Config()
+	// The chart's RBAC (and its policy on the webhook configuration), as its ServiceAccount.
+	userCfg, _, _ := chartAsServiceAccount(t, restCfg, s)
 
 	// The user is who we think: denied what the rules leave out.
 	userClient, err := client.New(userCfg, client.Options{Scheme: Scheme})

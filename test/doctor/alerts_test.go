@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/stretchr/testify/assert"
@@ -19,9 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/internal/testenv"
-	"github.com/ha-injector/ha-injector/webhook"
 )
 
 // TestAlertsSelectTheAPIServersFailOpenSeries stops the webhook, lets the API server fail
@@ -32,14 +29,7 @@ func TestAlertsSelectTheAPIServersFailOpenSeries(t *testing.T) {
 	ctx := context.Background()
 	alerts := renderedAlerts(t)
 
-	port := f.server.Config.WebhookPort
-	require.NoError(t, f.server.Stop())
-	t.Cleanup(func() {
-		s, err := localwebhook.StartWith(f.cfg, f.certDir, func(c *webhook.Config) { c.WebhookPort = port })
-		require.NoError(t, err)
-		f.server = s
-		require.NoError(t, localwebhook.WaitEffective(context.Background(), f.c, "team-a", 30*time.Second))
-	})
+	f.stopWebhook(t)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", GenerateName: "fail-open-"},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},

@@ -228,14 +228,7 @@ func TestEmptyCABundleFails(t *testing.T) {
 
 func TestStoppedWebhookIsSeenByTheProbe(t *testing.T) {
 	f := setup(t)
-	port := f.server.Config.WebhookPort
-	require.NoError(t, f.server.Stop())
-	t.Cleanup(func() {
-		s, err := localwebhook.StartWith(f.cfg, f.certDir, func(c *webhook.Config) { c.WebhookPort = port })
-		require.NoError(t, err)
-		f.server = s
-		require.NoError(t, localwebhook.WaitEffective(context.Background(), f.c, "team-a", 30*time.Second))
-	})
+	f.stopWebhook(t)
 
 	r := f.run(t, doctor.Options{Namespace: "team-a"})
 	t.Log("\n" + text(r))
@@ -333,6 +326,20 @@ func webhookConfiguration(t *testing.T, f *fixture) *admissionregistrationv1.Mut
 	require.NoError(t, f.c.List(context.Background(), &list))
 	require.Len(t, list.Items, 1)
 	return &list.Items[0]
+}
+
+// stopWebhook stops serve until the test ends, then starts it again on the same port
+// and waits until the API server calls it.
+func (f *fixture) stopWebhook(t *testing.T) {
+	t.Helper()
+	port := f.server.Config.WebhookPort
+	require.NoError(t, f.server.Stop())
+	t.Cleanup(func() {
+		s, err := localwebhook.StartWith(f.cfg, f.certDir, func(c *webhook.Config) { c.WebhookPort = port })
+		require.NoError(t, err)
+		f.server = s
+		require.NoError(t, localwebhook.WaitEffective(context.Background(), f.c, "team-a", 30*time.Second))
+	})
 }
 
 // restoreWebhooks puts saved's webhooks back and waits until the API server calls the
