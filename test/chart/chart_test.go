@@ -392,6 +392,7 @@ func TestChartRenders(t *testing.T) {
 			assert.Contains(t, in.r.Notes, "--dry-run=server")
 			assert.Contains(t, in.r.Notes, "ha-injector doctor --release-namespace "+namespace, "NOTES says to run doctor after install")
 			assert.NotContains(t, in.r.Notes, "WARNING")
+			assert.NotContains(t, in.r.Notes, "metrics-reader", "no ServiceMonitor, no word about scraping")
 			assert.Contains(t, in.r.Notes, "ha-sysctl init container runs ghcr.io/ha-injector/ha-injector:", "NOTES names the image every opted-in namespace must pull")
 			assert.Contains(t, in.r.Notes, "podSecurity.defaultLevel=auto")
 		},
@@ -507,6 +508,9 @@ policies:
 			servicePort(t, in.service, "metrics")
 			sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
 			assert.True(t, labels.SelectorFromSet(sel).Matches(labels.Set(in.service.Labels)), "the ServiceMonitor selects the Service")
+			reader := in.r.Get("ClusterRole", release+"-metrics-reader")
+			require.NotNil(t, reader)
+			assert.Contains(t, in.r.Notes, "--clusterrole="+reader.GetName()+" --serviceaccount=", "NOTES says to bind the metrics reader role to Prometheus")
 		},
 	}, {
 		name:   "image by digest, priority class, pod placement",
