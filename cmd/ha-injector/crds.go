@@ -34,8 +34,8 @@ func newCRDsApplyCommand() *cobra.Command {
 		Short: "Server-side apply the HAPolicy CRD from FILE",
 		Long: `apply server-side applies the CustomResourceDefinitions of the ha-injector.io group
 in FILE (the chart's crds/ file), taking over the fields whoever created them set.
-Helm creates a chart's crds/ only when they do not exist and never updates them:
-the chart runs this as a pre-install and pre-upgrade hook so that an upgrade brings
+Helm never applies a chart's crds/ on an upgrade (Helm 3 not even on an install
+when the CRD exists): the chart runs this as a pre-install and pre-upgrade hook so that an upgrade brings
 the CRD of the new version. Stored HAPolicies are kept. Anything but a CRD of that
 group in FILE is refused (exit 2) before anything is applied.`,
 		Example: `  ha-injector crds apply -f charts/ha-injector/crds/ha-injector.io_hapolicies.yaml`,

@@ -1,6 +1,6 @@
-// Package crds keeps the HAPolicy CRD of an installed cluster current. Helm creates what
-// a chart has in crds/ only when it does not exist yet and never updates it, so a new
-// field, default or validation would never reach a cluster installed from an older
+// Package crds keeps the HAPolicy CRD of an installed cluster current. Helm never applies
+// a chart's crds/ on an upgrade (Helm 3 not even on an install when the CRD exists), so a
+// new field, default or validation would never reach a cluster installed from an older
 // chart. The chart's pre-install and pre-upgrade hook runs `ha-injector crds apply` with
 // its own crds/ file, which server-side applies it.
 package crds
