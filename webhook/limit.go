@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/semaphore"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/types"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 const (
@@ -100,6 +101,8 @@ func (rh *reviewHandler) shed(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength >= 0 {
 		size = mebibytes(r.ContentLength)
 	}
+	logf.Log.WithName("large-requests").Info("admitted unchanged, without the injection: the large-request budget had no room in time",
+		"kind", rh.kind, "uid", uid, "size", size, "budget", mebibytes(rh.large.budget))
 	writeReview(w, http.StatusOK, admissionv1.AdmissionReview{Response: &admissionv1.AdmissionResponse{
 		UID:     uid,
 		Allowed: true,

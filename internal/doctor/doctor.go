@@ -232,7 +232,7 @@ func (d *doctor) checkCRD(ctx context.Context) {
 			Fix: "kubectl describe crd " + crdName + " shows why (a conflicting CRD name, an invalid schema)"})
 	case !served:
 		d.report.add(Check{Name: name, Status: Fail, Message: crdName + " does not serve " + v1alpha1.GroupVersion.Version,
-			Fix: "upgrade the chart (its pre-upgrade hook applies the CRD this binary reads; with crds.upgrade=false: kubectl apply --server-side -f charts/ha-injector/crds/)"})
+			Fix: "upgrade the chart (its pre-upgrade hook applies the CRD this binary reads; with crds.upgrade=false: kubectl apply --server-side --force-conflicts -f charts/ha-injector/crds/)"})
 	default:
 		d.report.add(Check{Name: name, Status: OK, Message: crdName + " is established and serves " + v1alpha1.GroupVersion.Version})
 	}

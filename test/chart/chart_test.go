@@ -538,6 +538,18 @@ policies:
 			assert.Equal(t, corev1.DoNotSchedule, spec.TopologySpreadConstraints[0].WhenUnsatisfiable)
 		},
 	}, {
+		name:   "a default policy without tolerations gives the webhook none; 0 s is kept",
+		values: `{defaultPolicy: {spec: {tolerations: {enabled: false}}}}`,
+		check: func(t *testing.T, in installation) {
+			assert.Empty(t, in.deployment.Spec.Template.Spec.Tolerations)
+			r, err := render(t, `{defaultPolicy: {spec: {tolerations: {notReadySeconds: 0, unreachableSeconds: 0}}}}`)
+			require.NoError(t, err)
+			tolerations := decode(t, r).deployment.Spec.Template.Spec.Tolerations
+			require.Len(t, tolerations, 2)
+			assert.Equal(t, int64(0), *tolerations[0].TolerationSeconds)
+			assert.Equal(t, int64(0), *tolerations[1].TolerationSeconds)
+		},
+	}, {
 		name:   "the ha-sysctl image defaults to the chart's own and follows a mirror",
 		values: `{image: {repository: mirror.example/ha-injector, tag: v9.9.9}}`,
 		check: func(t *testing.T, in installation) {

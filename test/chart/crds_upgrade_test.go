@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/ha-injector/ha-injector/internal/chartrender"
 )
@@ -52,6 +53,10 @@ func TestCRDUpgradeHook(t *testing.T) {
 	assert.Equal(t, namespace, binding.Subjects[0].Namespace)
 
 	job := typed[batchv1.Job](t, hook(t, r, "Job"))
+	podLabels := labels.Set(job.Spec.Template.Labels)
+	assert.False(t, labels.SelectorFromSet(in.service.Spec.Selector).Matches(podLabels), "the webhook's Service does not send admissions to the Job's pod")
+	assert.False(t, labels.SelectorFromSet(in.deployment.Spec.Selector.MatchLabels).Matches(podLabels), "nor does anything select it as a webhook replica (PDB, NetworkPolicy)")
+	assert.Empty(t, podLabels["ha-injector.io/component"], "doctor does not take it for the webhook")
 	spec := job.Spec.Template.Spec
 	assert.Equal(t, sa.GetName(), spec.ServiceAccountName)
 	assert.Equal(t, corev1.RestartPolicyNever, spec.RestartPolicy)

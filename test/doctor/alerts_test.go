@@ -68,6 +68,9 @@ func TestAlertsSelectTheAPIServersFailOpenSeries(t *testing.T) {
 		}
 		assert.True(t, found, "%s: the API server has a %s series for pods.ha-injector.io with type=\"admit\"", alert, metric[1])
 	}
+	// The slow-call alert reads the 2.5 s bucket: the API server's histogram has it.
+	assert.Contains(t, alerts["HAInjectorWebhookSlow"], `le="2.5"`)
+	assert.Regexp(t, `(?m)^apiserver_admission_webhook_admission_duration_seconds_bucket\{[^}]*name="pods.ha-injector.io"[^}]*type="admit"[^}]*le="2.5"\}`, string(raw))
 }
 
 // renderedAlerts are the expressions of the chart's PrometheusRule, by alert.
