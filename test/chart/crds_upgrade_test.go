@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,4 +87,30 @@ func hook(t *testing.T, r *chartrender.Result, kind string) *unstructured.Unstru
 	}
 	t.Fatalf("no %s hook", kind)
 	return nil
+}
+
+// TestUpgradeWithReusedValuesOfAnOlderRelease renders the chart as `helm upgrade
+// --reuse-values` does from a release that predates the newer values: with the old
+// release's values in place of values.yaml, which lack them. Every template must read
+// them with their defaults: the CRD hook runs, metrics are secure with the RBAC they need.
+func TestUpgradeWithReusedValuesOfAnOlderRelease(t *testing.T) {
+	chart, err := chartrender.Load(repoRoot)
+	require.NoError(t, err)
+	old := maps.Clone(chart.Values)
+	for _, added := range []string{"crds", "networkPolicy", "prometheusRule"} {
+		delete(old, added)
+	}
+	metrics := maps.Clone(old["metrics"].(map[string]any))
+	delete(metrics, "secure")
+	old["metrics"] = metrics
+	chart.Values = old
+
+	r, err := chartrender.Render(chart, nil, chartrender.Options{})
+	require.NoError(t, err)
+	in := decode(t, r)
+	assert.Equal(t, "true", in.flag("metrics-secure"))
+	assert.NotNil(t, r.Get("ClusterRole", release+"-metrics-reader"), "the RBAC secure metrics need")
+	assert.NotEmpty(t, r.Hooks, "the CRD hook runs")
+	assert.Empty(t, r.Find("NetworkPolicy"))
+	assert.Empty(t, r.Find("PrometheusRule"))
 }

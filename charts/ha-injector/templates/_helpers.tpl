@@ -136,3 +136,11 @@ without a memory limit.
 {{- mulf (float64 $n) (index $factors $unit) 0.9 | floor | int64 -}}
 {{- end }}{{ end -}}
 {{- end -}}
+
+{{/*
+Values added after the first release, read with their default when absent: `helm upgrade
+--reuse-values` from an older release renders with that release's values, which lack them.
+*/}}
+{{- define "ha-injector.metricsSecure" -}}
+{{- dig "secure" true .Values.metrics | toString }}
+{{- end }}
