@@ -75,13 +75,12 @@ ha-injector.io/policy=<HAPolicy name>.`,
 		Version:       version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError{errors.New("a subcommand is required")}
-		},
+		Args:          usageArgs(cobra.NoArgs),
+		// Bare `ha-injector` shows what it can do.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newPreviewCommand(stdin), newServeCommand(), newDoctorCommand(), newCRDsCommand())
+	root.AddCommand(newPreviewCommand(stdin), newServeCommand(), newDoctorCommand(), newCRDsCommand(), newVersionCommand())
 	return root
 }
 

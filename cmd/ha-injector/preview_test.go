@@ -229,12 +229,27 @@ func TestPreviewOutputIsValidForTheTypes(t *testing.T) {
 
 func TestRootCommand(t *testing.T) {
 	r := runCLI(t, "")
-	assert.Equal(t, 2, r.code)
-	assert.Contains(t, r.stderr, "a subcommand is required")
+	assert.Equal(t, 0, r.code, "bare ha-injector is a request for help")
+	assert.Contains(t, r.stdout, "Available Commands:")
+	for _, sub := range []string{"preview", "serve", "doctor", "crds", "version"} {
+		assert.Regexp(t, `(?m)^  `+sub+` `, r.stdout)
+	}
+	assert.Empty(t, r.stderr)
 
 	r = runCLI(t, "", "--version")
 	assert.Equal(t, 0, r.code)
 	assert.Contains(t, r.stdout, "ha-injector version")
+
+	r = runCLI(t, "", "version")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Regexp(t, `^ha-injector dev\ngo go1\.\d+`, r.stdout)
+	assert.Regexp(t, `(?m)^k8s\.io/client-go v0\.\d+\.\d+$`, r.stdout, "the Kubernetes library it talks to the API server with")
+	assert.Regexp(t, `(?m)^sigs\.k8s\.io/controller-runtime v0\.\d+\.\d+$`, r.stdout)
+	r = runCLI(t, "", "version", "extra")
+	assert.Equal(t, 2, r.code)
+
+	r = runCLI(t, "", "bogus")
+	assert.Equal(t, 2, r.code, "an unknown command is a usage error")
 
 	r = runCLI(t, "", "preview", "--help")
 	assert.Equal(t, 0, r.code)
