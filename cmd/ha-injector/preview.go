@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,6 +22,7 @@ import (
 type previewConfig struct {
 	files           []string
 	policyFile      string
+	policyName      string
 	namespaceLabels map[string]string
 	output          string
 	topologyDomains int
@@ -36,7 +38,7 @@ type previewConfig struct {
 func newPreviewCommand(stdin io.Reader) *cobra.Command {
 	cfg := previewConfig{sysctlImage: defaultSysctlImage(), podSecurity: policies.PodSecurityDefault{Level: policies.PodSecurityPrivileged, Version: "latest"}}
 	cmd := &cobra.Command{
-		Use:   "preview -f FILE|- [-f ...] [--policy FILE] [--namespace-labels k=v,...] [--cluster [-n NAMESPACE]] [-o yaml|json]",
+		Use:   "preview -f FILE|- [-f ...] [--policy FILE [--policy-name NAME]] [--namespace-labels k=v,...] [--cluster [-n NAMESPACE]] [-o yaml|json]",
 		Short: "Print manifests as the webhook would admit them",
 		Long: `preview reads Kubernetes manifests (multi-document YAML or JSON, from files or
 stdin) and prints every document in the same order: Pods and Deployments as
@@ -78,7 +80,8 @@ ha-injector not installed); 3 the cluster could not be reached.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&cfg.files, "filename", "f", nil, "manifest file to read, or - for stdin (repeatable)")
-	f.StringVar(&cfg.policyFile, "policy", "", "file with one HAPolicy (default: the built-in default policy)")
+	f.StringVar(&cfg.policyFile, "policy", "", "file with an HAPolicy, or several and --policy-name (default: the built-in default policy)")
+	f.StringVar(&cfg.policyName, "policy-name", "", "with --policy: the HAPolicy of the file to use when it has several")
 	f.StringToStringVar(&cfg.namespaceLabels, "namespace-labels", nil, "labels of the target namespace, e.g. pod-security.kubernetes.io/enforce=baseline")
 	f.StringVarP(&cfg.output, "output", "o", "yaml", "output format: yaml or json")
 	f.IntVar(&cfg.topologyDomains, "topology-domains", -1, "number of schedulable domains of the policy's topology key (nodes, for kubernetes.io/hostname); Required anti-affinity is downgraded when a Deployment has more replicas (default: unknown, never downgrade)")
@@ -100,6 +103,12 @@ func (c previewConfig) validate() error {
 	}
 	if !v1alpha1.ValidImage(c.sysctlImage) {
 		return fmt.Errorf("--sysctl-image must be an image reference without spaces, not %q", c.sysctlImage)
+	}
+	if c.policyFile == "-" {
+		return fmt.Errorf("--policy must name a file: stdin is for -f")
+	}
+	if c.policyName != "" && c.policyFile == "" {
+		return fmt.Errorf("--policy-name needs --policy")
 	}
 	if len(c.files) == 0 {
 		return fmt.Errorf("at least one -f FILE (or -f - for stdin) is required")
@@ -125,12 +134,12 @@ func (c previewConfig) validate() error {
 func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) error {
 	policy := v1alpha1.NewDefault()
 	if cfg.policyFile != "" {
-		data, err := os.ReadFile(cfg.policyFile)
-		if err != nil {
+		var err error
+		if policy, err = readPolicy(cfg.policyFile, cfg.policyName); err != nil {
 			return err
 		}
-		if policy, err = policies.ParsePolicy(data); err != nil {
-			return fmt.Errorf("%s: %w", cfg.policyFile, err)
+		for _, w := range policy.Warnings() {
+			fmt.Fprintf(stderr, "warning: %s: HAPolicy %s: %s\n", cfg.policyFile, policy.Name, w)
 		}
 	}
 	pctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}, SysctlImage: cfg.sysctlImage}
@@ -200,6 +209,43 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 	}
 	_, err := stderr.Write(log.Bytes())
 	return err
+}
+
+// readPolicy reads the HAPolicy of a --policy file: its only one, or the one named name
+// among several. Each is decoded strictly, defaulted and validated; an error names the
+// document.
+func readPolicy(path, name string) (*v1alpha1.HAPolicy, error) {
+	docs, err := readManifests(path, nil)
+	if err != nil {
+		return nil, err
+	}
+	var found []*v1alpha1.HAPolicy
+	var names []string
+	for _, d := range docs {
+		if d.JSON == nil {
+			continue
+		}
+		p, err := policies.ParsePolicy(d.JSON)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.Name(), err)
+		}
+		found = append(found, p)
+		names = append(names, p.Name)
+	}
+	switch {
+	case len(found) == 0:
+		return nil, fmt.Errorf("%s: no HAPolicy", path)
+	case name != "":
+		for _, p := range found {
+			if p.Name == name {
+				return p, nil
+			}
+		}
+		return nil, fmt.Errorf("%s: no HAPolicy named %q (it has %s)", path, name, strings.Join(names, ", "))
+	case len(found) > 1:
+		return nil, fmt.Errorf("%s: %d HAPolicies (%s): pick one with --policy-name", path, len(found), strings.Join(names, ", "))
+	}
+	return found[0], nil
 }
 
 func readManifests(name string, stdin io.Reader) ([]manifest.Document, error) {

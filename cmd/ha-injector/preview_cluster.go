@@ -33,7 +33,7 @@ const (
 // clusterOnlyFlags mean something only with --cluster; flagsCluster replaces the rest.
 var (
 	clusterOnlyFlags = []string{"namespace", "release-namespace", "kubeconfig", "context"}
-	flagsCluster     = []string{"policy", "namespace-labels", "topology-domains", "sysctl-image", "pod-security-default-level", "pod-security-default-version"}
+	flagsCluster     = []string{"policy", "policy-name", "namespace-labels", "topology-domains", "sysctl-image", "pod-security-default-level", "pod-security-default-version"}
 )
 
 // checkClusterFlags rejects a command line that mixes what --cluster reads with the flags

@@ -205,7 +205,7 @@ func TestPreviewErrors(t *testing.T) {
 		{"a mistyped field names the document and the field", good + "---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: three}\n", []string{"preview", "-f", "-"}, 2, `-: document 3: decoding Deployment: .*spec.replicas`},
 		{"a document without kind", good + "---\napiVersion: v1\nmetadata: {name: x}\n", []string{"preview", "-f", "-"}, 2, "document 2: field kind is missing"},
 		{"a scalar document", "just text\n", []string{"preview", "-f", "-"}, 2, "document 1: not an object"},
-		{"an invalid policy names the field", good, []string{"preview", "-f", "-", "--policy", "testdata/invalid-policy.yaml"}, 2, `invalid-policy.yaml: invalid HAPolicy "broken": spec.tolerations.notReadySeconds: Invalid value: 7200`},
+		{"an invalid policy names the field", good, []string{"preview", "-f", "-", "--policy", "testdata/invalid-policy.yaml"}, 2, `invalid-policy.yaml: document 1: invalid HAPolicy "broken": spec.tolerations.notReadySeconds: Invalid value: 7200`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -269,4 +269,54 @@ func TestExamplePoliciesAreValid(t *testing.T) {
 			assert.Contains(t, r.stderr, "Deployment web-server: ")
 		})
 	}
+}
+
+func TestPreviewPolicyFileWithSeveralPolicies(t *testing.T) {
+	dir := t.TempDir()
+	two := filepath.Join(dir, "two.yaml")
+	require.NoError(t, os.WriteFile(two, []byte(`apiVersion: ha-injector.io/v1alpha1
+kind: HAPolicy
+metadata: {name: relaxed}
+spec: {antiAffinity: {type: Preferred}}
+---
+apiVersion: ha-injector.io/v1alpha1
+kind: HAPolicy
+metadata: {name: strict}
+spec: {antiAffinity: {type: Required}}
+`), 0o600))
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: p}}\nspec: {containers: [{name: a, image: a}]}\n"
+
+	r := runCLI(t, pod, "preview", "-f", "-", "--policy", two)
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "2 HAPolicies (relaxed, strict): pick one with --policy-name", "never silently the first")
+	assert.Empty(t, r.stdout)
+
+	r = runCLI(t, pod, "preview", "-f", "-", "--policy", two, "--policy-name", "strict")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "Pod p: antiAffinity: applied: Required pod anti-affinity")
+
+	r = runCLI(t, pod, "preview", "-f", "-", "--policy", two, "--policy-name", "nope")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, `no HAPolicy named "nope" (it has relaxed, strict)`)
+
+	r = runCLI(t, pod, "preview", "-f", "-", "--policy-name", "strict")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "--policy-name needs --policy")
+
+	bad := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("apiVersion: ha-injector.io/v1alpha1\nkind: HAPolicy\nmetadata: {name: a}\n---\napiVersion: ha-injector.io/v1alpha1\nkind: HAPolicy\nmetadata: {name: b}\nspec: {antiAffinity: {typo: x}}\n"), 0o600))
+	r = runCLI(t, pod, "preview", "-f", "-", "--policy", bad, "--policy-name", "a")
+	assert.Equal(t, 2, r.code, "every document of the file must be a valid HAPolicy")
+	assert.Contains(t, r.stderr, "bad.yaml: document 2: ")
+	assert.Contains(t, r.stderr, "typo")
+}
+
+func TestPreviewWarnsAboutZeroSecondTolerations(t *testing.T) {
+	zero := filepath.Join(t.TempDir(), "zero.yaml")
+	require.NoError(t, os.WriteFile(zero, []byte("apiVersion: ha-injector.io/v1alpha1\nkind: HAPolicy\nmetadata: {name: eager}\nspec: {tolerations: {notReadySeconds: 0}}\n"), 0o600))
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: p}}\nspec: {containers: [{name: a, image: a}]}\n"
+	r := runCLI(t, pod, "preview", "-f", "-", "--policy", zero)
+	require.Equal(t, 0, r.code, "valid, only unwise")
+	assert.Contains(t, r.stderr, "warning: "+zero+": HAPolicy eager: spec.tolerations.notReadySeconds is 0: pods are evicted the moment their node is marked NotReady, a container runtime restart included")
+	assert.NotContains(t, r.stderr, "unreachableSeconds is 0")
 }

@@ -264,8 +264,7 @@ func (d *doctor) checkPolicies(ctx context.Context) {
 		if errs := defaulted.Validate(); len(errs) > 0 {
 			invalid = append(invalid, fmt.Sprintf("%s: %v", p.Name, errs.ToAggregate()))
 		}
-		t := defaulted.Spec.Tolerations
-		if enabled(t.Enabled) && (isZero(t.NotReadySeconds) || isZero(t.UnreachableSeconds)) {
+		if len(defaulted.Warnings()) > 0 {
 			zero = append(zero, p.Name)
 		}
 	}
@@ -282,14 +281,14 @@ func (d *doctor) checkPolicies(ctx context.Context) {
 	}
 }
 
+// enabled reads an optional switch of a policy's spec: absent means on.
+func enabled(b *bool) bool { return b == nil || *b }
+
 // meta404 is an error for a kind the API server does not serve (its CRD is missing):
 // reported by the check of the CRD, not again.
 func meta404(err error) bool {
 	return apierrors.IsNotFound(err) || strings.Contains(err.Error(), "no matches for kind")
 }
-
-func enabled(b *bool) bool { return b == nil || *b }
-func isZero(s *int64) bool { return s != nil && *s == 0 }
 
 // checkNamespaces: the opted-in namespaces name policies that exist. It returns false
 // when there is nothing to probe.

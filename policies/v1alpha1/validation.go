@@ -112,3 +112,28 @@ func inRange(path *field.Path, value, lo, hi int64) field.ErrorList {
 	}
 	return nil
 }
+
+// Warnings are what is valid but likely a mistake, worded for a user, each with the path
+// of its field. Call Default first. A 0 s not-ready or unreachable toleration evicts
+// every pod the moment its node is marked NotReady or unreachable: a kubelet or container
+// runtime restart, or a few missed node heartbeats, then restart every pod on the node.
+func (p *HAPolicy) Warnings() []string {
+	t := p.Spec.Tolerations
+	if t.Enabled != nil && !*t.Enabled {
+		return nil
+	}
+	var out []string
+	for _, f := range []struct {
+		name    string
+		seconds *int64
+		taint   string
+	}{
+		{"notReadySeconds", t.NotReadySeconds, "NotReady"},
+		{"unreachableSeconds", t.UnreachableSeconds, "unreachable"},
+	} {
+		if f.seconds != nil && *f.seconds == 0 {
+			out = append(out, fmt.Sprintf("spec.tolerations.%s is 0: pods are evicted the moment their node is marked %s, a container runtime restart included", f.name, f.taint))
+		}
+	}
+	return out
+}
