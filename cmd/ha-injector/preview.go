@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,6 +20,7 @@ import (
 // previewConfig is the validated command line of `ha-injector preview`.
 type previewConfig struct {
 	files           []string
+	recursive       bool
 	policyFile      string
 	policyName      string
 	namespaceLabels map[string]string
@@ -79,7 +79,8 @@ ha-injector not installed); 3 the cluster could not be reached.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVarP(&cfg.files, "filename", "f", nil, "manifest file to read, or - for stdin (repeatable)")
+	f.StringArrayVarP(&cfg.files, "filename", "f", nil, "manifests to read, as kubectl reads them: a file, a directory (its .yaml, .yml and .json files), an http(s) URL, or - for stdin (repeatable)")
+	f.BoolVarP(&cfg.recursive, "recursive", "R", false, "read the directories of -f and their subdirectories")
 	f.StringVar(&cfg.policyFile, "policy", "", "file with an HAPolicy, or several and --policy-name (default: the built-in default policy)")
 	f.StringVar(&cfg.policyName, "policy-name", "", "with --policy: the HAPolicy of the file to use when it has several")
 	f.StringToStringVar(&cfg.namespaceLabels, "namespace-labels", nil, "labels of the target namespace, e.g. pod-security.kubernetes.io/enforce=baseline")
@@ -160,13 +161,9 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 		}
 	}
 
-	var docs []manifest.Document
-	for _, name := range cfg.files {
-		read, err := readManifests(name, stdin)
-		if err != nil {
-			return err
-		}
-		docs = append(docs, read...)
+	docs, err := readInputs(cfg.files, cfg.recursive, stdin)
+	if err != nil {
+		return err
 	}
 
 	// Everything is computed before anything is written, so a bad document
@@ -207,7 +204,7 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 	if _, err := stdout.Write(buf.Bytes()); err != nil {
 		return err
 	}
-	_, err := stderr.Write(log.Bytes())
+	_, err = stderr.Write(log.Bytes())
 	return err
 }
 
@@ -215,7 +212,7 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 // among several. Each is decoded strictly, defaulted and validated; an error names the
 // document.
 func readPolicy(path, name string) (*v1alpha1.HAPolicy, error) {
-	docs, err := readManifests(path, nil)
+	docs, err := readSource(path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -246,18 +243,6 @@ func readPolicy(path, name string) (*v1alpha1.HAPolicy, error) {
 		return nil, fmt.Errorf("%s: %d HAPolicies (%s): pick one with --policy-name", path, len(found), strings.Join(names, ", "))
 	}
 	return found[0], nil
-}
-
-func readManifests(name string, stdin io.Reader) ([]manifest.Document, error) {
-	if name == "-" {
-		return manifest.Read("-", stdin)
-	}
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return manifest.Read(name, f)
 }
 
 // objectName renders "Deployment web-server" (or the generateName prefix).

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -319,4 +322,59 @@ func TestPreviewWarnsAboutZeroSecondTolerations(t *testing.T) {
 	require.Equal(t, 0, r.code, "valid, only unwise")
 	assert.Contains(t, r.stderr, "warning: "+zero+": HAPolicy eager: spec.tolerations.notReadySeconds is 0: pods are evicted the moment their node is marked NotReady, a container runtime restart included")
 	assert.NotContains(t, r.stderr, "unreachableSeconds is 0")
+}
+
+// TestPreviewReadsInputsAsKubectlDoes: a directory (its manifests only, subdirectories
+// with -R), a URL, stdin and files, in the order given; no object at all is an error.
+func TestPreviewReadsInputsAsKubectlDoes(t *testing.T) {
+	pod := func(name string) string {
+		return "apiVersion: v1\nkind: Pod\nmetadata: {name: " + name + ", labels: {app: x}}\nspec: {containers: [{name: a, image: a}]}\n"
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "b.yaml"), []byte(pod("b")), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "a.json"), []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"app":"x"}},"spec":{"containers":[{"name":"a","image":"a"}]}}`), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not a manifest"), 0o600))
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "sub", "c.yml"), []byte(pod("c")), 0o600))
+	names := func(stderr string) []string {
+		var out []string
+		for _, m := range regexp.MustCompile(`(?m)Pod (\w+): antiAffinity`).FindAllStringSubmatch(stderr, -1) {
+			out = append(out, m[1])
+		}
+		return out
+	}
+
+	r := runCLI(t, "", "preview", "-f", dir)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, []string{"a", "b"}, names(r.stderr), "the directory's manifests in name order, not its other files or subdirectories")
+
+	r = runCLI(t, pod("s"), "preview", "-R", "-f", dir, "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, []string{"a", "b", "c", "s"}, names(r.stderr), "-R reads subdirectories; -f in the order given")
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/u.yaml" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte(pod("u")))
+	}))
+	defer srv.Close()
+	r = runCLI(t, "", "preview", "-f", srv.URL+"/u.yaml")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, []string{"u"}, names(r.stderr))
+	r = runCLI(t, "", "preview", "-f", srv.URL+"/missing.yaml")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "missing.yaml: HTTP 404")
+
+	empty := filepath.Join(dir, "sub", "empty")
+	require.NoError(t, os.Mkdir(empty, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(empty, "nothing.yaml"), []byte("# only a comment\n---\n"), 0o600))
+	r = runCLI(t, "", "preview", "-f", empty)
+	assert.Equal(t, 2, r.code, "an input error, not a silent success")
+	assert.Contains(t, r.stderr, "no objects passed to preview")
+	assert.Empty(t, r.stdout)
+	r = runCLI(t, "", "preview", "-f", "-")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "no objects passed to preview (in -)")
 }
