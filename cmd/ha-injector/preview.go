@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,8 @@ import (
 type previewConfig struct {
 	files           []string
 	recursive       bool
+	report          string // --report FILE, "-" for stderr
+	exitCode        bool
 	policyFile      string
 	policyName      string
 	namespaceLabels map[string]string
@@ -53,9 +56,11 @@ metadata.namespace), the HAPolicy it names, the number of schedulable nodes
 --pod-security-default-* from its Deployment. A document in a namespace that
 does not opt in is printed unchanged.
 
-Exit codes: 0 success; 2 usage or input error (a malformed manifest, an
-invalid policy; with --cluster, a namespace or HAPolicy not found, or
-ha-injector not installed); 3 the cluster could not be reached.`,
+Exit codes: 0 success (with --exit-code: nothing would change); 1 with
+--exit-code, a document would change; 2 usage or input error (a malformed
+manifest, an invalid policy, no object at all; with --cluster, a namespace or
+HAPolicy not found, or ha-injector not installed); 3 the cluster could not be
+reached.`,
 		Example: `  ha-injector preview -f examples/web-server.yaml
   ha-injector preview -f app.yaml --policy examples/policy-strict.yaml
   kubectl get deploy web -o yaml | ha-injector preview -f - \
@@ -72,7 +77,8 @@ ha-injector not installed); 3 the cluster could not be reached.`,
 			err := runPreview(cmd.Context(), cfg, stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			var unreachable unreachableError
 			var usage usageError
-			if err != nil && !errors.As(err, &unreachable) && !errors.As(err, &usage) {
+			var failed failedError
+			if err != nil && !errors.As(err, &unreachable) && !errors.As(err, &usage) && !errors.As(err, &failed) {
 				return inputError{err}
 			}
 			return err
@@ -81,6 +87,8 @@ ha-injector not installed); 3 the cluster could not be reached.`,
 	f := cmd.Flags()
 	f.StringArrayVarP(&cfg.files, "filename", "f", nil, "manifests to read, as kubectl reads them: a file, a directory (its .yaml, .yml and .json files), an http(s) URL, or - for stdin (repeatable)")
 	f.BoolVarP(&cfg.recursive, "recursive", "R", false, "read the directories of -f and their subdirectories")
+	f.StringVar(&cfg.report, "report", "", "write the decisions as JSON to FILE (- for stderr, instead of the text lines): [{file, document, apiVersion, kind, namespace, name, feature, action, fallback, reason}]")
+	f.BoolVar(&cfg.exitCode, "exit-code", false, "exit with 1 when any document would change, 0 when none would (as git diff --exit-code)")
 	f.StringVar(&cfg.policyFile, "policy", "", "file with an HAPolicy, or several and --policy-name (default: the built-in default policy)")
 	f.StringVar(&cfg.policyName, "policy-name", "", "with --policy: the HAPolicy of the file to use when it has several")
 	f.StringToStringVar(&cfg.namespaceLabels, "namespace-labels", nil, "labels of the target namespace, e.g. pod-security.kubernetes.io/enforce=baseline")
@@ -170,16 +178,18 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 	// leaves stdout empty rather than half-written.
 	out := make([][]byte, len(docs))
 	var log bytes.Buffer
+	var report []reportEntry
 	for i, d := range docs {
 		dctx := pctx
 		if cluster != nil {
-			var notCalled string
+			var notCalled *skippedDocument
 			var err error
 			if dctx, notCalled, err = cluster.contextFor(ctx, d); err != nil {
 				return fmt.Errorf("%s: %w", d.Name(), err)
 			}
-			if notCalled != "" {
-				fmt.Fprintf(&log, "%s: %s\n", d.Name(), notCalled)
+			if notCalled != nil {
+				fmt.Fprintf(&log, "%s: %s\n", d.Name(), notCalled.line)
+				report = append(report, newReportEntry(d, notCalled.head, notCalled.decision))
 				continue
 			}
 		}
@@ -195,6 +205,7 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 		}
 		for _, decision := range m.Decisions {
 			fmt.Fprintf(&log, "%s: %s: %s\n", d.Name(), objectName(m), decision)
+			report = append(report, newReportEntry(d, headOf(m), decision))
 		}
 	}
 	var buf bytes.Buffer
@@ -204,8 +215,21 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 	if _, err := stdout.Write(buf.Bytes()); err != nil {
 		return err
 	}
-	_, err = stderr.Write(log.Bytes())
-	return err
+	if cfg.report == "-" {
+		// The report replaces the text lines on stderr.
+		err = writeReport(stderr, report)
+	} else {
+		if _, err = stderr.Write(log.Bytes()); err == nil && cfg.report != "" {
+			err = writeReportFile(cfg.report, report)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if cfg.exitCode && slices.ContainsFunc(out, func(b []byte) bool { return b != nil }) {
+		return failedError{errors.New("documents would change")}
+	}
+	return nil
 }
 
 // readPolicy reads the HAPolicy of a --policy file: its only one, or the one named name

@@ -102,14 +102,21 @@ type documentHead struct {
 	} `json:"metadata"`
 }
 
+// skippedDocument is a document the webhook would not be called for, and why.
+type skippedDocument struct {
+	line     string // "Pod p: workload: skipped: ...", the text report's line
+	head     objectHead
+	decision policies.Decision
+}
+
 // contextFor returns the engine context for document d. When the webhook would not be
-// called for it, it returns instead the report line that says why ("Pod p: workload:
-// skipped: ..."). Documents the webhook never mutates, or that do not decode (the engine
-// names the fault), get a zero context and no request.
-func (s *clusterSource) contextFor(ctx context.Context, d manifest.Document) (pctx policies.Context, notCalled string, err error) {
+// called for it, it returns instead why (the report's "Pod p: workload: skipped: ...").
+// Documents the webhook never mutates, or that do not decode (the engine names the
+// fault), get a zero context and no request.
+func (s *clusterSource) contextFor(ctx context.Context, d manifest.Document) (pctx policies.Context, notCalled *skippedDocument, err error) {
 	var head documentHead
 	if json.Unmarshal(d.JSON, &head) != nil {
-		return pctx, "", nil
+		return pctx, nil, nil
 	}
 	var kind policies.Kind
 	switch {
@@ -118,7 +125,7 @@ func (s *clusterSource) contextFor(ctx context.Context, d manifest.Document) (pc
 	case head.APIVersion == "apps/v1" && head.Kind == "Deployment":
 		kind = policies.KindDeployment
 	default:
-		return pctx, "", nil
+		return pctx, nil, nil
 	}
 	name := head.Metadata.Name
 	if name == "" && head.Metadata.GenerateName != "" {
@@ -130,19 +137,23 @@ func (s *clusterSource) contextFor(ctx context.Context, d manifest.Document) (pc
 		namespace = head.Metadata.Namespace
 	}
 	if namespace == "" {
-		return pctx, "", errors.New("no namespace: pass -n or set metadata.namespace")
+		return pctx, nil, errors.New("no namespace: pass -n or set metadata.namespace")
 	}
 
 	if err := s.loadInstallation(ctx); err != nil {
-		return pctx, "", err
+		return pctx, nil, err
 	}
 	ns, err := s.namespaceFacts(ctx, namespace)
 	if err != nil {
-		return pctx, "", err
+		return pctx, nil, err
 	}
 	if reason := s.notCalled(kind, namespace, ns, head.Metadata.Labels); reason != "" {
 		skipped := policies.Decision{Feature: policies.FeatureWorkload, Action: policies.Skipped, Reason: reason}
-		return pctx, object + ": " + skipped.String(), nil
+		return pctx, &skippedDocument{
+			line:     object + ": " + skipped.String(),
+			head:     objectHead{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: namespace, Name: name},
+			decision: skipped,
+		}, nil
 	}
 
 	pctx = policies.Context{
@@ -157,12 +168,12 @@ func (s *clusterSource) contextFor(ctx context.Context, d manifest.Document) (pc
 		if key, needed := policies.NeedsTopologyDomains(ns.policy, kind, nil); needed {
 			n, err := s.topologyDomains(ctx, key)
 			if err != nil {
-				return pctx, "", err
+				return pctx, nil, err
 			}
 			pctx.Cluster.TopologyDomains = map[string]int{key: n}
 		}
 	}
-	return pctx, "", nil
+	return pctx, nil, nil
 }
 
 // loadInstallation finds the webhook and serve's settings, once. Empty settings are

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -248,6 +249,14 @@ func TestPreviewClusterOutsideOptedInNamespaces(t *testing.T) {
 	assert.Equal(t, fmt.Sprintf(`-: document 1: Deployment web: workload: skipped: namespace %[1]s does not opt in (no ha-injector.io/policy label): the webhook is not called
 -: document 2: Pod p: workload: skipped: namespace %[1]s does not opt in (no ha-injector.io/policy label): the webhook is not called
 `, plain), r.stderr)
+	// The JSON report has the same, with the object named.
+	r = runCLI(t, in, append(args, "--report", "-")...)
+	require.Equal(t, 0, r.code, r.stderr)
+	var report []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(r.stderr), &report), r.stderr)
+	require.Len(t, report, 2)
+	assert.Equal(t, map[string]any{"file": "-", "document": 2.0, "apiVersion": "v1", "kind": "Pod", "namespace": plain, "name": "p",
+		"feature": "workload", "action": "skipped", "reason": fmt.Sprintf("namespace %s does not opt in (no ha-injector.io/policy label): the webhook is not called", plain)}, report[1])
 
 	// The chart's namespaceSelector leaves out its own namespace whatever its labels.
 	ownNS := &corev1.Namespace{}

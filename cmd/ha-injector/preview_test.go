@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -377,4 +378,49 @@ func TestPreviewReadsInputsAsKubectlDoes(t *testing.T) {
 	r = runCLI(t, "", "preview", "-f", "-")
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "no objects passed to preview (in -)")
+}
+
+func TestPreviewReportAndExitCode(t *testing.T) {
+	example := filepath.Join("..", "..", "examples", "web-server.yaml")
+	reportFile := filepath.Join(t.TempDir(), "report.json")
+	r := runCLI(t, "", "preview", "-f", example, "--report", reportFile, "--pod-security-default-level", "baseline")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "Deployment web-server: antiAffinity: applied", "the text lines stay on stderr")
+	data, err := os.ReadFile(reportFile)
+	require.NoError(t, err)
+	var report []map[string]any
+	require.NoError(t, json.Unmarshal(data, &report))
+	require.NotEmpty(t, report)
+	assert.Equal(t, strings.Count(r.stderr, "\n"), len(report), "one entry per decision line")
+	first := report[0]
+	assert.Equal(t, example, first["file"])
+	assert.Equal(t, 1.0, first["document"])
+	assert.Equal(t, "apps/v1", first["apiVersion"])
+	assert.Equal(t, "Deployment", first["kind"])
+	assert.Equal(t, "web-server", first["name"])
+	assert.Equal(t, "antiAffinity", first["feature"])
+	assert.Equal(t, "applied", first["action"])
+	var fallbacks []any
+	for _, e := range report {
+		if e["fallback"] != nil {
+			fallbacks = append(fallbacks, e["fallback"])
+		}
+	}
+	assert.Contains(t, fallbacks, "pod-security", "baseline moves the sysctls: the fallback is named")
+
+	// --report - replaces the text lines with the JSON; stdout is the manifest as ever.
+	r = runCLI(t, "", "preview", "-f", example, "--report", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NoError(t, json.Unmarshal([]byte(r.stderr), &report))
+	assert.Contains(t, r.stdout, "kind: Deployment")
+
+	// --exit-code: 1 when a document would change (everything still written), 0 when none
+	// would: the mutated output, previewed again, is left alone.
+	r = runCLI(t, "", "preview", "-f", example, "--exit-code")
+	assert.Equal(t, 1, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "ha-injector.io/status")
+	assert.NotContains(t, r.stderr, "Error")
+	again := runCLI(t, r.stdout, "preview", "-f", "-", "--exit-code")
+	assert.Equal(t, 0, again.code, again.stderr)
+	assert.Equal(t, r.stdout, again.stdout)
 }
