@@ -168,10 +168,30 @@ func TestPreviewReadsSeveralFilesAndJSON(t *testing.T) {
 	pod := writeFile(t, "pod.json", `{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "j", "labels": {"app": "j"}}, "spec": {"containers": [{"name": "a", "image": "a"}]}}`)
 	r := runCLI(t, "", "preview", "-f", pod, "-f", "../../examples/web-server.yaml", "-o", "json")
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.True(t, strings.HasPrefix(r.stdout, "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"Pod\""), r.stdout[:80])
-	assert.Equal(t, 3, strings.Count(r.stdout, "\n}\n"), "three JSON documents")
 	assert.Contains(t, r.stderr, "pod.json: document 1: Pod j:")
 	assert.Contains(t, r.stderr, "web-server.yaml: document 1: Deployment web-server:")
+	// Several objects are one v1 List, as kubectl get -o json prints them: one JSON value.
+	var list struct {
+		APIVersion string            `json:"apiVersion"`
+		Kind       string            `json:"kind"`
+		Items      []json.RawMessage `json:"items"`
+	}
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	dec.DisallowUnknownFields()
+	require.Error(t, dec.Decode(&list), "metadata is there too")
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &list), r.stdout)
+	assert.Equal(t, "v1", list.APIVersion)
+	assert.Equal(t, "List", list.Kind)
+	require.Len(t, list.Items, 3)
+	assert.True(t, strings.HasPrefix(string(list.Items[0]), "{\n      \"apiVersion\": \"v1\",\n      \"kind\": \"Pod\""), "each item keeps its key order: %.80s", list.Items[0])
+	var second map[string]any
+	require.NoError(t, json.Unmarshal(list.Items[1], &second))
+	assert.Equal(t, "Deployment", second["kind"])
+
+	// One object is that object.
+	r = runCLI(t, "", "preview", "-f", pod, "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stdout, "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"Pod\""), r.stdout[:80])
 }
 
 func TestPreviewNamespaceLabelsAndTopologyDomains(t *testing.T) {

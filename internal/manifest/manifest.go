@@ -209,10 +209,15 @@ const (
 )
 
 // Write writes documents to w in the given format: YAML documents separated
-// by "---", or indented JSON objects one after another. out[i] is the new JSON
-// of docs[i], or nil when the document is unchanged: an unchanged document is
-// written back as it was read, comments and all (in YAML).
+// by "---", or indented JSON: the object itself when there is one, a v1 List of
+// them (as kubectl get -o json prints several) when there are more, so that the
+// output is one JSON value a parser reads. out[i] is the new JSON of docs[i], or
+// nil when the document is unchanged: an unchanged document is written back as it
+// was read, comments and all (in YAML).
 func Write(w io.Writer, format Format, docs []Document, out [][]byte) error {
+	if format == JSON && len(docs) > 1 {
+		return writeJSONList(w, docs, out)
+	}
 	var buf bytes.Buffer
 	for i, d := range docs {
 		changed := out[i]
@@ -303,4 +308,32 @@ func plainIsString(unmarshal func([]byte, any) error, s string) bool {
 	}
 	v, ok := m["v"].(string)
 	return ok && v == s
+}
+
+// writeJSONList writes several documents as one v1 List, items in order, each keeping
+// its key order.
+func writeJSONList(w io.Writer, docs []Document, out [][]byte) error {
+	var list bytes.Buffer
+	list.WriteString(`{"apiVersion":"v1","kind":"List","items":[`)
+	for i, d := range docs {
+		if i > 0 {
+			list.WriteByte(',')
+		}
+		src := d.JSON
+		if out[i] != nil {
+			src = out[i]
+		}
+		if !json.Valid(src) {
+			return fmt.Errorf("%s: not valid JSON", d.Name())
+		}
+		list.Write(src)
+	}
+	list.WriteString(`],"metadata":{}}`)
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, list.Bytes(), "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
 }

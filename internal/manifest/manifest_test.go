@@ -84,7 +84,11 @@ func TestWriteRoundTrip(t *testing.T) {
 
 	var jsonOut bytes.Buffer
 	require.NoError(t, Write(&jsonOut, JSON, docs, [][]byte{nil, changed}))
-	assert.Equal(t, "{\n  \"a\": 1,\n  \"b\": [\n    \"x\",\n    \"z\"\n  ]\n}\n{\n  \"c\": {\n    \"d\": \"30\",\n    \"e\": \"yes\",\n    \"on\": \"y\",\n    \"o\": \"0755\",\n    \"s\": \"1:20\",\n    \"f\": \"multi\\nline\"\n  }\n}\n", jsonOut.String())
+	// Two documents are one v1 List: a single JSON value, each item in its key order.
+	assert.Equal(t, "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [\n    {\n      \"a\": 1,\n      \"b\": [\n        \"x\",\n        \"z\"\n      ]\n    },\n    {\n      \"c\": {\n        \"d\": \"30\",\n        \"e\": \"yes\",\n        \"on\": \"y\",\n        \"o\": \"0755\",\n        \"s\": \"1:20\",\n        \"f\": \"multi\\nline\"\n      }\n    }\n  ],\n  \"metadata\": {}\n}\n", jsonOut.String())
+	jsonOut.Reset()
+	require.NoError(t, Write(&jsonOut, JSON, docs[:1], [][]byte{nil}))
+	assert.Equal(t, "{\n  \"a\": 1,\n  \"b\": [\n    \"x\",\n    \"z\"\n  ]\n}\n", jsonOut.String(), "one document is itself")
 
 	assert.Error(t, Write(&jsonOut, Format("xml"), docs, [][]byte{nil, nil}))
 }
