@@ -198,6 +198,16 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 			return fmt.Errorf("%s: %w", d.Name(), err)
 		}
 		if m == nil {
+			// Not a Pod or a Deployment: the object is stored as it is, and the pods a
+			// controller of it creates get the webhook's decisions.
+			decisions, head, err := podDecisions(dctx, d)
+			if err != nil {
+				return fmt.Errorf("%s: %w", d.Name(), err)
+			}
+			for _, decision := range decisions {
+				fmt.Fprintf(&log, "%s: %s %s: %s\n", d.Name(), head.Kind, head.Name, decision)
+				report = append(report, newReportEntry(d, head, decision))
+			}
 			continue
 		}
 		if m.Changed {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/spf13/pflag"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -102,6 +103,10 @@ type documentHead struct {
 	} `json:"metadata"`
 }
 
+// podCreators are the kinds whose pods the webhook mutates although it never sees the
+// object itself (patch.PodOf).
+var podCreators = []string{"apps/v1 StatefulSet", "apps/v1 DaemonSet", "apps/v1 ReplicaSet", "v1 ReplicationController", "batch/v1 Job", "batch/v1 CronJob"}
+
 // skippedDocument is a document the webhook would not be called for, and why.
 type skippedDocument struct {
 	line     string // "Pod p: workload: skipped: ...", the text report's line
@@ -124,6 +129,9 @@ func (s *clusterSource) contextFor(ctx context.Context, d manifest.Document) (pc
 		kind = policies.KindPod
 	case head.APIVersion == "apps/v1" && head.Kind == "Deployment":
 		kind = policies.KindDeployment
+	case slices.Contains(podCreators, head.APIVersion+" "+head.Kind):
+		// The webhook sees their pods, in their namespace: the pods webhook decides.
+		kind = policies.KindPod
 	default:
 		return pctx, nil, nil
 	}
@@ -131,7 +139,7 @@ func (s *clusterSource) contextFor(ctx context.Context, d manifest.Document) (pc
 	if name == "" && head.Metadata.GenerateName != "" {
 		name = head.Metadata.GenerateName + "*"
 	}
-	object := fmt.Sprintf("%s %s", kind, name)
+	object := fmt.Sprintf("%s %s", head.Kind, name)
 	namespace := s.namespace
 	if namespace == "" {
 		namespace = head.Metadata.Namespace

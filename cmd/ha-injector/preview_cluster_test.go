@@ -203,7 +203,7 @@ func TestPreviewClusterReadsTheNamespaceItsPolicyAndTheNodes(t *testing.T) {
 	assert.Contains(t, r.stderr, `namespace enforces Pod Security "restricted"`)
 	assert.Contains(t, r.stderr, "-: document 2: Pod p: tolerations:")
 	assert.Equal(t, strings.TrimSpace(configMap), strings.TrimSpace(docs[2]), "unchanged")
-	assert.NotContains(t, r.stderr, "document 3")
+	assert.Contains(t, r.stderr, "-: document 3: ConfigMap c: workload: skipped: the webhook mutates Pods and Deployments, and the pods of workloads; a ConfigMap is stored as it is", "every document gets a line")
 }
 
 // TestPreviewClusterUsesTheWebhooksOwnArguments: the webhook's --sysctl-image and
@@ -257,6 +257,15 @@ func TestPreviewClusterOutsideOptedInNamespaces(t *testing.T) {
 	require.Len(t, report, 2)
 	assert.Equal(t, map[string]any{"file": "-", "document": 2.0, "apiVersion": "v1", "kind": "Pod", "namespace": plain, "name": "p",
 		"feature": "workload", "action": "skipped", "reason": fmt.Sprintf("namespace %s does not opt in (no ha-injector.io/policy label): the webhook is not called", plain)}, report[1])
+
+	// The pods of a StatefulSet are judged in its namespace, as the webhook judges them.
+	sts := "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: " + plain + "}\nspec: {serviceName: db, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: a, image: a}]}}}\n"
+	r = runCLI(t, sts, args...)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, fmt.Sprintf("-: document 1: StatefulSet db: workload: skipped: namespace %s does not opt in (no ha-injector.io/policy label): the webhook is not called\n", plain), r.stderr)
+	r = runCLI(t, sts, append(args, "-n", exempt)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "-: document 1: StatefulSet db: antiAffinity: applied: its pods: ")
 
 	// The chart's namespaceSelector leaves out its own namespace whatever its labels.
 	ownNS := &corev1.Namespace{}

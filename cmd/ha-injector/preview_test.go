@@ -444,3 +444,39 @@ func TestPreviewReportAndExitCode(t *testing.T) {
 	assert.Equal(t, 0, again.code, again.stderr)
 	assert.Equal(t, r.stdout, again.stdout)
 }
+
+// TestPreviewReportsThePodsOfEveryWorkloadKind: the webhook does not mutate a StatefulSet,
+// a Job or a CronJob, but it does mutate their pods. preview writes the object unchanged
+// and reports the decisions for those pods; a kind without pods gets its own line.
+func TestPreviewReportsThePodsOfEveryWorkloadKind(t *testing.T) {
+	template := `{metadata: {labels: {app: w}}, spec: {containers: [{name: a, image: a}]}}`
+	in := strings.Join([]string{
+		"apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec: {replicas: 3, serviceName: db, selector: {matchLabels: {app: w}}, template: " + template + "}\n",
+		"apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec: {selector: {matchLabels: {app: w}}, template: " + template + "}\n",
+		"apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs, annotations: {ha-injector.io/inject: \"false\"}}\nspec: {selector: {matchLabels: {app: w}}, template: " + template + "}\n",
+		"apiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc}\nspec: {template: " + template + "}\n",
+		"apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec: {template: {metadata: {labels: {app: w}}, spec: {restartPolicy: Never, containers: [{name: a, image: a}]}}}\n",
+		"apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly}\nspec: {schedule: \"0 3 * * *\", jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: a, image: a}], tolerations: [{key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 10}]}}}}}\n",
+		"apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {ports: [{port: 80}]}\n",
+	}, "---\n")
+	r := runCLI(t, in, "preview", "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, in, r.stdout, "the objects are stored as they are: the webhook mutates their pods")
+	for _, line := range []string{
+		"-: document 1: StatefulSet db: antiAffinity: applied: its pods: Preferred pod anti-affinity",
+		// DefaultTolerationSeconds gave the pod 300 s before the webhook sees it.
+		"-: document 1: StatefulSet db: tolerations: applied: its pods: node.kubernetes.io/not-ready shortened 300s -> 60s",
+		"-: document 2: DaemonSet agent: workload: skipped: its pods: owned by DaemonSet agent: one pod per node by design",
+		"-: document 3: ReplicaSet rs: workload: skipped: its pods: opted out by annotation ha-injector.io/inject=false on its ReplicaSet rs",
+		"-: document 4: ReplicationController rc: tolerations: applied: its pods:",
+		"-: document 5: Job once: sysctls: applied: its pods:",
+		// A CronJob's pods are its Jobs': a toleration it sets is kept when shorter.
+		"-: document 6: CronJob nightly: tolerations: kept: its pods: node.kubernetes.io/not-ready already 10s",
+		"-: document 7: Service db: workload: skipped: the webhook mutates Pods and Deployments, and the pods of workloads; a Service is stored as it is",
+	} {
+		assert.Contains(t, r.stderr, line)
+	}
+	r = runCLI(t, "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec: {replicas: many}\n", "preview", "-f", "-")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "-: document 1: decoding StatefulSet")
+}

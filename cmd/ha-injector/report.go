@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 
 // objectHead names the object a decision is about.
@@ -75,4 +77,41 @@ func writeReportFile(path string, entries []reportEntry) error {
 		return err
 	}
 	return f.Close()
+}
+
+// podDecisions are the decisions for a document that is neither a Pod nor a Deployment:
+// for a workload whose controller creates pods (StatefulSet, DaemonSet, ReplicaSet,
+// ReplicationController, Job, CronJob), the webhook's decisions for those pods, each
+// reason prefixed "its pods: "; for anything else, one line saying the webhook leaves it
+// alone. Every document gets at least one.
+func podDecisions(ctx policies.Context, d manifest.Document) ([]policies.Decision, objectHead, error) {
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	_ = json.Unmarshal(d.JSON, &head)
+	obj := objectHead{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name}
+	pod, owner, ok, err := patch.PodOf(d.JSON)
+	if err != nil {
+		return nil, obj, err
+	}
+	if !ok {
+		return []policies.Decision{{Feature: policies.FeatureWorkload, Action: policies.Skipped,
+			Reason: fmt.Sprintf("the webhook mutates Pods and Deployments, and the pods of workloads; a %s is stored as it is", head.Kind)}}, obj, nil
+	}
+	ctx.Owner = owner
+	m, err := policies.Mutate(ctx, pod)
+	if err != nil {
+		return nil, obj, err
+	}
+	out := make([]policies.Decision, len(m.Decisions))
+	for i, decision := range m.Decisions {
+		decision.Reason = "its pods: " + decision.Reason
+		out[i] = decision
+	}
+	return out, obj, nil
 }
