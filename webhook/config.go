@@ -148,7 +148,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.GracefulShutdownTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("the graceful shutdown timeout must be positive"))
+		errs = append(errs, fmt.Errorf("--graceful-shutdown-timeout must be positive, not %s", c.GracefulShutdownTimeout))
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-delay must not be negative, not %s", c.ShutdownDelay))
@@ -168,7 +168,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--sysctl-image %q must not contain spaces", c.SysctlImage))
 	}
 	if c.RestConfig == nil {
-		errs = append(errs, fmt.Errorf("no connection to the API server is configured"))
+		errs = append(errs, fmt.Errorf("no connection to the API server is configured (--kubeconfig, $KUBECONFIG, ~/.kube/config or the in-cluster config)"))
 	}
 	switch c.CertMode {
 	case CertModeFile:

@@ -117,8 +117,8 @@ func TestConfigValidate(t *testing.T) {
 		"unknown TLS version":    {func(c *Config) { c.TLSMinVersion = "1.1" }, `--tls-min-version must be 1.2 or 1.3, not "1.1"`},
 		"bad probe address":      {func(c *Config) { c.HealthProbeBindAddress = "8081" }, "--health-probe-bind-address"},
 		"missing certificate":    {func(c *Config) { c.CertName = "nope.crt" }, "nope.crt"},
-		"no API server":          {func(c *Config) { c.RestConfig = nil }, "no connection to the API server"},
-		"no shutdown time":       {func(c *Config) { c.GracefulShutdownTimeout = 0 }, "graceful shutdown timeout"},
+		"no API server":          {func(c *Config) { c.RestConfig = nil }, "no connection to the API server is configured (--kubeconfig"},
+		"no shutdown time":       {func(c *Config) { c.GracefulShutdownTimeout = 0 }, "--graceful-shutdown-timeout must be positive, not 0s"},
 		"metrics can be 0 (off)": {func(c *Config) { c.MetricsBindAddress = "0" }, ""},
 	}
 	for name, tc := range cases {
