@@ -15,7 +15,6 @@ import (
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
-	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 
 // previewConfig is the validated command line of `ha-injector preview`.
@@ -176,48 +175,40 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 
 	// Everything is computed before anything is written, so a bad document
 	// leaves stdout empty rather than half-written.
+	p := &previewer{ctx: ctx, cluster: cluster, pctx: pctx}
 	out := make([][]byte, len(docs))
-	var log bytes.Buffer
-	var report []reportEntry
 	for i, d := range docs {
-		dctx := pctx
-		if cluster != nil {
-			var notCalled *skippedDocument
-			var err error
-			if dctx, notCalled, err = cluster.contextFor(ctx, d); err != nil {
-				return fmt.Errorf("%s: %w", d.Name(), err)
-			}
-			if notCalled != nil {
-				fmt.Fprintf(&log, "%s: %s\n", d.Name(), notCalled.line)
-				report = append(report, newReportEntry(d, notCalled.head, notCalled.decision))
-				continue
-			}
-		}
-		mutated, m, err := patch.Document(dctx, d.JSON)
+		items, isList, err := listItems(d.JSON)
 		if err != nil {
 			return fmt.Errorf("%s: %w", d.Name(), err)
 		}
-		if m == nil {
-			// Not a Pod or a Deployment: the object is stored as it is, and the pods a
-			// controller of it creates get the webhook's decisions.
-			decisions, head, err := podDecisions(dctx, d)
-			if err != nil {
-				return fmt.Errorf("%s: %w", d.Name(), err)
-			}
-			for _, decision := range decisions {
-				fmt.Fprintf(&log, "%s: %s %s: %s\n", d.Name(), head.Kind, head.Name, decision)
-				report = append(report, newReportEntry(d, head, decision))
+		if !isList {
+			if out[i], err = p.document(d, d.Name()); err != nil {
+				return err
 			}
 			continue
 		}
-		if m.Changed {
-			out[i] = mutated
+		// A v1 List (what kubectl get -o yaml prints): each item as a document, the List
+		// written back as a List.
+		changed := false
+		for k, item := range items {
+			sub := d
+			sub.JSON = item
+			mutated, err := p.document(sub, fmt.Sprintf("%s: item %d", d.Name(), k+1))
+			if err != nil {
+				return err
+			}
+			if mutated != nil {
+				items[k], changed = mutated, true
+			}
 		}
-		for _, decision := range m.Decisions {
-			fmt.Fprintf(&log, "%s: %s: %s\n", d.Name(), objectName(m), decision)
-			report = append(report, newReportEntry(d, headOf(m), decision))
+		if changed {
+			if out[i], err = replaceListItems(d.JSON, items); err != nil {
+				return fmt.Errorf("%s: %w", d.Name(), err)
+			}
 		}
 	}
+	log, report := &p.log, p.report
 	var buf bytes.Buffer
 	if err := manifest.Write(&buf, manifest.Format(cfg.output), docs, out); err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ha-injector/ha-injector/policies"
@@ -479,4 +480,45 @@ func TestPreviewReportsThePodsOfEveryWorkloadKind(t *testing.T) {
 	r = runCLI(t, "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec: {replicas: many}\n", "preview", "-f", "-")
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "-: document 1: decoding StatefulSet")
+}
+
+// TestPreviewProcessesTheItemsOfAList: what `kubectl get deploy,pod -o yaml` prints, a v1
+// List, is previewed item by item and written back as a List.
+func TestPreviewProcessesTheItemsOfAList(t *testing.T) {
+	list := `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: settings}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p, labels: {app: p}}
+  spec: {containers: [{name: a, image: a}]}
+metadata:
+  resourceVersion: ""
+`
+	r := runCLI(t, list, "preview", "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "-: document 1: item 1: ConfigMap settings: workload: skipped:")
+	assert.Contains(t, r.stderr, "-: document 1: item 2: Pod p: antiAffinity: applied:")
+	var out struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Items      []struct {
+			Kind     string            `json:"kind"`
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		} `json:"items"`
+	}
+	require.NoError(t, yaml.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	assert.Equal(t, "List", out.Kind)
+	require.Len(t, out.Items, 2)
+	assert.Equal(t, "ConfigMap", out.Items[0].Kind)
+	assert.Empty(t, out.Items[0].Metadata.Annotations, "unchanged")
+	assert.NotEmpty(t, out.Items[1].Metadata.Annotations[policies.StatusAnnotation], "the Pod injected")
+	assert.Less(t, strings.Index(r.stdout, "items:"), strings.Index(r.stdout, "metadata:\n  resourceVersion"), "the List's keys in their order")
+
+	r = runCLI(t, "apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: Pod, metadata: {name: x}, spec: {containers: nope}}]\n", "preview", "-f", "-")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "-: document 1: item 1: decoding Pod")
 }
