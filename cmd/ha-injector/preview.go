@@ -22,6 +22,7 @@ type previewConfig struct {
 	files           []string
 	recursive       bool
 	report          string // --report FILE, "-" for stderr
+	pods            bool
 	exitCode        bool
 	policyFile      string
 	policyName      string
@@ -87,6 +88,7 @@ reached.`,
 	f.StringArrayVarP(&cfg.files, "filename", "f", nil, "manifests to read, as kubectl reads them: a file, a directory (its .yaml, .yml and .json files), an http(s) URL, or - for stdin (repeatable)")
 	f.BoolVarP(&cfg.recursive, "recursive", "R", false, "read the directories of -f and their subdirectories")
 	f.StringVar(&cfg.report, "report", "", "write the decisions as JSON to FILE (- for stderr, instead of the text lines): [{file, document, apiVersion, kind, namespace, name, feature, action, fallback, reason}]")
+	f.BoolVar(&cfg.pods, "pods", false, "after each StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job and CronJob, print a pod its controller creates as the webhook makes it (after DefaultTolerationSeconds; no other admission plugin is emulated)")
 	f.BoolVar(&cfg.exitCode, "exit-code", false, "exit with 1 when any document would change, 0 when none would (as git diff --exit-code)")
 	f.StringVar(&cfg.policyFile, "policy", "", "file with an HAPolicy, or several and --policy-name (default: the built-in default policy)")
 	f.StringVar(&cfg.policyName, "policy-name", "", "with --policy: the HAPolicy of the file to use when it has several")
@@ -175,38 +177,18 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 
 	// Everything is computed before anything is written, so a bad document
 	// leaves stdout empty rather than half-written.
-	p := &previewer{ctx: ctx, cluster: cluster, pctx: pctx}
+	p := &previewer{ctx: ctx, cluster: cluster, pctx: pctx, pods: cfg.pods}
 	out := make([][]byte, len(docs))
 	for i, d := range docs {
-		items, isList, err := listItems(d.JSON)
-		if err != nil {
-			return fmt.Errorf("%s: %w", d.Name(), err)
+		if out[i], err = p.documentOrList(d); err != nil {
+			return err
 		}
-		if !isList {
-			if out[i], err = p.document(d, d.Name()); err != nil {
-				return err
-			}
-			continue
-		}
-		// A v1 List (what kubectl get -o yaml prints): each item as a document, the List
-		// written back as a List.
-		changed := false
-		for k, item := range items {
-			sub := d
-			sub.JSON = item
-			mutated, err := p.document(sub, fmt.Sprintf("%s: item %d", d.Name(), k+1))
-			if err != nil {
-				return err
-			}
-			if mutated != nil {
-				items[k], changed = mutated, true
-			}
-		}
-		if changed {
-			if out[i], err = replaceListItems(d.JSON, items); err != nil {
-				return fmt.Errorf("%s: %w", d.Name(), err)
-			}
-		}
+		p.endOfDocument()
+	}
+	wouldChange := slices.ContainsFunc(out, func(b []byte) bool { return b != nil })
+	if cfg.pods {
+		// After each document, the pods its workloads' controllers would create.
+		docs, out = p.withPods(docs, out)
 	}
 	log, report := &p.log, p.report
 	var buf bytes.Buffer
@@ -227,7 +209,7 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 	if err != nil {
 		return err
 	}
-	if cfg.exitCode && slices.ContainsFunc(out, func(b []byte) bool { return b != nil }) {
+	if cfg.exitCode && wouldChange {
 		return failedError{errors.New("documents would change")}
 	}
 	return nil

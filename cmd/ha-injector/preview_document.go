@@ -20,6 +20,66 @@ type previewer struct {
 	pctx    policies.Context
 	log     bytes.Buffer
 	report  []reportEntry
+	// pods (--pods) collects, per input document, the pods its workloads' controllers
+	// would create, as the webhook makes them: current for the document being read,
+	// podsOf by document number once it is done.
+	pods    bool
+	current [][]byte
+	podsOf  [][][]byte
+}
+
+// documentOrList previews a document, or each item of a v1 List (what kubectl get -o
+// yaml prints for several objects), which is written back as a List.
+func (p *previewer) documentOrList(d manifest.Document) ([]byte, error) {
+	items, isList, err := listItems(d.JSON)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.Name(), err)
+	}
+	if !isList {
+		return p.document(d, d.Name())
+	}
+	changed := false
+	for k, item := range items {
+		sub := d
+		sub.JSON = item
+		mutated, err := p.document(sub, fmt.Sprintf("%s: item %d", d.Name(), k+1))
+		if err != nil {
+			return nil, err
+		}
+		if mutated != nil {
+			items[k], changed = mutated, true
+		}
+	}
+	if !changed {
+		return nil, nil
+	}
+	out, err := replaceListItems(d.JSON, items)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.Name(), err)
+	}
+	return out, nil
+}
+
+// endOfDocument files the pods collected for the document just read.
+func (p *previewer) endOfDocument() {
+	p.podsOf = append(p.podsOf, p.current)
+	p.current = nil
+}
+
+// withPods inserts, after each document, the pods its workloads' controllers would
+// create, each under a comment that says what it is and what was not emulated.
+func (p *previewer) withPods(docs []manifest.Document, out [][]byte) ([]manifest.Document, [][]byte) {
+	var allDocs []manifest.Document
+	var allOut [][]byte
+	for i, d := range docs {
+		allDocs, allOut = append(allDocs, d), append(allOut, out[i])
+		for _, pod := range p.podsOf[i] {
+			comment := fmt.Sprintf("ha-injector preview --pods: a pod of %s as the webhook makes it, after the API server's\nDefaultTolerationSeconds; no other admission plugin is emulated.", d.Name())
+			allDocs = append(allDocs, manifest.Synthesized(d.Source, d.Index, pod, comment))
+			allOut = append(allOut, pod)
+		}
+	}
+	return allDocs, allOut
 }
 
 // document previews one object, named where in messages, and returns its new JSON, or
@@ -45,9 +105,12 @@ func (p *previewer) document(d manifest.Document, where string) ([]byte, error) 
 	if m == nil {
 		// Not a Pod or a Deployment: the object is stored as it is, and the pods a
 		// controller of it creates get the webhook's decisions.
-		decisions, head, err := podDecisions(dctx, d)
+		decisions, head, pod, err := podDecisions(dctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		if p.pods && pod != nil {
+			p.current = append(p.current, pod)
 		}
 		for _, decision := range decisions {
 			fmt.Fprintf(&p.log, "%s: %s %s: %s\n", where, head.Kind, head.Name, decision)

@@ -522,3 +522,32 @@ metadata:
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "-: document 1: item 1: decoding Pod")
 }
+
+// TestPreviewPodsPrintsThePodsOfWorkloads: --pods adds, after a StatefulSet, the pod its
+// controller creates as the webhook makes it, and says what was emulated.
+func TestPreviewPodsPrintsThePodsOfWorkloads(t *testing.T) {
+	sts := "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: shop}\nspec: {serviceName: db, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: a, image: a}]}}}\n"
+	svc := "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {ports: [{port: 80}]}\n"
+	r := runCLI(t, sts+"---\n"+svc, "preview", "-f", "-", "--pods", "--exit-code")
+	require.Equal(t, 0, r.code, "the StatefulSet itself does not change: %s", r.stderr)
+	docs := strings.Split(r.stdout, "\n---\n")
+	require.Len(t, docs, 3, r.stdout)
+	assert.Equal(t, sts, docs[0]+"\n", "the StatefulSet as it was")
+	assert.Contains(t, docs[1], "# ha-injector preview --pods: a pod of -: document 1 as the webhook makes it, after the API server's\n# DefaultTolerationSeconds; no other admission plugin is emulated.")
+	var pod corev1.Pod
+	require.NoError(t, yaml.UnmarshalStrict([]byte(docs[1]), &pod), docs[1])
+	assert.Equal(t, "db-", pod.GenerateName)
+	assert.Equal(t, "shop", pod.Namespace)
+	assert.Equal(t, "StatefulSet", pod.OwnerReferences[0].Kind)
+	assert.NotEmpty(t, pod.Annotations[policies.StatusAnnotation])
+	seconds := map[string]int64{}
+	for _, tol := range pod.Spec.Tolerations {
+		seconds[tol.Key] = *tol.TolerationSeconds
+	}
+	assert.Equal(t, map[string]int64{"node.kubernetes.io/not-ready": 60, "node.kubernetes.io/unreachable": 30}, seconds, "DefaultTolerationSeconds' 300 s, shortened")
+	assert.NotContains(t, docs[1], "creationTimestamp")
+	assert.Equal(t, svc, docs[2])
+
+	r = runCLI(t, sts, "preview", "-f", "-")
+	assert.NotContains(t, r.stdout, "kind: Pod", "only with --pods")
+}

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
@@ -84,7 +86,9 @@ func writeReportFile(path string, entries []reportEntry) error {
 // ReplicationController, Job, CronJob), the webhook's decisions for those pods, each
 // reason prefixed "its pods: "; for anything else, one line saying the webhook leaves it
 // alone. Every document gets at least one.
-func podDecisions(ctx policies.Context, d manifest.Document) ([]policies.Decision, objectHead, error) {
+//
+// pod is that pod as the webhook makes it, as JSON (nil for other kinds).
+func podDecisions(ctx policies.Context, d manifest.Document) (decisions []policies.Decision, obj objectHead, pod []byte, err error) {
 	var head struct {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
@@ -94,24 +98,31 @@ func podDecisions(ctx policies.Context, d manifest.Document) ([]policies.Decisio
 		} `json:"metadata"`
 	}
 	_ = json.Unmarshal(d.JSON, &head)
-	obj := objectHead{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name}
-	pod, owner, ok, err := patch.PodOf(d.JSON)
+	obj = objectHead{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name}
+	in, owner, ok, err := patch.PodOf(d.JSON)
 	if err != nil {
-		return nil, obj, err
+		return nil, obj, nil, err
 	}
 	if !ok {
 		return []policies.Decision{{Feature: policies.FeatureWorkload, Action: policies.Skipped,
-			Reason: fmt.Sprintf("the webhook mutates Pods and Deployments, and the pods of workloads; a %s is stored as it is", head.Kind)}}, obj, nil
+			Reason: fmt.Sprintf("the webhook mutates Pods and Deployments, and the pods of workloads; a %s is stored as it is", head.Kind)}}, obj, nil, nil
 	}
 	ctx.Owner = owner
-	m, err := policies.Mutate(ctx, pod)
+	m, err := policies.Mutate(ctx, in)
 	if err != nil {
-		return nil, obj, err
+		return nil, obj, nil, err
 	}
-	out := make([]policies.Decision, len(m.Decisions))
+	decisions = make([]policies.Decision, len(m.Decisions))
 	for i, decision := range m.Decisions {
 		decision.Reason = "its pods: " + decision.Reason
-		out[i] = decision
+		decisions[i] = decision
 	}
-	return out, obj, nil
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(m.Object)
+	if err != nil {
+		return nil, obj, nil, err
+	}
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u, "status")
+	pod, err = json.Marshal(u)
+	return decisions, obj, pod, err
 }

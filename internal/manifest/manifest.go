@@ -26,6 +26,13 @@ type Document struct {
 	node *yaml.Node
 }
 
+// Synthesized is a document preview writes that no input had (a pod a workload's
+// controller would create, for --pods): its JSON, with comment above it in YAML. It is
+// written as a changed document: pass its JSON as its out entry to Write.
+func Synthesized(source string, index int, doc []byte, comment string) Document {
+	return Document{Source: source, Index: index, JSON: doc, node: &yaml.Node{Kind: yaml.DocumentNode, HeadComment: comment}}
+}
+
 // Name identifies the document in messages: "file.yaml: document 2".
 func (d Document) Name() string {
 	return fmt.Sprintf("%s: document %d", d.Source, d.Index)
