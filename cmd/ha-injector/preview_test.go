@@ -551,3 +551,11 @@ func TestPreviewPodsPrintsThePodsOfWorkloads(t *testing.T) {
 	r = runCLI(t, sts, "preview", "-f", "-")
 	assert.NotContains(t, r.stdout, "kind: Pod", "only with --pods")
 }
+
+func TestPreviewKeepsTheCommentAboveAMutatedDocument(t *testing.T) {
+	in := "# the web pod\napiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: p}}\nspec:\n  containers: [{name: a, image: a}]\n"
+	r := runCLI(t, in, "preview", "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stdout, "# the web pod\napiVersion: v1\n"), r.stdout)
+	assert.Contains(t, r.stdout, policies.StatusAnnotation, "it was mutated")
+}

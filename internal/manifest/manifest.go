@@ -292,8 +292,13 @@ func jsonToNode(doc []byte) (*yaml.Node, error) {
 // rewritten form: they usually say what the document is for.
 func keepHeadComments(from, to *yaml.Node) {
 	to.HeadComment = from.HeadComment
-	if len(from.Content) > 0 && len(to.Content) > 0 {
-		to.Content[0].HeadComment = from.Content[0].HeadComment
+	if len(from.Content) == 0 || len(to.Content) == 0 {
+		return
+	}
+	to.Content[0].HeadComment = from.Content[0].HeadComment
+	// The parser attaches a comment above the first key to that key.
+	if f, t := from.Content[0], to.Content[0]; len(f.Content) > 0 && len(t.Content) > 0 && t.Content[0].HeadComment == "" {
+		t.Content[0].HeadComment = f.Content[0].HeadComment
 	}
 }
 
