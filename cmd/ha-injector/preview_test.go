@@ -163,6 +163,28 @@ func TestPreviewKeepsUnchangedDocumentsAsWritten(t *testing.T) {
 	assert.Less(t, strings.Index(docs[0], "  z: "), strings.Index(docs[0], "  a: "), "key order kept")
 	assert.NotContains(t, docs[1], policies.StatusAnnotation)
 	assert.Contains(t, r.stderr, "document 2: Pod skip: workload: skipped: opted out")
+	assert.Equal(t, in, r.stdout, "both unchanged: byte for byte")
+
+	// Unchanged documents keep their own indentation, flow style and comment spacing, next
+	// to a mutated one; a comment after the marker stays with its document.
+	service := "# my service\napiVersion: v1\nkind: Service   # inline\nmetadata:\n    name: db\nspec:\n    ports:\n    - port: 80   # http\n"
+	pod := "# the pod\napiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: p}}\nspec:\n  containers: [{name: a, image: a}]\n"
+	lead := "---\n# the list starts here\n"
+	r = runCLI(t, lead+service+"---\n"+pod+"---\n"+service, "preview", "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	rest, ok := strings.CutPrefix(r.stdout, lead+service+"---\n")
+	require.True(t, ok, "the first document with the marker and comments above it, as written:\n%s", r.stdout)
+	docs = strings.Split(rest, "\n---\n")
+	require.Len(t, docs, 2, rest)
+	assert.True(t, strings.HasPrefix(docs[0], "# the pod\napiVersion: v1\n"), docs[0])
+	assert.Contains(t, docs[0], policies.StatusAnnotation)
+	assert.Equal(t, service, docs[1])
+
+	// A marker followed by content is not split by line: such a stream is re-encoded
+	// from what the parser read (here without the marker).
+	r = runCLI(t, "--- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n", "preview", "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "{apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n", r.stdout)
 }
 
 func TestPreviewReadsSeveralFilesAndJSON(t *testing.T) {

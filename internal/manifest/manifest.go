@@ -24,6 +24,9 @@ type Document struct {
 	JSON []byte
 
 	node *yaml.Node
+	// raw is the document's text as read, when it could be told apart in its stream
+	// for sure: an unchanged document is written back as it.
+	raw []byte
 }
 
 // Synthesized is a document preview writes that no input had (a pod a workload's
@@ -47,7 +50,12 @@ const maxAliasExpansions = 1_000_000
 // a person counts in the file. The first malformed document is an error that
 // names it.
 func Read(source string, r io.Reader) ([]Document, error) {
-	dec := yaml.NewDecoder(r)
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	chunks := splitDocuments(data)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var docs []Document
 	for index := 1; ; index++ {
 		var node yaml.Node
@@ -71,8 +79,68 @@ func Read(source string, r io.Reader) ([]Document, error) {
 			return nil, fmt.Errorf("%s: %w", d.Name(), err)
 		}
 		d.JSON = buf.Bytes()
+		if index <= len(chunks) && sameDocument(chunks[index-1], d.JSON) {
+			d.raw = chunks[index-1]
+		}
 		docs = append(docs, d)
 	}
+}
+
+// splitDocuments cuts a stream into the text of each document at the lines that start
+// one ("---" alone or followed by a space or a comment), numbered as the YAML decoder
+// numbers them: what precedes the first such line belongs to the first document when it
+// holds no content. It can be wrong on streams that use markers in other ways ("---"
+// followed by content, "..."): Read keeps a chunk only when it decodes to the very
+// document the decoder read.
+func splitDocuments(data []byte) [][]byte {
+	var chunks [][]byte
+	start, separators := 0, 0
+	for pos := 0; pos < len(data); {
+		end := bytes.IndexByte(data[pos:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += pos + 1
+		}
+		line := bytes.TrimRight(data[pos:end], "\r\n")
+		if bytes.HasPrefix(line, []byte("---")) && (len(line) == 3 || line[3] == ' ' || line[3] == '\t') {
+			rest := bytes.TrimSpace(line[3:])
+			if len(rest) > 0 && rest[0] != '#' {
+				return nil // content on the marker line: not split here
+			}
+			// A first marker with only comments above it opens the first document: that
+			// text and the marker stay in its chunk.
+			if chunk := data[start:pos]; separators > 0 || hasContent(chunk) {
+				chunks = append(chunks, chunk)
+				start = end
+			}
+			separators++
+		}
+		pos = end
+	}
+	return append(chunks, data[start:])
+}
+
+// hasContent reports whether text has a line that is neither blank nor a comment.
+func hasContent(text []byte) bool {
+	for _, line := range bytes.Split(text, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) > 0 && line[0] != '#' {
+			return true
+		}
+	}
+	return false
+}
+
+// sameDocument reports whether chunk, decoded alone, is the document whose JSON is doc.
+func sameDocument(chunk, doc []byte) bool {
+	var node yaml.Node
+	if err := yaml.Unmarshal(chunk, &node); err != nil || len(node.Content) == 0 || node.Content[0].Kind != yaml.MappingNode {
+		return false
+	}
+	var buf bytes.Buffer
+	budget := maxAliasExpansions
+	return toJSON(&buf, node.Content[0], &budget, "", 0) == nil && bytes.Equal(buf.Bytes(), doc)
 }
 
 const maxDepth = 1000
@@ -241,6 +309,13 @@ func Write(w io.Writer, format Format, docs []Document, out [][]byte) error {
 		case YAML:
 			if i > 0 {
 				buf.WriteString("---\n")
+			}
+			if changed == nil && d.raw != nil {
+				buf.Write(d.raw)
+				if !bytes.HasSuffix(d.raw, []byte("\n")) {
+					buf.WriteByte('\n')
+				}
+				continue
 			}
 			node := d.node
 			if changed != nil {

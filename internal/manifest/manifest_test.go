@@ -92,3 +92,14 @@ func TestWriteRoundTrip(t *testing.T) {
 
 	assert.Error(t, Write(&jsonOut, Format("xml"), docs, [][]byte{nil, nil}))
 }
+
+func TestUnchangedDocumentsAreWrittenAsRead(t *testing.T) {
+	in := "# lead\n---\na:    1   # one\n---\n---\n# two\nb: [x,  y]\n"
+	docs, err := Read("in", strings.NewReader(in))
+	require.NoError(t, err)
+	require.Len(t, docs, 2)
+	assert.Equal(t, 3, docs[1].Index, "an empty document still counts")
+	var out bytes.Buffer
+	require.NoError(t, Write(&out, YAML, docs, [][]byte{nil, nil}))
+	assert.Equal(t, "# lead\n---\na:    1   # one\n---\n# two\nb: [x,  y]\n", out.String(), "each as read; the empty document is gone")
+}
