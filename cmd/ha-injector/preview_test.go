@@ -581,3 +581,13 @@ func TestPreviewKeepsTheCommentAboveAMutatedDocument(t *testing.T) {
 	assert.True(t, strings.HasPrefix(r.stdout, "# the web pod\napiVersion: v1\n"), r.stdout)
 	assert.Contains(t, r.stdout, policies.StatusAnnotation, "it was mutated")
 }
+
+func TestPreviewKeepsTheCommentsOfAMutatedDocument(t *testing.T) {
+	in := "# the pod\napiVersion: v1\nkind: Pod   # kind\nmetadata:\n  name: p   # its name\n  labels: {app: p}\nspec:\n  containers:\n  # main\n  - name: a   # the app\n    image: a\n  tolerations:\n  - {key: dedicated, operator: Exists}   # our nodes\n"
+	r := runCLI(t, in, "preview", "-f", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, policies.StatusAnnotation, "it was mutated")
+	for _, kept := range []string{"# the pod\napiVersion: v1\n", "kind: Pod # kind\n", "  name: p # its name\n", "    # main\n    - name: a # the app\n", "    - key: dedicated # our nodes\n"} {
+		assert.Contains(t, r.stdout, kept)
+	}
+}

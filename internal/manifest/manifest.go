@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -323,7 +324,7 @@ func Write(w io.Writer, format Format, docs []Document, out [][]byte) error {
 				if node, err = jsonToNode(changed); err != nil {
 					return fmt.Errorf("%s: %w", d.Name(), err)
 				}
-				keepHeadComments(d.node, node)
+				keepComments(d.node, node)
 			}
 			enc := yaml.NewEncoder(&buf)
 			enc.SetIndent(2)
@@ -363,18 +364,87 @@ func jsonToNode(doc []byte) (*yaml.Node, error) {
 	return &node, nil
 }
 
-// keepHeadComments carries the comments above a document over to its
-// rewritten form: they usually say what the document is for.
-func keepHeadComments(from, to *yaml.Node) {
-	to.HeadComment = from.HeadComment
-	if len(from.Content) == 0 || len(to.Content) == 0 {
+// keepComments carries the comments of a document over to its rewritten form, each to
+// the node at the same path: the key of the same name in a mapping; in a list, the item
+// at the same position when the list kept its length, else the item with the same
+// "name" (containers), else none. A comment on a field that is gone is dropped.
+func keepComments(from, to *yaml.Node) {
+	if from == nil || to == nil {
 		return
 	}
-	to.Content[0].HeadComment = from.Content[0].HeadComment
-	// The parser attaches a comment above the first key to that key.
-	if f, t := from.Content[0], to.Content[0]; len(f.Content) > 0 && len(t.Content) > 0 && t.Content[0].HeadComment == "" {
-		t.Content[0].HeadComment = f.Content[0].HeadComment
+	to.HeadComment = cmp.Or(to.HeadComment, from.HeadComment)
+	to.FootComment = cmp.Or(to.FootComment, from.FootComment)
+	if from.LineComment != "" {
+		// A comment after a flow collection ({...} # c) is written after the first
+		// line of its block form.
+		target := to
+		if (to.Kind == yaml.MappingNode || to.Kind == yaml.SequenceNode) && len(to.Content) > 0 {
+			target = to.Content[0]
+			if to.Kind == yaml.MappingNode && to.Content[1].Kind == yaml.ScalarNode {
+				target = to.Content[1]
+			}
+		}
+		target.LineComment = cmp.Or(target.LineComment, from.LineComment)
 	}
+	switch {
+	case from.Kind == yaml.DocumentNode && to.Kind == yaml.DocumentNode:
+		if len(from.Content) > 0 && len(to.Content) > 0 {
+			keepComments(from.Content[0], to.Content[0])
+		}
+	case from.Kind == yaml.MappingNode && to.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(from.Content); i += 2 {
+			for j := 0; j+1 < len(to.Content); j += 2 {
+				if to.Content[j].Value == from.Content[i].Value {
+					keepComments(from.Content[i], to.Content[j])
+					value := from.Content[i+1]
+					if value.LineComment != "" && to.Content[j+1].Kind != yaml.ScalarNode {
+						// containers: [...] # c  →  containers: # c
+						to.Content[j].LineComment = cmp.Or(to.Content[j].LineComment, value.LineComment)
+						value = withoutLineComment(value)
+					}
+					keepComments(value, to.Content[j+1])
+					break
+				}
+			}
+		}
+	case from.Kind == yaml.SequenceNode && to.Kind == yaml.SequenceNode:
+		for i, f := range from.Content {
+			id := itemID(f)
+			switch {
+			case id != "":
+				for _, t := range to.Content {
+					if itemID(t) == id {
+						keepComments(f, t)
+						break
+					}
+				}
+			case len(from.Content) == len(to.Content):
+				keepComments(f, to.Content[i])
+			}
+		}
+	}
+}
+
+func withoutLineComment(n *yaml.Node) *yaml.Node {
+	c := *n
+	c.LineComment = ""
+	return &c
+}
+
+// itemID tells a list item apart from the others: its "name" (containers, volumes,
+// sysctls) or its "key" (tolerations); "" when it has neither.
+func itemID(n *yaml.Node) string {
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for _, field := range []string{"name", "key"} {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == field && n.Content[i+1].Kind == yaml.ScalarNode {
+				return field + "=" + n.Content[i+1].Value
+			}
+		}
+	}
+	return ""
 }
 
 // needsYAML11Quotes reports whether s is a string the YAML 1.2 encoder used
