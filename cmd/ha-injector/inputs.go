@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"io/fs"
@@ -94,7 +95,14 @@ func readSource(source string, stdin io.Reader) ([]manifest.Document, error) {
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("%s: HTTP %s", source, resp.Status)
 		}
-		return manifest.Read(source, io.LimitReader(resp.Body, maxURLBytes))
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxURLBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", source, err)
+		}
+		if len(data) > maxURLBytes {
+			return nil, fmt.Errorf("%s: more than %d MiB", source, maxURLBytes>>20)
+		}
+		return manifest.Read(source, bytes.NewReader(data))
 	}
 	f, err := os.Open(source)
 	if err != nil {

@@ -148,9 +148,6 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 		if policy, err = readPolicy(cfg.policyFile, cfg.policyName); err != nil {
 			return err
 		}
-		for _, w := range policy.Warnings() {
-			fmt.Fprintf(stderr, "warning: %s: HAPolicy %s: %s\n", cfg.policyFile, policy.Name, w)
-		}
 	}
 	pctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}, SysctlImage: cfg.sysctlImage}
 	pctx.Cluster.PodSecurity = cfg.podSecurity
@@ -178,6 +175,14 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 	// Everything is computed before anything is written, so a bad document
 	// leaves stdout empty rather than half-written.
 	p := &previewer{ctx: ctx, cluster: cluster, pctx: pctx, pods: cfg.pods}
+	if cfg.policyFile != "" {
+		for _, w := range policy.Warnings() {
+			fmt.Fprintf(&p.log, "warning: %s: HAPolicy %s: %s\n", cfg.policyFile, policy.Name, w)
+			p.report = append(p.report, reportEntry{File: cfg.policyFile, Document: 1,
+				objectHead: objectHead{APIVersion: "ha-injector.io/v1alpha1", Kind: "HAPolicy", Name: policy.Name},
+				Feature:    policies.FeatureTolerations, Action: "warning", Reason: w})
+		}
+	}
 	out := make([][]byte, len(docs))
 	for i, d := range docs {
 		if out[i], err = p.documentOrList(d); err != nil {
@@ -190,21 +195,25 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 		// After each document, the pods its workloads' controllers would create.
 		docs, out = p.withPods(docs, out)
 	}
-	log, report := &p.log, p.report
 	var buf bytes.Buffer
 	if err := manifest.Write(&buf, manifest.Format(cfg.output), docs, out); err != nil {
 		return err
+	}
+	// The report file is written first: a path that cannot be written is an error with
+	// nothing on stdout.
+	if cfg.report != "" && cfg.report != "-" {
+		if err := writeReportFile(cfg.report, p.report); err != nil {
+			return err
+		}
 	}
 	if _, err := stdout.Write(buf.Bytes()); err != nil {
 		return err
 	}
 	if cfg.report == "-" {
 		// The report replaces the text lines on stderr.
-		err = writeReport(stderr, report)
+		err = writeReport(stderr, p.report)
 	} else {
-		if _, err = stderr.Write(log.Bytes()); err == nil && cfg.report != "" {
-			err = writeReportFile(cfg.report, report)
-		}
+		_, err = stderr.Write(p.log.Bytes())
 	}
 	if err != nil {
 		return err
@@ -226,26 +235,46 @@ func readPolicy(path, name string) (*v1alpha1.HAPolicy, error) {
 	var found []*v1alpha1.HAPolicy
 	var names []string
 	for _, d := range docs {
-		if d.JSON == nil {
-			continue
-		}
-		p, err := policies.ParsePolicy(d.JSON)
+		// One HAPolicy, or a List of them (kubectl get hapolicies -o yaml).
+		items, isList, err := listItems(d.JSON)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", d.Name(), err)
 		}
-		found = append(found, p)
-		names = append(names, p.Name)
+		where := []string{d.Name()}
+		if !isList {
+			items = [][]byte{d.JSON}
+		} else {
+			where = make([]string, len(items))
+			for k := range items {
+				where[k] = fmt.Sprintf("%s: item %d", d.Name(), k+1)
+			}
+		}
+		for k, item := range items {
+			p, err := policies.ParsePolicy(item)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", where[k], err)
+			}
+			found = append(found, p)
+			names = append(names, p.Name)
+		}
 	}
 	switch {
 	case len(found) == 0:
 		return nil, fmt.Errorf("%s: no HAPolicy", path)
 	case name != "":
+		var named []*v1alpha1.HAPolicy
 		for _, p := range found {
 			if p.Name == name {
-				return p, nil
+				named = append(named, p)
 			}
 		}
-		return nil, fmt.Errorf("%s: no HAPolicy named %q (it has %s)", path, name, strings.Join(names, ", "))
+		switch len(named) {
+		case 0:
+			return nil, fmt.Errorf("%s: no HAPolicy named %q (it has %s)", path, name, strings.Join(names, ", "))
+		case 1:
+			return named[0], nil
+		}
+		return nil, fmt.Errorf("%s: %d HAPolicies named %q", path, len(named), name)
 	case len(found) > 1:
 		return nil, fmt.Errorf("%s: %d HAPolicies (%s): pick one with --policy-name", path, len(found), strings.Join(names, ", "))
 	}

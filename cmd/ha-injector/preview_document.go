@@ -36,13 +36,19 @@ func (p *previewer) documentOrList(d manifest.Document) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", d.Name(), err)
 	}
 	if !isList {
-		return p.document(d, d.Name())
+		return p.document(d, 0, d.Name())
+	}
+	if len(items) == 0 {
+		decision := policies.Decision{Feature: policies.FeatureWorkload, Action: policies.Skipped, Reason: "a List without items"}
+		fmt.Fprintf(&p.log, "%s: List: %s\n", d.Name(), decision)
+		p.report = append(p.report, newReportEntry(d, 0, objectHead{APIVersion: "v1", Kind: "List"}, decision))
+		return nil, nil
 	}
 	changed := false
 	for k, item := range items {
 		sub := d
 		sub.JSON = item
-		mutated, err := p.document(sub, fmt.Sprintf("%s: item %d", d.Name(), k+1))
+		mutated, err := p.document(sub, k+1, fmt.Sprintf("%s: item %d", d.Name(), k+1))
 		if err != nil {
 			return nil, err
 		}
@@ -84,7 +90,7 @@ func (p *previewer) withPods(docs []manifest.Document, out [][]byte) ([]manifest
 
 // document previews one object, named where in messages, and returns its new JSON, or
 // nil when it is unchanged.
-func (p *previewer) document(d manifest.Document, where string) ([]byte, error) {
+func (p *previewer) document(d manifest.Document, item int, where string) ([]byte, error) {
 	dctx := p.pctx
 	if p.cluster != nil {
 		var notCalled *skippedDocument
@@ -94,7 +100,7 @@ func (p *previewer) document(d manifest.Document, where string) ([]byte, error) 
 		}
 		if notCalled != nil {
 			fmt.Fprintf(&p.log, "%s: %s\n", where, notCalled.line)
-			p.report = append(p.report, newReportEntry(d, notCalled.head, notCalled.decision))
+			p.report = append(p.report, newReportEntry(d, item, notCalled.head, notCalled.decision))
 			return nil, nil
 		}
 	}
@@ -114,13 +120,13 @@ func (p *previewer) document(d manifest.Document, where string) ([]byte, error) 
 		}
 		for _, decision := range decisions {
 			fmt.Fprintf(&p.log, "%s: %s %s: %s\n", where, head.Kind, head.Name, decision)
-			p.report = append(p.report, newReportEntry(d, head, decision))
+			p.report = append(p.report, newReportEntry(d, item, head, decision))
 		}
 		return nil, nil
 	}
 	for _, decision := range m.Decisions {
 		fmt.Fprintf(&p.log, "%s: %s: %s\n", where, objectName(m), decision)
-		p.report = append(p.report, newReportEntry(d, headOf(m), decision))
+		p.report = append(p.report, newReportEntry(d, item, headOf(m), decision))
 	}
 	if !m.Changed {
 		return nil, nil

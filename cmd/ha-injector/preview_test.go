@@ -591,3 +591,73 @@ func TestPreviewKeepsTheCommentsOfAMutatedDocument(t *testing.T) {
 		assert.Contains(t, r.stdout, kept)
 	}
 }
+
+// TestPreviewEdgesFoundInReview: each case a reviewer broke preview with.
+func TestPreviewEdgesFoundInReview(t *testing.T) {
+	dir := t.TempDir()
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: p}}\nspec: {containers: [{name: a, image: a}]}\n"
+
+	t.Run("a report file that cannot be written: nothing on stdout", func(t *testing.T) {
+		r := runCLI(t, pod, "preview", "-f", "-", "--report", filepath.Join(dir, "no", "such", "dir", "r.json"))
+		assert.Equal(t, 2, r.code)
+		assert.Empty(t, r.stdout)
+	})
+	t.Run("--report -: stderr is JSON only, the policy's warning in it", func(t *testing.T) {
+		zero := filepath.Join(dir, "zero.yaml")
+		require.NoError(t, os.WriteFile(zero, []byte("apiVersion: ha-injector.io/v1alpha1\nkind: HAPolicy\nmetadata: {name: eager}\nspec: {tolerations: {notReadySeconds: 0}}\n"), 0o600))
+		r := runCLI(t, pod, "preview", "-f", "-", "--policy", zero, "--report", "-")
+		require.Equal(t, 0, r.code, r.stderr)
+		var report []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(r.stderr), &report), r.stderr)
+		assert.Equal(t, "warning", report[0]["action"])
+		assert.Equal(t, "HAPolicy", report[0]["kind"])
+	})
+	t.Run("List items are told apart in the report; an empty List gets a line", func(t *testing.T) {
+		list := "apiVersion: v1\nkind: List\nitems:\n- " + strings.ReplaceAll(strings.TrimSpace(pod), "\n", "\n  ") + "\n- " + strings.ReplaceAll(strings.TrimSpace(pod), "\n", "\n  ") + "\n---\napiVersion: v1\nkind: List\nitems: []\n"
+		r := runCLI(t, list, "preview", "-f", "-", "--report", "-")
+		require.Equal(t, 0, r.code, r.stderr)
+		var report []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(r.stderr), &report), r.stderr)
+		items := map[float64]bool{}
+		for _, e := range report {
+			if e["document"] == 1.0 {
+				items[e["item"].(float64)] = true
+			}
+		}
+		assert.Equal(t, map[float64]bool{1: true, 2: true}, items)
+		last := report[len(report)-1]
+		assert.Equal(t, 2.0, last["document"])
+		assert.Equal(t, "a List without items", last["reason"])
+	})
+	t.Run("a Job named by generateName", func(t *testing.T) {
+		job := "apiVersion: batch/v1\nkind: Job\nmetadata: {generateName: migrate-}\nspec: {template: {metadata: {labels: {app: m}}, spec: {restartPolicy: Never, containers: [{name: a, image: a}]}}}\n"
+		r := runCLI(t, job, "preview", "-f", "-", "--pods")
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Contains(t, r.stderr, "Job migrate-*: ")
+		assert.Contains(t, r.stdout, "generateName: migrate-\n", "the pod's prefix is the Job's")
+		r = runCLI(t, "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\nspec: {schedule: \"* * * * *\"}\n", "preview", "-f", "-")
+		assert.Equal(t, 2, r.code)
+		assert.Contains(t, r.stderr, "CronJob c has no pod template with containers")
+	})
+	t.Run("a second file opening with a marker and a byte order mark", func(t *testing.T) {
+		a := filepath.Join(dir, "a.yaml")
+		b := filepath.Join(dir, "b.yaml")
+		require.NoError(t, os.WriteFile(a, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"), 0o600))
+		require.NoError(t, os.WriteFile(b, []byte("\xef\xbb\xbf---\n# b\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"), 0o600))
+		r := runCLI(t, "", "preview", "-f", a, "-f", b)
+		require.Equal(t, 0, r.code, r.stderr)
+		assert.Equal(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n# b\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n", r.stdout)
+		again := runCLI(t, r.stdout, "preview", "-f", "-")
+		require.Equal(t, 0, again.code, again.stderr)
+		assert.Contains(t, again.stderr, "-: document 2: ConfigMap b:", "its own output reads back with the same numbering")
+	})
+	t.Run("--policy with a List of HAPolicies, and two of one name", func(t *testing.T) {
+		list := filepath.Join(dir, "policies.yaml")
+		require.NoError(t, os.WriteFile(list, []byte("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: ha-injector.io/v1alpha1, kind: HAPolicy, metadata: {name: x}}\n- {apiVersion: ha-injector.io/v1alpha1, kind: HAPolicy, metadata: {name: x}}\n- {apiVersion: ha-injector.io/v1alpha1, kind: HAPolicy, metadata: {name: other}}\n"), 0o600))
+		r := runCLI(t, pod, "preview", "-f", "-", "--policy", list, "--policy-name", "other")
+		require.Equal(t, 0, r.code, r.stderr)
+		r = runCLI(t, pod, "preview", "-f", "-", "--policy", list, "--policy-name", "x")
+		assert.Equal(t, 2, r.code)
+		assert.Contains(t, r.stderr, `2 HAPolicies named "x"`)
+	})
+}

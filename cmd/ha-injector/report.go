@@ -28,6 +28,8 @@ type objectHead struct {
 type reportEntry struct {
 	File     string `json:"file"`
 	Document int    `json:"document"`
+	// Item is the 1-based position in a v1 List document; absent otherwise.
+	Item int `json:"item,omitempty"`
 	objectHead
 	Feature  policies.Feature  `json:"feature"`
 	Action   string            `json:"action"`
@@ -35,13 +37,13 @@ type reportEntry struct {
 	Reason   string            `json:"reason"`
 }
 
-func newReportEntry(d manifest.Document, head objectHead, decision policies.Decision) reportEntry {
+func newReportEntry(d manifest.Document, item int, head objectHead, decision policies.Decision) reportEntry {
 	action := string(decision.Action)
 	if decision.Audit && decision.Action == policies.Applied {
 		action = "would apply"
 	}
 	return reportEntry{
-		File: d.Source, Document: d.Index, objectHead: head,
+		File: d.Source, Document: d.Index, Item: item, objectHead: head,
 		Feature: decision.Feature, Action: action, Fallback: decision.Fallback, Reason: decision.Reason,
 	}
 }
@@ -93,12 +95,16 @@ func podDecisions(ctx policies.Context, d manifest.Document) (decisions []polici
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
 		Metadata   struct {
-			Name      string `json:"name"`
-			Namespace string `json:"namespace"`
+			Name         string `json:"name"`
+			GenerateName string `json:"generateName"`
+			Namespace    string `json:"namespace"`
 		} `json:"metadata"`
 	}
 	_ = json.Unmarshal(d.JSON, &head)
 	obj = objectHead{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name}
+	if obj.Name == "" && head.Metadata.GenerateName != "" {
+		obj.Name = head.Metadata.GenerateName + "*"
+	}
 	in, owner, ok, err := patch.PodOf(d.JSON)
 	if err != nil {
 		return nil, obj, nil, err

@@ -11,7 +11,7 @@ import (
 
 // libraries are the modules whose versions `ha-injector version` reports: what decides
 // how the webhook talks to the API server and reads its objects.
-var libraries = []string{"k8s.io/api", "k8s.io/client-go", "sigs.k8s.io/controller-runtime", "helm.sh/helm/v4"}
+var libraries = []string{"k8s.io/api", "k8s.io/client-go", "sigs.k8s.io/controller-runtime"}
 
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{

@@ -55,6 +55,9 @@ func Read(source string, r io.Reader) ([]Document, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
+	// A byte order mark is not part of the first document (nor of any written after
+	// another file's).
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	chunks := splitDocuments(data)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var docs []Document
@@ -120,6 +123,19 @@ func splitDocuments(data []byte) [][]byte {
 		pos = end
 	}
 	return append(chunks, data[start:])
+}
+
+// opensWithMarker reports whether the first line of text that is neither blank nor a
+// comment is a document marker.
+func opensWithMarker(text []byte) bool {
+	for _, line := range bytes.Split(text, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		return bytes.Equal(line, []byte("---")) || bytes.HasPrefix(line, []byte("--- ")) || bytes.HasPrefix(line, []byte("---\t"))
+	}
+	return false
 }
 
 // hasContent reports whether text has a line that is neither blank nor a comment.
@@ -308,7 +324,9 @@ func Write(w io.Writer, format Format, docs []Document, out [][]byte) error {
 			}
 			buf.WriteByte('\n')
 		case YAML:
-			if i > 0 {
+			// A document written as read that opens with its own marker (its file began
+			// with "---") needs no other.
+			if i > 0 && (changed != nil || d.raw == nil || !opensWithMarker(d.raw)) {
 				buf.WriteString("---\n")
 			}
 			if changed == nil && d.raw != nil {

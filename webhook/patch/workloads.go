@@ -67,15 +67,19 @@ func PodOf(doc []byte) (pod *corev1.Pod, owner *policies.Owner, ok bool, err err
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(doc, obj); err != nil {
 		return nil, nil, true, fmt.Errorf("decoding %s: %w", meta.Kind, err)
 	}
-	tmpl := template()
-	if tmpl == nil {
-		return nil, nil, true, fmt.Errorf("%s %s has no pod template", meta.Kind, obj.GetName())
+	name, prefix := obj.GetName(), obj.GetName()+"-"
+	if name == "" {
+		name, prefix = obj.GetGenerateName()+"*", obj.GetGenerateName()
 	}
-	ref.Name = obj.GetName()
+	tmpl := template()
+	if tmpl == nil || len(tmpl.Spec.Containers) == 0 {
+		return nil, nil, true, fmt.Errorf("%s %s has no pod template with containers", meta.Kind, name)
+	}
+	ref.Name = name
 	pod = &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: obj.GetNamespace(), GenerateName: obj.GetName() + "-",
+			Namespace: obj.GetNamespace(), GenerateName: prefix,
 			Labels: tmpl.Labels, Annotations: tmpl.Annotations,
 			OwnerReferences: []metav1.OwnerReference{ref},
 		},
@@ -83,7 +87,7 @@ func PodOf(doc []byte) (pod *corev1.Pod, owner *policies.Owner, ok bool, err err
 	}
 	addDefaultTolerations(&pod.Spec)
 	if meta.Kind == "ReplicaSet" {
-		owner = &policies.Owner{Kind: "ReplicaSet", Name: obj.GetName()}
+		owner = &policies.Owner{Kind: "ReplicaSet", Name: name}
 		if v, found := obj.GetAnnotations()[policies.InjectAnnotation]; found {
 			owner.Annotations = map[string]string{policies.InjectAnnotation: v}
 		}
