@@ -18,8 +18,8 @@ import (
 // manifestExtensions are the files a directory contributes, as kubectl reads them.
 var manifestExtensions = []string{".yaml", ".yml", ".json"}
 
-// maxURLBytes bounds a manifest fetched from a URL.
-const maxURLBytes = 64 << 20
+// maxURLBytes bounds a manifest fetched from a URL (a variable for its test).
+var maxURLBytes = 64 << 20
 
 // readInputs reads the -f arguments the way kubectl does: "-" is stdin, an http(s) URL is
 // fetched, a directory gives its .yaml, .yml and .json files in name order (and, with
@@ -95,12 +95,12 @@ func readSource(source string, stdin io.Reader) ([]manifest.Document, error) {
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("%s: HTTP %s", source, resp.Status)
 		}
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxURLBytes+1))
+		data, err := io.ReadAll(io.LimitReader(resp.Body, int64(maxURLBytes)+1))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 		if len(data) > maxURLBytes {
-			return nil, fmt.Errorf("%s: more than %d MiB", source, maxURLBytes>>20)
+			return nil, fmt.Errorf("%s: more than %d bytes", source, maxURLBytes)
 		}
 		return manifest.Read(source, bytes.NewReader(data))
 	}
