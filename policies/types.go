@@ -2,6 +2,7 @@ package policies
 
 import (
 	"fmt"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -87,6 +88,17 @@ type PodSecurityDefault struct {
 	Level string `json:"level,omitempty"`
 	// Version is "latest" or "v1.N"; empty means latest.
 	Version string `json:"version,omitempty"`
+}
+
+// DesiredReplicasAnnotation is set by the Deployment controller on each of its
+// ReplicaSets to the Deployment's replica count.
+const DesiredReplicasAnnotation = "deployment.kubernetes.io/desired-replicas"
+
+// DesiredReplicas reads DesiredReplicasAnnotation from a ReplicaSet's annotations;
+// ok is false when it is absent or not a number.
+func DesiredReplicas(annotations map[string]string) (replicas int32, ok bool) {
+	n, err := strconv.ParseInt(annotations[DesiredReplicasAnnotation], 10, 32)
+	return int32(n), err == nil
 }
 
 // Owner is what the cluster knows about the controller of a Pod. For a

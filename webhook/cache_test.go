@@ -52,7 +52,7 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: ns.Name, Name: "web-5d8f7c6b9", Labels: labels,
 			Annotations: map[string]string{
-				desiredReplicasAnnotation:            "3",
+				policies.DesiredReplicasAnnotation:   "3",
 				"deployment.kubernetes.io/revision":  "2",
 				policies.InjectAnnotation:            "false",
 				policies.StatusAnnotation:            big[:600],
@@ -107,7 +107,7 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 
 	// An update: the Deployment scaled to 5 and opted in again.
 	delete(rs.Annotations, policies.InjectAnnotation)
-	rs.Annotations[desiredReplicasAnnotation] = "5"
+	rs.Annotations[policies.DesiredReplicasAnnotation] = "5"
 	require.NoError(t, c.Update(ctx, rs))
 	require.Eventually(t, func() bool {
 		f, ok := index.get(rs.Namespace, rs.Name)
@@ -129,7 +129,7 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	// A ReplicaSet the index has not seen yet is read from the API server.
 	fresh := rs.DeepCopy()
 	fresh.ResourceVersion, fresh.UID, fresh.Name = "", "", "web-7c9d8e6f5"
-	fresh.Annotations = map[string]string{desiredReplicasAnnotation: "2", policies.InjectAnnotation: "false"}
+	fresh.Annotations = map[string]string{policies.DesiredReplicasAnnotation: "2", policies.InjectAnnotation: "false"}
 	require.NoError(t, c.Create(ctx, fresh))
 	owner = m.owner(ctx, logr.Discard(), ns.Name, podOf(fresh.Name))
 	require.NotNil(t, owner)
@@ -184,7 +184,7 @@ func BenchmarkCachedReplicaSet(b *testing.B) {
 				Name: fmt.Sprintf("app-%d-%09x", i/10000, i*7919), Namespace: fmt.Sprintf("team-%05d", i%10000),
 				UID: types.UID(fmt.Sprintf("6f1c2a9e-0000-4000-8000-%012d", i)), ResourceVersion: strconv.Itoa(100000 + i),
 				Annotations: map[string]string{
-					desiredReplicasAnnotation: "3", "deployment.kubernetes.io/revision": "1",
+					policies.DesiredReplicasAnnotation: "3", "deployment.kubernetes.io/revision": "1",
 					corev1.LastAppliedConfigAnnotation: strings.Clone(copied),
 				},
 			}}
@@ -214,11 +214,11 @@ func TestReplicaSetsIndexTakesWhatTheReflectorGives(t *testing.T) {
 	meta := func(name string, annotations map[string]string) *metav1.PartialObjectMetadata {
 		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name, Annotations: annotations}}
 	}
-	streamed, err := index.Transformer()(meta("web-1", map[string]string{desiredReplicasAnnotation: "4", corev1.LastAppliedConfigAnnotation: "{}"}))
+	streamed, err := index.Transformer()(meta("web-1", map[string]string{policies.DesiredReplicasAnnotation: "4", corev1.LastAppliedConfigAnnotation: "{}"}))
 	require.NoError(t, err)
 	require.IsType(t, &replicaSetEntry{}, streamed)
 	assert.False(t, index.hasSynced())
-	require.NoError(t, index.Replace([]any{streamed, meta("web-2", map[string]string{desiredReplicasAnnotation: "x", policies.InjectAnnotation: "false"})}, "1"))
+	require.NoError(t, index.Replace([]any{streamed, meta("web-2", map[string]string{policies.DesiredReplicasAnnotation: "x", policies.InjectAnnotation: "false"})}, "1"))
 	assert.True(t, index.hasSynced())
 	f, ok := index.get("team", "web-1")
 	assert.True(t, ok)

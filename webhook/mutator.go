@@ -365,10 +365,6 @@ func oldDeployment(req admission.Request) (*appsv1.Deployment, error) {
 	return old, nil
 }
 
-// desiredReplicasAnnotation is set by the Deployment controller on each of
-// its ReplicaSets to the Deployment's replica count.
-const desiredReplicasAnnotation = "deployment.kubernetes.io/desired-replicas"
-
 // CountTopologyDomains counts the distinct values of the label key on the
 // nodes that run workloads (the webhook, and preview --cluster). Node metadata
 // carries no spec, so control-plane nodes are recognised by their role label,

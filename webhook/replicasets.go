@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"unique"
 
@@ -99,8 +98,8 @@ func factsOf(obj any) (key string, f replicaSetFacts, ok bool) {
 		return "", f, false
 	}
 	f.replicas = -1
-	if n, err := strconv.ParseInt(m.GetAnnotations()[desiredReplicasAnnotation], 10, 32); err == nil {
-		f.replicas = int32(n)
+	if n, ok := policies.DesiredReplicas(m.GetAnnotations()); ok {
+		f.replicas = n
 	}
 	if v := m.GetAnnotations()[policies.InjectAnnotation]; v != "" {
 		f.inject = unique.Make(v).Value()

@@ -3,7 +3,6 @@ package patch
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -91,8 +90,8 @@ func PodOf(doc []byte) (pod *corev1.Pod, owner *policies.Owner, ok bool, err err
 		if v, found := obj.GetAnnotations()[policies.InjectAnnotation]; found {
 			owner.Annotations = map[string]string{policies.InjectAnnotation: v}
 		}
-		if n, err := strconv.ParseInt(obj.GetAnnotations()["deployment.kubernetes.io/desired-replicas"], 10, 32); err == nil {
-			owner.Replicas = ptr.To(int32(n))
+		if n, ok := policies.DesiredReplicas(obj.GetAnnotations()); ok {
+			owner.Replicas = ptr.To(n)
 		}
 	}
 	return pod, owner, true, nil
