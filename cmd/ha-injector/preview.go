@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
@@ -281,16 +280,8 @@ func readPolicy(path, name string) (*v1alpha1.HAPolicy, error) {
 	return found[0], nil
 }
 
-// objectName renders "Deployment web-server" (or the generateName prefix).
+// objectName renders "Deployment web-server" (or the generateName prefix and *).
 func objectName(m *policies.Mutation) string {
-	kind := m.Object.GetObjectKind().GroupVersionKind().Kind
-	acc, err := meta.Accessor(m.Object)
-	if err != nil {
-		return kind
-	}
-	name := acc.GetName()
-	if name == "" && acc.GetGenerateName() != "" {
-		name = acc.GetGenerateName() + "*"
-	}
-	return kind + " " + name
+	head := headOf(m)
+	return head.Kind + " " + head.Name
 }

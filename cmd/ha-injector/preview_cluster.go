@@ -8,11 +8,9 @@ import (
 	"slices"
 
 	"github.com/spf13/pflag"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,13 +20,6 @@ import (
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/webhook"
-)
-
-// The chart's webhooks besides installation.PodsWebhook: Deployments of namespaces that opt
-// in, and the Deployments ha-injector injected in namespaces that no longer do.
-const (
-	deploymentsWebhook        = "deployments" + installation.WebhookSuffix
-	leavingDeploymentsWebhook = "leaving-deployments" + installation.WebhookSuffix
 )
 
 // clusterOnlyFlags mean something only with --cluster; flagsCluster replaces the rest.
@@ -271,43 +262,24 @@ func (s *clusterSource) topologyDomains(ctx context.Context, key string) (int, e
 func (s *clusterSource) notCalled(kind policies.Kind, namespace string, ns namespaceFacts, objectLabels map[string]string) string {
 	if ns.policy == nil {
 		// Only the Deployments ha-injector injected are sent, to take the injection back.
-		hook := webhookNamed(s.install.Webhooks, leavingDeploymentsWebhook)
-		if kind != policies.KindDeployment || hook == nil || !selects(hook.NamespaceSelector, ns.labels) || !selects(hook.ObjectSelector, objectLabels) {
+		hook := installation.Hook(s.install.Webhooks, installation.LeavingDeploymentsWebhook)
+		if kind != policies.KindDeployment || hook == nil || !installation.Selects(hook.NamespaceSelector, ns.labels) || !installation.Selects(hook.ObjectSelector, objectLabels) {
 			return fmt.Sprintf("namespace %s does not opt in (no %s label): the webhook is not called", namespace, policies.PolicyLabel)
 		}
 		return ""
 	}
 	hookName := installation.PodsWebhook
 	if kind == policies.KindDeployment {
-		hookName = deploymentsWebhook
+		hookName = installation.DeploymentsWebhook
 	}
-	hook := webhookNamed(s.install.Webhooks, hookName)
+	hook := installation.Hook(s.install.Webhooks, hookName)
 	switch {
 	case hook == nil:
 		return fmt.Sprintf("MutatingWebhookConfiguration %s has no webhook %s: the webhook is not called", s.install.Webhooks.Name, hookName)
-	case !selects(hook.NamespaceSelector, ns.labels):
+	case !installation.Selects(hook.NamespaceSelector, ns.labels):
 		return fmt.Sprintf("namespace %s is exempt by the namespaceSelector of webhook %s (the release namespace, kube-system, kube-node-lease, kube-public and the chart's webhook.excludeNamespaces are): the webhook is not called", namespace, hookName)
-	case !selects(hook.ObjectSelector, objectLabels):
+	case !installation.Selects(hook.ObjectSelector, objectLabels):
 		return fmt.Sprintf("the object's labels are exempt by the objectSelector of webhook %s: the webhook is not called", hookName)
 	}
 	return ""
-}
-
-func webhookNamed(mwc *admissionregistrationv1.MutatingWebhookConfiguration, name string) *admissionregistrationv1.MutatingWebhook {
-	for i := range mwc.Webhooks {
-		if mwc.Webhooks[i].Name == name {
-			return &mwc.Webhooks[i]
-		}
-	}
-	return nil
-}
-
-// selects matches a webhook's selector as the API server does: nil selects everything,
-// and a selector that does not parse selects nothing.
-func selects(sel *metav1.LabelSelector, set map[string]string) bool {
-	if sel == nil {
-		return true
-	}
-	s, err := metav1.LabelSelectorAsSelector(sel)
-	return err == nil && s.Matches(labels.Set(set))
 }

@@ -91,15 +91,7 @@ func writeReportFile(path string, entries []reportEntry) error {
 //
 // pod is that pod as the webhook makes it, as JSON (nil for other kinds).
 func podDecisions(ctx policies.Context, d manifest.Document) (decisions []policies.Decision, obj objectHead, pod []byte, err error) {
-	var head struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   struct {
-			Name         string `json:"name"`
-			GenerateName string `json:"generateName"`
-			Namespace    string `json:"namespace"`
-		} `json:"metadata"`
-	}
+	var head documentHead
 	_ = json.Unmarshal(d.JSON, &head)
 	obj = objectHead{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name}
 	if obj.Name == "" && head.Metadata.GenerateName != "" {

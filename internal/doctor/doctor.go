@@ -18,7 +18,6 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -315,17 +314,15 @@ func (d *doctor) checkNamespaces(ctx context.Context) bool {
 		d.report.add(cannotRead(name, "namespaces", err))
 		return false
 	}
-	selector := labels.Everything()
-	if hook := d.podHook(); hook != nil && hook.NamespaceSelector != nil {
-		if s, err := metav1.LabelSelectorAsSelector(hook.NamespaceSelector); err == nil {
-			selector = s
-		}
+	var selector *metav1.LabelSelector
+	if hook := d.podHook(); hook != nil {
+		selector = hook.NamespaceSelector
 	}
 	var missing, excluded []string
 	for _, ns := range list.Items {
 		policy := ns.Labels[policies.PolicyLabel]
 		switch {
-		case !selector.Matches(labels.Set(ns.Labels)):
+		case !installation.Selects(selector, ns.Labels):
 			excluded = append(excluded, ns.Name)
 		case d.policies != nil && d.policies[policy] == nil:
 			missing = append(missing, fmt.Sprintf("%s (%s)", ns.Name, policy))

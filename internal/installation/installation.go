@@ -15,6 +15,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -26,6 +28,11 @@ const (
 	// PodsWebhook is the name of the webhook, in the chart's configuration, that
 	// mutates Pods; a MutatingWebhookConfiguration with it is ha-injector's.
 	PodsWebhook = "pods.ha-injector.io"
+	// DeploymentsWebhook mutates the Deployments of namespaces that opt in.
+	DeploymentsWebhook = "deployments" + WebhookSuffix
+	// LeavingDeploymentsWebhook takes the injection back from the Deployments of
+	// namespaces that no longer opt in.
+	LeavingDeploymentsWebhook = "leaving-deployments" + WebhookSuffix
 	// WebhookSuffix ends the name of every webhook of the chart.
 	WebhookSuffix = ".ha-injector.io"
 	// ContainerName is serve's container in the chart's Deployment.
@@ -132,12 +139,27 @@ func Find(ctx context.Context, c client.Reader, namespace string) (*Installation
 
 // PodHook is the webhook named PodsWebhook in mwc, or nil.
 func PodHook(mwc *admissionregistrationv1.MutatingWebhookConfiguration) *admissionregistrationv1.MutatingWebhook {
+	return Hook(mwc, PodsWebhook)
+}
+
+// Hook is the webhook named name in mwc, or nil.
+func Hook(mwc *admissionregistrationv1.MutatingWebhookConfiguration, name string) *admissionregistrationv1.MutatingWebhook {
 	for i := range mwc.Webhooks {
-		if mwc.Webhooks[i].Name == PodsWebhook {
+		if mwc.Webhooks[i].Name == name {
 			return &mwc.Webhooks[i]
 		}
 	}
 	return nil
+}
+
+// Selects matches a webhook's namespace or object selector as the API server does: nil
+// selects everything, and a selector that does not parse selects nothing.
+func Selects(sel *metav1.LabelSelector, set map[string]string) bool {
+	if sel == nil {
+		return true
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	return err == nil && s.Matches(labels.Set(set))
 }
 
 // findDeployment is the Deployment named as the Service (the chart names both after the
