@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -153,7 +152,7 @@ func newManager(cfg Config, d *drain) (manager.Manager, error) {
 // metricsOptions configures the metrics server. Secure (the default), as Kubebuilder
 // scaffolds it: HTTPS, and every request's bearer token checked with the API server, a
 // TokenReview for who it is and a SubjectAccessReview for whether it may get /metrics
-// (the chart's metrics-reader ClusterRole), both cached briefly by controller-runtime.
+// (the chart's metrics-reader ClusterRole), both kept briefly (metricsAuthFilter).
 // The TLS settings are the webhook server's (minimum version, HTTP/2 off).
 //
 // The certificate is the self-signed one controller-runtime generates at start when no
@@ -171,7 +170,7 @@ func metricsOptions(cfg Config) metricsserver.Options {
 	return metricsserver.Options{
 		BindAddress:    cfg.MetricsBindAddress,
 		SecureServing:  true,
-		FilterProvider: filters.WithAuthenticationAndAuthorization,
+		FilterProvider: metricsAuthFilter,
 		TLSOpts:        cfg.TLSOptions(),
 	}
 }

@@ -149,9 +149,8 @@ func TestMetricsNeedATokenAllowedToReadThem(t *testing.T) {
 	require.NoError(t, c.Create(ctx, binding))
 	t.Cleanup(func() { _ = c.Delete(context.Background(), binding) })
 	waitAllowed(ctx, t, admin, "system:serviceaccount:"+ns+":"+prometheus)
-	// serve caches a denial for 30 s, keyed on the whole user including the token's
-	// credential ID: a new token is asked at once (Prometheus's own, rotated by the kubelet,
-	// gets through within those 30 s).
+	// serve keeps a denial for 10 s, keyed on the token (and the verb and path): a new
+	// token is asked at once (Prometheus's own gets through within those 10 s).
 	code, body = scrape(token(ctx, t, admin, ns, prometheus))
 	require.Equal(t, http.StatusOK, code, body)
 	assert.Contains(t, body, "ha_injector_admissions_total{")
