@@ -53,7 +53,7 @@ The serving certificate comes from --cert-mode:
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
 			}
-			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
+			ctrl.SetLogger(webhook.DeferValues(zap.New(zap.UseFlagOptions(&f.zap))))
 			return serve(cfg)
 		},
 	}

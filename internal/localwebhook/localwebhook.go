@@ -205,6 +205,6 @@ func LogTo(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(f), zap.Level(zapcore.InfoLevel)))
+	ctrl.SetLogger(webhook.DeferValues(zap.New(zap.WriteTo(f), zap.Level(zapcore.InfoLevel))))
 	return f, nil
 }
