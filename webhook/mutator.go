@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -325,7 +324,7 @@ func buildPatch(req admission.Request, obj runtime.Object, mutation *policies.Mu
 	if err != nil || len(ops) == 0 {
 		return nil, err
 	}
-	return json.Marshal(ops)
+	return patch.Encode(ops)
 }
 
 // update fills what the engine needs on a Deployment UPDATE: the stored pod

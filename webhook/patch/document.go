@@ -72,7 +72,7 @@ func apply(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
 	if len(ops) == 0 {
 		return doc, nil
 	}
-	raw, err := json.Marshal(ops)
+	raw, err := Encode(ops)
 	if err != nil {
 		return nil, err
 	}

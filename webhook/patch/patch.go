@@ -421,3 +421,47 @@ func pathLess(a, b string) bool {
 	}
 	return a == "" && b != ""
 }
+
+// Encode writes ops as the JSON array the webhook answers with, the same bytes
+// json.Marshal writes for them. Each value is encoded once: jsonpatch/v2's
+// Operation.MarshalJSON returns bytes that encoding/json then scans again to
+// check and compact them, which cost more than encoding the values themselves.
+func Encode(ops []jsonpatch.Operation) ([]byte, error) {
+	buf := make([]byte, 0, 256*len(ops))
+	buf = append(buf, '[')
+	for i, op := range ops {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"op":`...)
+		buf = appendString(buf, op.Operation)
+		buf = append(buf, `,"path":`...)
+		buf = appendString(buf, op.Path)
+		// As jsonpatch/v2 writes it: "value" for add and replace, even null.
+		if op.Value != nil || op.Operation == "add" || op.Operation == "replace" {
+			v, err := json.Marshal(op.Value)
+			if err != nil {
+				return nil, fmt.Errorf("encoding the value of %s %s: %w", op.Operation, op.Path, err)
+			}
+			buf = append(buf, `,"value":`...)
+			buf = append(buf, v...)
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, ']'), nil
+}
+
+// appendString appends s as a JSON string. Operations and paths are plain
+// ASCII in practice (label and annotation keys, field names, indexes); anything
+// else is left to encoding/json.
+func appendString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gomodules.xyz/jsonpatch/v2"
 	apiserverpatch "gopkg.in/evanphx/json-patch.v4"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -167,4 +168,29 @@ func decode(t *testing.T, doc []byte) runtime.Object {
 	}
 	require.NoError(t, json.Unmarshal(doc, obj))
 	return obj
+}
+
+func TestEncodeWritesWhatJSONMarshalWrites(t *testing.T) {
+	ops := []jsonpatch.Operation{
+		jsonpatch.NewOperation("remove", "/spec/initContainers/0", nil),
+		jsonpatch.NewOperation("add", "/metadata/annotations/ha-injector.io~1status", `{"v":1,"<tag>":"a&b"}`),
+		jsonpatch.NewOperation("replace", "/spec/tolerations/1/tolerationSeconds", int64(30)),
+		jsonpatch.NewOperation("add", "/spec/affinity", nil),
+		jsonpatch.NewOperation("replace", "/metadata/labels/odd\"key\\é", "v"),
+		jsonpatch.NewOperation("add", "/spec/securityContext/sysctls", []corev1.Sysctl{{Name: "net.ipv4.tcp_keepalive_time", Value: "30"}}),
+		jsonpatch.NewOperation("test", "/spec/x", nil),
+		jsonpatch.NewOperation("remove", "/spec/y", "unusual"),
+	}
+	want, err := json.Marshal(ops)
+	require.NoError(t, err)
+	got, err := patch.Encode(ops)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), string(got))
+	for _, empty := range [][]jsonpatch.Operation{nil, {}} {
+		got, err = patch.Encode(empty)
+		require.NoError(t, err)
+		assert.Equal(t, "[]", string(got))
+	}
+	_, err = patch.Encode([]jsonpatch.Operation{jsonpatch.NewOperation("add", "/x", func() {})})
+	assert.ErrorContains(t, err, "add /x")
 }
