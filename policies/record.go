@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
@@ -98,12 +100,44 @@ func (r *Record) encode() string {
 }
 
 // policyHash is a short hash of a policy's spec, so a record says which
-// version of the policy made it.
+// version of the policy made it. The hash of a stored policy's version (its UID
+// and resourceVersion) is computed once: the webhook hands the engine a new
+// copy of the same few policies on every admission.
 func policyHash(p *v1alpha1.HAPolicy) string {
+	if p.UID == "" || p.ResourceVersion == "" {
+		return hashSpec(p)
+	}
+	policyHashes.Lock()
+	vh, ok := policyHashes.byUID[p.UID]
+	policyHashes.Unlock()
+	if ok && vh.resourceVersion == p.ResourceVersion {
+		return vh.hash
+	}
+	h := hashSpec(p)
+	policyHashes.Lock()
+	defer policyHashes.Unlock()
+	if len(policyHashes.byUID) >= maxPolicyHashes {
+		clear(policyHashes.byUID) // policies deleted over the years
+	}
+	policyHashes.byUID[p.UID] = versionHash{resourceVersion: p.ResourceVersion, hash: h}
+	return h
+}
+
+func hashSpec(p *v1alpha1.HAPolicy) string {
 	b, _ := json.Marshal(p.Spec)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:4])
 }
+
+// policyHashes holds the hash of the last version seen of each stored policy.
+var policyHashes = struct {
+	sync.Mutex
+	byUID map[types.UID]versionHash
+}{byUID: map[types.UID]versionHash{}}
+
+const maxPolicyHashes = 4096
+
+type versionHash struct{ resourceVersion, hash string }
 
 // undo removes from spec what rec says ha-injector injected, part by part. A
 // part the user has changed since (it no longer matches the record) is the
