@@ -618,16 +618,19 @@ func TestChartRejectsBadValues(t *testing.T) {
 	}
 }
 
-// TestGoMemLimitIsNinetyPercentOfTheMemoryLimit: the chart turns the container's
-// memory limit, in any of the units Kubernetes accepts, into GOMEMLIMIT in bytes.
-func TestGoMemLimitIsNinetyPercentOfTheMemoryLimit(t *testing.T) {
+// TestGoMemLimitLeavesRoomForTheBinary: the chart turns the container's memory limit,
+// in any of the units Kubernetes accepts, into GOMEMLIMIT in bytes: the limit less 10% or
+// 32Mi, whichever is more (the Go runtime does not count the binary's resident code),
+// and never under half the limit.
+func TestGoMemLimitLeavesRoomForTheBinary(t *testing.T) {
 	for values, want := range map[string]string{
-		``:                                         "120795955", // 128Mi
-		`resources: {limits: {memory: 1Gi}}`:       "966367641",
+		``:                                         "100663296", // 128Mi - 32Mi
+		`resources: {limits: {memory: 1Gi}}`:       "966367641", // 90%
 		`resources: {limits: {memory: 1.5Gi}}`:     "1449551462",
 		`resources: {limits: {memory: 500M}}`:      "450000000",
-		`resources: {limits: {memory: 262144k}}`:   "235929600",
-		`resources: {limits: {memory: 134217728}}`: "120795955",
+		`resources: {limits: {memory: 262144k}}`:   "228589568", // 250Mi: 32Mi is more than its 10%
+		`resources: {limits: {memory: 134217728}}`: "100663296",
+		`resources: {limits: {memory: 48Mi}}`:      "25165824", // half
 		`resources: {limits: {memory: null}}`:      "",
 		`resources: {limits: null}`:                "",
 	} {
@@ -643,7 +646,8 @@ func TestGoMemLimitIsNinetyPercentOfTheMemoryLimit(t *testing.T) {
 			}
 			assert.Equal(t, want, got)
 			if limit, ok := in.container.Resources.Limits[corev1.ResourceMemory]; ok {
-				assert.InDelta(t, 0.9*float64(limit.Value()), mustAtoi(t, got), 1)
+				l := float64(limit.Value())
+				assert.InDelta(t, max(l/2, min(0.9*l, l-32<<20)), mustAtoi(t, got), 1)
 			}
 		})
 	}

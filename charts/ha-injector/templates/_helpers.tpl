@@ -121,8 +121,10 @@ the chart's own image (a mirror of ha-injector's image goes here, not in a polic
 {{- end }}
 
 {{/*
-GOMEMLIMIT for the webhook container: 90% of its memory limit, in bytes; empty
-without a memory limit.
+GOMEMLIMIT for the webhook container, in bytes; empty without a memory limit: the limit
+less what the Go runtime does not count, at least 10% and at least 32Mi (the binary's
+code resident in memory, about 24Mi, also counts against the limit), but no less than half
+the limit. 96Mi for the default 128Mi, 90% from 320Mi up.
 */}}
 {{- define "ha-injector.goMemLimit" -}}
 {{- with .Values.resources.limits }}{{ with .memory }}
@@ -133,7 +135,8 @@ without a memory limit.
 {{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(e\\+?[0-9]+)?$" $n) }}
 {{- fail (printf "resources.limits.memory: %q is not a quantity of bytes such as 128Mi" $q) }}
 {{- end }}
-{{- mulf (float64 $n) (index $factors $unit) 0.9 | floor | int64 -}}
+{{- $bytes := mulf (float64 $n) (index $factors $unit) -}}
+{{- maxf (mulf $bytes 0.5) (minf (mulf $bytes 0.9) (subf $bytes 33554432)) | floor | int64 -}}
 {{- end }}{{ end -}}
 {{- end -}}
 
