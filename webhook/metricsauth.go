@@ -56,7 +56,9 @@ func (a *metricsAuth) wrap(next http.Handler) http.Handler {
 		code, msg := a.check(r)
 		if code != http.StatusOK {
 			if code == http.StatusInternalServerError {
+				// The API server's error is for the log, not for an unauthenticated caller.
 				a.log.Error(errors.New(msg), "checking a metrics request with the API server")
+				msg = http.StatusText(code)
 			}
 			http.Error(w, msg, code)
 			return
@@ -110,7 +112,7 @@ func (a *metricsAuth) check(r *http.Request) (int, string) {
 func (a *metricsAuth) review(ctx context.Context, token, verb, path string) (int, string) {
 	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}
 	if err := a.reviewer.Create(ctx, tr); err != nil {
-		return http.StatusInternalServerError, "Internal Server Error: authenticating the token: " + err.Error()
+		return http.StatusInternalServerError, "authenticating the token: " + err.Error()
 	}
 	if !tr.Status.Authenticated {
 		return http.StatusUnauthorized, "Unauthorized: the API server does not authenticate the token"
@@ -125,7 +127,7 @@ func (a *metricsAuth) review(ctx context.Context, token, verb, path string) (int
 		NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: path, Verb: verb},
 	}}
 	if err := a.reviewer.Create(ctx, sar); err != nil {
-		return http.StatusInternalServerError, "Internal Server Error: authorizing the request: " + err.Error()
+		return http.StatusInternalServerError, "authorizing the request: " + err.Error()
 	}
 	if !sar.Status.Allowed || sar.Status.Denied {
 		return http.StatusForbidden, fmt.Sprintf("Forbidden: user %q may not %s %s", user.Username, verb, path)

@@ -97,6 +97,12 @@ func TestMetricsAuth(t *testing.T) {
 	// The API server cannot answer: 500, and nothing kept.
 	f.err = errors.New("connection refused")
 	assert.Equal(t, http.StatusInternalServerError, ask("GET", "/metrics", "Bearer new"))
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest("GET", "/metrics", nil)
+	r.Header.Set("Authorization", "Bearer new")
+	a.wrap(http.NotFoundHandler()).ServeHTTP(rec, r)
+	assert.Equal(t, http.StatusInternalServerError, rec.Code)
+	assert.NotContains(t, rec.Body.String(), "connection refused", "the API server's error stays in the log")
 	f.err = nil
 	f.tokens["new"] = prometheus
 	f.allowed[prometheus.Username] = true
