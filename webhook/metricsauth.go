@@ -23,8 +23,11 @@ import (
 // minute too), a refusal for 10 s, so that a ClusterRoleBinding added for Prometheus
 // takes effect quickly. An error of the API server is not kept.
 const (
-	metricsAllowedTTL = time.Minute
-	metricsDeniedTTL  = 10 * time.Second
+	// metricsReviewTimeout bounds each call to the API server (controller-runtime's
+	// filter gives its reviews 10 s too): a hung API server does not hold a scrape.
+	metricsReviewTimeout = 10 * time.Second
+	metricsAllowedTTL    = time.Minute
+	metricsDeniedTTL     = 10 * time.Second
 	// metricsCacheSize bounds the kept answers: scrapers are few, tokens rotate hourly.
 	metricsCacheSize = 256
 )
@@ -43,21 +46,20 @@ func metricsAuthFilter(cfg *rest.Config, httpClient *http.Client) (metricsserver
 	if err != nil {
 		return nil, fmt.Errorf("the metrics server's client for TokenReviews and SubjectAccessReviews: %w", err)
 	}
-	a := &metricsAuth{reviewer: c, now: time.Now, kept: map[[sha256.Size]byte]metricsAnswer{}}
+	a := &metricsAuth{reviewer: c, now: time.Now, timeout: metricsReviewTimeout, kept: map[[sha256.Size]byte]metricsAnswer{}}
 	return func(log logr.Logger, next http.Handler) (http.Handler, error) {
-		a.log = log
-		return a.wrap(next), nil
+		return a.wrap(log, next), nil
 	}, nil
 }
 
 // wrap answers a request that check does not let through, and serves the others with next.
-func (a *metricsAuth) wrap(next http.Handler) http.Handler {
+func (a *metricsAuth) wrap(log logr.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		code, msg := a.check(r)
 		if code != http.StatusOK {
 			if code == http.StatusInternalServerError {
 				// The API server's error is for the log, not for an unauthenticated caller.
-				a.log.Error(errors.New(msg), "checking a metrics request with the API server")
+				log.Error(errors.New(msg), "checking a metrics request with the API server")
 				msg = http.StatusText(code)
 			}
 			http.Error(w, msg, code)
@@ -75,7 +77,7 @@ type reviewer interface {
 type metricsAuth struct {
 	reviewer reviewer
 	now      func() time.Time
-	log      logr.Logger
+	timeout  time.Duration // of each review
 
 	mu   sync.Mutex
 	kept map[[sha256.Size]byte]metricsAnswer
@@ -94,7 +96,7 @@ func (a *metricsAuth) check(r *http.Request) (int, string) {
 		return http.StatusUnauthorized, "Unauthorized: a bearer token is required"
 	}
 	verb := strings.ToLower(r.Method)
-	key := sha256.Sum256([]byte(verb + " " + r.URL.Path + " " + token))
+	key := sha256.Sum256(fmt.Appendf(nil, "%d:%s%d:%s%s", len(verb), verb, len(r.URL.Path), r.URL.Path, token))
 	if ans, ok := a.keptAnswer(key); ok {
 		return ans.code, ans.msg
 	}
@@ -110,6 +112,8 @@ func (a *metricsAuth) check(r *http.Request) (int, string) {
 
 // review asks the API server who the token is and whether they may use verb on path.
 func (a *metricsAuth) review(ctx context.Context, token, verb, path string) (int, string) {
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
 	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}
 	if err := a.reviewer.Create(ctx, tr); err != nil {
 		return http.StatusInternalServerError, "authenticating the token: " + err.Error()
@@ -148,6 +152,9 @@ func (a *metricsAuth) keptAnswer(key [sha256.Size]byte) (metricsAnswer, bool) {
 func (a *metricsAuth) keep(key [sha256.Size]byte, ans metricsAnswer) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Full (scrapers are few: this is someone trying tokens): make room by
+	// dropping what expired, then the refusals, so that the scrapers' answers
+	// stay; everything only if all of it is allowed answers.
 	if len(a.kept) >= metricsCacheSize {
 		now := a.now()
 		for k, v := range a.kept {
@@ -155,19 +162,27 @@ func (a *metricsAuth) keep(key [sha256.Size]byte, ans metricsAnswer) {
 				delete(a.kept, k)
 			}
 		}
-		if len(a.kept) >= metricsCacheSize {
-			clear(a.kept)
+	}
+	if len(a.kept) >= metricsCacheSize {
+		for k, v := range a.kept {
+			if v.code != http.StatusOK {
+				delete(a.kept, k)
+			}
 		}
+	}
+	if len(a.kept) >= metricsCacheSize {
+		clear(a.kept)
 	}
 	a.kept[key] = ans
 }
 
-// bearerToken reads "Bearer <token>" (the scheme in any case, as the API server reads it).
+// bearerToken reads the token of "Bearer <token>" as the API server reads it
+// (k8s.io/apiserver's bearertoken authenticator): the scheme in any case, the
+// token up to the next space.
 func bearerToken(header string) (string, bool) {
-	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
-	token = strings.TrimSpace(token)
-	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
+	parts := strings.SplitN(strings.TrimSpace(header), " ", 3)
+	if len(parts) < 2 || !strings.EqualFold(parts[0], "bearer") || parts[1] == "" {
 		return "", false
 	}
-	return token, true
+	return parts[1], true
 }

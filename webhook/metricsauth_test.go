@@ -3,11 +3,13 @@ package webhook
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -21,12 +23,17 @@ type fakeReviewer struct {
 	tokens  map[string]authenticationv1.UserInfo
 	allowed map[string]bool
 	err     error
+	hang    bool // until the request's context ends
 	calls   int
 	sars    []authorizationv1.SubjectAccessReviewSpec
 }
 
-func (f *fakeReviewer) Create(_ context.Context, obj client.Object, _ ...client.CreateOption) error {
+func (f *fakeReviewer) Create(ctx context.Context, obj client.Object, _ ...client.CreateOption) error {
 	f.calls++
+	if f.hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	if f.err != nil {
 		return f.err
 	}
@@ -53,7 +60,7 @@ func TestMetricsAuth(t *testing.T) {
 		allowed: map[string]bool{prometheus.Username: true},
 	}
 	now := time.Unix(1000, 0)
-	a := &metricsAuth{reviewer: f, now: func() time.Time { return now }, kept: map[[32]byte]metricsAnswer{}}
+	a := &metricsAuth{reviewer: f, now: func() time.Time { return now }, timeout: time.Minute, kept: map[[32]byte]metricsAnswer{}}
 	ask := func(method, path, header string) int {
 		r := httptest.NewRequest(method, path, nil)
 		if header != "" {
@@ -63,14 +70,15 @@ func TestMetricsAuth(t *testing.T) {
 		return code
 	}
 
-	for _, h := range []string{"", "Bearer", "Bearer ", "Basic Z29vZA==", "good"} {
+	for _, h := range []string{"", "Bearer", "Bearer ", "Basic Z29vZA==", "good", "Bearer  good"} {
 		assert.Equal(t, http.StatusUnauthorized, ask("GET", "/metrics", h), "header %q", h)
 	}
 	assert.Zero(t, f.calls, "no token, no call to the API server")
 
 	assert.Equal(t, http.StatusUnauthorized, ask("GET", "/metrics", "Bearer bad"))
 	assert.Equal(t, http.StatusForbidden, ask("GET", "/metrics", "Bearer other"))
-	assert.Equal(t, http.StatusOK, ask("GET", "/metrics", "bearer  good "), "the scheme in any case")
+	assert.Equal(t, http.StatusOK, ask("GET", "/metrics", " bearer good "), "the scheme in any case")
+	assert.Equal(t, http.StatusOK, ask("GET", "/metrics", "Bearer good more"), "the token ends at a space, as the API server reads it")
 	require.NotEmpty(t, f.sars)
 	last := f.sars[len(f.sars)-1]
 	assert.Equal(t, prometheus.Username, last.User)
@@ -100,7 +108,7 @@ func TestMetricsAuth(t *testing.T) {
 	rec := httptest.NewRecorder()
 	r := httptest.NewRequest("GET", "/metrics", nil)
 	r.Header.Set("Authorization", "Bearer new")
-	a.wrap(http.NotFoundHandler()).ServeHTTP(rec, r)
+	a.wrap(logr.Discard(), http.NotFoundHandler()).ServeHTTP(rec, r)
 	assert.Equal(t, http.StatusInternalServerError, rec.Code)
 	assert.NotContains(t, rec.Body.String(), "connection refused", "the API server's error stays in the log")
 	f.err = nil
@@ -108,18 +116,22 @@ func TestMetricsAuth(t *testing.T) {
 	f.allowed[prometheus.Username] = true
 	assert.Equal(t, http.StatusOK, ask("GET", "/metrics", "Bearer new"))
 
-	// The kept answers are bounded.
+	// The kept answers are bounded, and tokens tried by the thousand do not push
+	// out the scrapers' allowed answers.
 	for i := range 3 * metricsCacheSize {
-		ask("GET", "/metrics", "Bearer unknown-"+string(rune('a'+i%26))+time.Duration(i).String())
+		ask("GET", "/metrics", fmt.Sprintf("Bearer unknown-%d", i))
 		require.LessOrEqual(t, len(a.kept), metricsCacheSize)
 	}
+	calls = f.calls
+	assert.Equal(t, http.StatusOK, ask("GET", "/metrics", "Bearer new"))
+	assert.Equal(t, calls, f.calls, "the scraper's answer is still kept")
 }
 
 func TestMetricsAuthFilterAnswers(t *testing.T) {
 	f := &fakeReviewer{tokens: map[string]authenticationv1.UserInfo{"good": {Username: "p"}}, allowed: map[string]bool{"p": true}}
-	a := &metricsAuth{reviewer: f, now: time.Now, kept: map[[32]byte]metricsAnswer{}}
+	a := &metricsAuth{reviewer: f, now: time.Now, timeout: time.Minute, kept: map[[32]byte]metricsAnswer{}}
 	served := 0
-	h := a.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { served++ }))
+	h := a.wrap(logr.Discard(), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { served++ }))
 	for _, c := range []struct {
 		header string
 		code   int
@@ -133,4 +145,20 @@ func TestMetricsAuthFilterAnswers(t *testing.T) {
 		assert.Equal(t, c.code, rec.Code)
 	}
 	assert.Equal(t, 1, served, "only the allowed request reaches the metrics")
+}
+
+func TestMetricsAuthDoesNotWaitForAHungAPIServer(t *testing.T) {
+	f := &fakeReviewer{hang: true}
+	a := &metricsAuth{reviewer: f, now: time.Now, timeout: 50 * time.Millisecond, kept: map[[32]byte]metricsAnswer{}}
+	r := httptest.NewRequest("GET", "/metrics", nil)
+	r.Header.Set("Authorization", "Bearer t")
+	done := make(chan int, 1)
+	go func() { code, _ := a.check(r); done <- code }()
+	select {
+	case code := <-done:
+		assert.Equal(t, http.StatusInternalServerError, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the review did not time out")
+	}
+	assert.Empty(t, a.kept, "an error is not kept")
 }
