@@ -9,19 +9,29 @@ import (
 // names itself twice (controller-runtime's admission.Webhook: object, resource, user,
 // request ID; the Mutator: kind, namespace, name, policy), while at the default level
 // almost no admission writes a line: those two calls were 6% of serve's CPU under
-// load. A line that is written costs the same calls as before, made then.
+// load. A line that is written applies them then (each line again), so values are
+// formatted when the line is written: pass values that do not change afterwards.
 func DeferValues(base logr.Logger) logr.Logger {
 	sink := base.GetSink()
 	if sink == nil {
 		return base
 	}
-	return logr.New(&deferredSink{sink: sink})
+	d := &deferredSink{sink: sink}
+	if cd, ok := sink.(logr.CallDepthLogSink); ok {
+		// A copy of base's sink, already initialised for logr.Logger's frame, that
+		// also skips this sink's: logr.New's Init must then not reach it (zapr's Init
+		// would skip one frame more, and change base's sink in place).
+		d.sink, d.initialised = cd.WithCallDepth(1), true
+	}
+	return logr.New(d)
 }
 
 // deferredSink holds what WithName and WithValues were given, in order, and
 // applies it to sink when a line is enabled.
 type deferredSink struct {
 	sink logr.LogSink
+	// initialised: sink accounts for the callers' frames already.
+	initialised bool
 	// ops are names (string) and key-value lists ([]any) in the order given.
 	ops []any
 }
@@ -31,7 +41,12 @@ var (
 	_ logr.CallDepthLogSink = &deferredSink{}
 )
 
-func (d *deferredSink) Init(info logr.RuntimeInfo) { d.sink.Init(info) }
+func (d *deferredSink) Init(info logr.RuntimeInfo) {
+	if !d.initialised {
+		info.CallDepth++ // this sink's frame
+		d.sink.Init(info)
+	}
+}
 
 func (d *deferredSink) Enabled(level int) bool { return d.sink.Enabled(level) }
 
@@ -56,13 +71,13 @@ func (d *deferredSink) WithCallDepth(depth int) logr.LogSink {
 	if !ok {
 		return d
 	}
-	return &deferredSink{sink: cd.WithCallDepth(depth), ops: d.ops}
+	return &deferredSink{sink: cd.WithCallDepth(depth), initialised: d.initialised, ops: d.ops}
 }
 
 func (d *deferredSink) with(op any) *deferredSink {
 	ops := make([]any, len(d.ops), len(d.ops)+1)
 	copy(ops, d.ops)
-	return &deferredSink{sink: d.sink, ops: append(ops, op)}
+	return &deferredSink{sink: d.sink, initialised: d.initialised, ops: append(ops, op)}
 }
 
 // applied is sink with the names and values given so far.

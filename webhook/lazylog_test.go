@@ -39,7 +39,8 @@ func TestDeferValuesWritesTheSameLines(t *testing.T) {
 		l.Error(errors.New("boom"), "reading the namespace")
 	}
 	use(newZap(&direct))
-	use(DeferValues(newZap(&deferred)))
+	base := newZap(&deferred)
+	use(DeferValues(base))
 	require.NotEmpty(t, direct.String())
 	assert.Equal(t, direct.String(), deferred.String(), "the same lines, names, values and caller")
 
@@ -47,6 +48,12 @@ func TestDeferValuesWritesTheSameLines(t *testing.T) {
 	var line map[string]any
 	require.NoError(t, json.Unmarshal(bytes.SplitN(deferred.Bytes(), []byte("\n"), 2)[0], &line))
 	assert.Contains(t, line["caller"], "lazylog_test.go")
+
+	// base is left as it was.
+	deferred.Reset()
+	base.Info("base")
+	require.NoError(t, json.Unmarshal(deferred.Bytes(), &line))
+	assert.Contains(t, line["caller"], "lazylog_test.go", "base's caller is still right")
 }
 
 func TestDeferValuesCallsNothingForALineNotWritten(t *testing.T) {
