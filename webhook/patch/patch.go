@@ -423,7 +423,8 @@ func pathLess(a, b string) bool {
 }
 
 // Encode writes ops as the JSON array the webhook answers with, the same bytes
-// json.Marshal writes for them. Each value is encoded once: jsonpatch/v2's
+// json.Marshal writes for them (but [] for none, where json.Marshal writes null for
+// a nil slice; Build returns nil rather than an empty patch). Each value is encoded once: jsonpatch/v2's
 // Operation.MarshalJSON returns bytes that encoding/json then scans again to
 // check and compact them, which cost more than encoding the values themselves.
 func Encode(ops []jsonpatch.Operation) ([]byte, error) {
