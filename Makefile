@@ -15,6 +15,10 @@ build: ## Build bin/ha-injector and bin/ha-sysctl (static, as in the container i
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/ha-injector ./cmd/ha-injector
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/ha-sysctl ./cmd/ha-sysctl
 
+.PHONY: image-tar
+image-tar: build ## The container image without Docker (the Dockerfile's, from make build's binaries): _output/ha-injector-image.tar, for ctr images import.
+	$(GO) run ./hack/image -bin $(BIN_DIR) -o _output/ha-injector-image.tar -tag ha-injector:$(VERSION)
+
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the HAPolicy CRD (controller-gen, pinned).
 	hack/generate.sh
