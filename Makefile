@@ -32,6 +32,7 @@ lint: ## gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags node ./test/node/...
 
 .PHONY: control-plane
 control-plane: ## Build (once, cached outside the repo) kube-apiserver, etcd, kube-controller-manager, kube-scheduler and KWOK.
@@ -46,6 +47,10 @@ unit: ## Run every Go test (unit, golden, CLI, fuzz seeds, real API server suite
 
 .PHONY: test
 test: lint verify-generate build unit ## Everything CI runs: lint, generated files, build, tests.
+
+.PHONY: test-node
+test-node: ## As root: a real node (kubelet, containerd, runc from hack/node.sh) runs pods through the webhook; changes the host for its run and puts it back. Not part of make test.
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) test -tags node ./test/node -count=1 -v -timeout 20m
 
 .PHONY: bench
 bench: ## Handler benchmarks, then load over TLS and through kube-apiserver next to a no-op webhook; table on stdout, rows in _output/bench.json.

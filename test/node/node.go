@@ -1,0 +1,510 @@
+//go:build node
+
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/internal/image"
+	"github.com/ha-injector/ha-injector/internal/proc"
+	"github.com/ha-injector/ha-injector/webhook"
+)
+
+// Image names as the CRI looks them up (a bare name is docker.io/library/NAME).
+const (
+	ourImage   = "docker.io/library/ha-injector:node-test"
+	probeImage = "docker.io/library/ha-probe:node-test"
+	pauseImage = "docker.io/library/ha-pause:node-test"
+	nodeName   = "ha-node"
+	bridgeName = "hanode0"
+	podSubnet  = "10.244.77.0/24"
+)
+
+// kubeletSysctls are the host sysctls the kubelet sets at start (its kernel tunables);
+// the harness puts them back.
+var kubeletSysctls = []string{
+	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+}
+
+// hostPaths are folders the kubelet, containerd or the CNI plugins create outside the
+// harness's own folder whatever they are told; the harness removes those that were
+// not there before.
+var hostPaths = []string{
+	"/var/log/containers", "/var/log/pods", "/var/lib/kubelet", "/var/lib/cni", "/run/containerd",
+	"/var/run/netns", "/run/netns", "/etc/cni", "/opt/cni", "/var/run/cdi", "/etc/cdi", "/var/lib/containerd",
+}
+
+// Node is one real node: kube-apiserver and etcd (envtest), containerd with runc, the CNI
+// bridge, and a kubelet, every state folder under Dir.
+type Node struct {
+	Dir    string
+	Config *rest.Config
+	Client client.Client
+	IP     string
+
+	env     *envtest.Environment
+	bins    string
+	procs   []*proc.Process
+	sock    string
+	before  hostState
+	cleanup []func() error
+}
+
+type hostState struct {
+	sysctls map[string]string
+	paths   map[string]bool
+	cgroups map[string]bool
+	links   map[string]bool
+	mounts  map[string]bool
+	netns   map[string]bool
+}
+
+func readHostState() hostState {
+	s := hostState{sysctls: map[string]string{}, paths: map[string]bool{}, cgroups: map[string]bool{}, links: map[string]bool{}, mounts: map[string]bool{}, netns: map[string]bool{}}
+	for _, m := range mountPoints() {
+		s.mounts[m] = true
+	}
+	if entries, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range entries {
+			s.netns[e.Name()] = true
+		}
+	}
+	for _, k := range kubeletSysctls {
+		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
+			s.sysctls[k] = strings.TrimSpace(string(b))
+		}
+	}
+	for _, p := range hostPaths {
+		_, err := os.Lstat(p)
+		s.paths[p] = err == nil
+	}
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
+	more, _ := filepath.Glob("/sys/fs/cgroup/kubepods")
+	for _, c := range append(hierarchies, more...) {
+		s.cgroups[c] = true
+	}
+	ifaces, _ := net.Interfaces()
+	for _, i := range ifaces {
+		s.links[i.Name] = true
+	}
+	return s
+}
+
+// diff lists what differs from before in after.
+func (before hostState) diff(after hostState) []string {
+	var out []string
+	for k, v := range before.sysctls {
+		if after.sysctls[k] != v {
+			out = append(out, fmt.Sprintf("sysctl %s: %s, was %s", k, after.sysctls[k], v))
+		}
+	}
+	for p, was := range before.paths {
+		if after.paths[p] != was {
+			out = append(out, fmt.Sprintf("%s exists: %t, was %t", p, after.paths[p], was))
+		}
+	}
+	for c := range after.cgroups {
+		if !before.cgroups[c] {
+			out = append(out, "cgroup "+c+" left behind")
+		}
+	}
+	for l := range after.links {
+		if !before.links[l] {
+			out = append(out, "network interface "+l+" left behind")
+		}
+	}
+	for m := range after.mounts {
+		if !before.mounts[m] {
+			out = append(out, "mount "+m+" left behind")
+		}
+	}
+	for ns := range after.netns {
+		if !before.netns[ns] {
+			out = append(out, "network namespace "+ns+" left behind")
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Start builds (or takes from the cache) every binary and image, starts the node and
+// waits until it is Ready. Everything it started or changed is undone by Stop, which
+// t.Cleanup calls.
+func Start(t *testing.T) *Node {
+	t.Helper()
+	require.Equal(t, 0, os.Geteuid(), "the real node needs root: containerd, runc and the kubelet mount, create cgroups and network namespaces")
+	root, err := controlplane.RepoRoot()
+	require.NoError(t, err)
+	n := &Node{before: readHostState()}
+	n.Dir, err = os.MkdirTemp("", "ha-injector-node-")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			t.Errorf("stopping the node: %v", err)
+		}
+		if left := n.before.diff(readHostState()); len(left) > 0 {
+			t.Errorf("the host is not as it was:\n%s", strings.Join(left, "\n"))
+		}
+	})
+	n.IP, err = hostIP()
+	require.NoError(t, err)
+
+	out, err := exec.Command(filepath.Join(root, "hack", "node.sh")).Output()
+	require.NoError(t, err, "hack/node.sh")
+	n.bins = strings.TrimSpace(string(out))
+	bin := filepath.Join(n.Dir, "bin")
+	build := exec.Command("make", "-C", root, "build", "BIN_DIR="+bin)
+	b, err := build.CombinedOutput()
+	require.NoError(t, err, "make build: %s", b)
+	probe := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bin, "probe"), "./test/node/probe")
+	probe.Dir, probe.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+	b, err = probe.CombinedOutput()
+	require.NoError(t, err, "go build probe: %s", b)
+
+	n.startContainerd(t)
+	for ref, layout := range map[string]image.Layout{
+		ourImage:   image.Default,
+		probeImage: {Files: []image.File{{Source: "probe", Path: "/probe"}}, Entrypoint: []string{"/probe"}},
+		pauseImage: {Files: []image.File{{Source: "probe", Path: "/probe"}}, Entrypoint: []string{"/probe"}, Cmd: []string{"pause"}},
+	} {
+		img, err := image.Build(bin, layout)
+		require.NoError(t, err)
+		archive := filepath.Join(n.Dir, "images", strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+		require.NoError(t, image.WriteTarball(archive, ref, img))
+		out, err := exec.Command(filepath.Join(n.bins, "ctr"), "-a", n.sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput()
+		require.NoError(t, err, "ctr images import %s: %s", ref, out)
+	}
+
+	n.env, err = controlplane.New(root)
+	require.NoError(t, err)
+	n.Config, err = n.env.Start()
+	require.NoError(t, err)
+	n.cleanup = append(n.cleanup, n.env.Stop)
+	n.Client, err = client.New(n.Config, client.Options{Scheme: webhook.Scheme})
+	require.NoError(t, err)
+
+	n.startKubelet(t)
+	return n
+}
+
+func hostIP() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return ipn.IP.String(), nil
+		}
+	}
+	return "", errors.New("no IPv4 address but loopback: the kubelet refuses to run on loopback")
+}
+
+func (n *Node) startContainerd(t *testing.T) {
+	t.Helper()
+	def, err := exec.Command(filepath.Join(n.bins, "containerd"), "config", "default").Output()
+	require.NoError(t, err)
+	cd := filepath.Join(n.Dir, "containerd")
+	n.sock = filepath.Join(cd, "containerd.sock")
+	cni := filepath.Join(n.Dir, "cni")
+	require.NoError(t, os.MkdirAll(filepath.Join(cni, "net.d"), 0o755))
+	config := strings.NewReplacer(
+		"root = '/var/lib/containerd'", "root = '"+filepath.Join(cd, "root")+"'",
+		"state = '/run/containerd'", "state = '"+filepath.Join(cd, "state")+"'",
+		"imports = ['/etc/containerd/conf.d/*.toml']", "imports = []",
+		"address = '/run/containerd/containerd.sock'", "address = '"+n.sock+"'",
+		"address = '/run/containerd/containerd.sock.ttrpc'", "address = '"+n.sock+".ttrpc'",
+		"sandbox = 'registry.k8s.io/pause:3.10.2'", "sandbox = '"+pauseImage+"'",
+		// This VM lacks CAP_SYS_RESOURCE: without it every sandbox fails (REAL-NODE.md).
+		"restrict_oom_score_adj = false", "restrict_oom_score_adj = true",
+		"BinaryName = ''", "BinaryName = '"+filepath.Join(n.bins, "runc")+"'",
+		"bin_dirs = ['/opt/cni/bin']", "bin_dirs = ['"+filepath.Join(n.bins, "cni")+"']",
+		"conf_dir = '/etc/cni/net.d'", "conf_dir = '"+filepath.Join(cni, "net.d")+"'",
+		"path = '/opt/containerd'", "path = '"+filepath.Join(cd, "opt")+"'",
+	).Replace(string(def))
+	// NRI off: nothing here uses it, and its socket would live in /var/run.
+	config = strings.Replace(config, "[plugins.'io.containerd.nri.v1.nri']\n    disable = false", "[plugins.'io.containerd.nri.v1.nri']\n    disable = true", 1)
+	require.NoError(t, os.MkdirAll(cd, 0o755))
+	path := filepath.Join(cd, "config.toml")
+	require.NoError(t, os.WriteFile(path, []byte(config), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(cni, "net.d", "10-hanode.conflist"), []byte(`{
+  "cniVersion": "1.0.0",
+  "name": "hanode",
+  "plugins": [
+    {"type": "bridge", "bridge": "`+bridgeName+`", "isGateway": true, "ipMasq": false,
+     "ipam": {"type": "host-local", "dataDir": "`+filepath.Join(cni, "ipam")+`", "ranges": [[{"subnet": "`+podSubnet+`"}]]}},
+    {"type": "loopback"}
+  ]
+}
+`), 0o644))
+
+	_, err = n.start("containerd", filepath.Join(n.bins, "containerd"), "--config", path)
+	require.NoError(t, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(n.sock); err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "containerd's socket within 30 s; its log: %s", filepath.Join(n.Dir, "containerd.log"))
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// start runs a binary with its output in Dir/NAME.log and PATH holding the node's binaries.
+func (n *Node) start(name, path string, args ...string) (*proc.Process, error) {
+	p, err := proc.Start(name, filepath.Join(n.Dir, name+".log"), path, []string{"PATH=" + n.bins + ":" + os.Getenv("PATH")}, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	n.procs = append(n.procs, p)
+	return p, nil
+}
+
+func (n *Node) startKubelet(t *testing.T) {
+	t.Helper()
+	user, err := n.env.AddUser(envtest.User{Name: "system:node:" + nodeName, Groups: []string{"system:masters", "system:nodes"}}, nil)
+	require.NoError(t, err)
+	kc, err := user.KubeConfig()
+	require.NoError(t, err)
+	kd := filepath.Join(n.Dir, "kubelet")
+	require.NoError(t, os.MkdirAll(kd, 0o755))
+	kubeconfig := filepath.Join(kd, "kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, kc, 0o600))
+	ports, err := proc.FreePorts(2)
+	require.NoError(t, err)
+	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+address: %s
+port: %d
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: %d
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix://%s
+podLogsDir: %s
+failSwapOn: false
+serializeImagePulls: false
+evictionHard: {memory.available: "1Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+syncFrequency: 5s
+fileCheckFrequency: 5s
+`, n.IP, ports[0], ports[1], n.sock, filepath.Join(kd, "pod-logs"))
+	configPath := filepath.Join(kd, "config.yaml")
+	require.NoError(t, os.WriteFile(configPath, []byte(config), 0o644))
+	_, err = n.start("kubelet", filepath.Join(n.bins, "kubelet"),
+		"--config", configPath, "--kubeconfig", kubeconfig, "--root-dir", filepath.Join(kd, "root"),
+		"--node-ip", n.IP, "--hostname-override", nodeName, "--v", "2")
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for {
+		node := &corev1.Node{}
+		if err := n.Client.Get(ctx, client.ObjectKey{Name: nodeName}, node); err == nil {
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("node %s not Ready within 90 s; the kubelet's log: %s", nodeName, filepath.Join(n.Dir, "kubelet.log"))
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Stop stops every process the node started (the kubelet first, then containerd and
+// the shims and containers it left), unmounts what they mounted under Dir, and undoes
+// what they changed on the host: the kubelet's sysctls, its cgroups, the CNI bridge,
+// the folders they created outside Dir.
+func (n *Node) Stop() error {
+	var errs []error
+	for i := len(n.procs) - 1; i >= 0; i-- {
+		if err := n.procs[i].Stop(20 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// The shims outlive containerd, and the containers (the pods' sandboxes too) outlive
+	// the shims: kill the shims by their command line, the containers by their cgroups.
+	killUnder(n.Dir)
+	created := cgroupsCreated(n.before)
+	for _, c := range created {
+		killCgroup(c)
+	}
+	for i := len(n.cleanup) - 1; i >= 0; i-- {
+		if err := n.cleanup[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// What they mounted: the pods' network namespaces, the kubelet's and containerd's
+	// folders, the containers' root file systems.
+	errs = append(errs, unmountNew(n.before)...)
+	for ns := range readHostState().netns {
+		if !n.before.netns[ns] {
+			_ = os.Remove(filepath.Join("/run/netns", ns))
+		}
+	}
+	for _, c := range created {
+		removeCgroup(c)
+	}
+	for k, v := range n.before.sysctls {
+		if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if ifaces, err := net.Interfaces(); err == nil {
+		for _, i := range ifaces {
+			if !n.before.links[i.Name] {
+				_ = exec.Command("ip", "link", "del", i.Name).Run()
+			}
+		}
+	}
+	for p, was := range n.before.paths {
+		if !was {
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if n.Dir != "" {
+		if err := os.RemoveAll(n.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killUnder kills every process whose executable or command line names dir: the runc
+// shims and the containers' processes.
+func killUnder(dir string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.Contains(string(cmdline), dir) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+}
+
+// mountPoints lists the mount points of this process's mount namespace.
+func mountPoints() []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 {
+			points = append(points, f[4])
+		}
+	}
+	return points
+}
+
+// unmountNew unmounts every mount point that was not there before, deepest first
+// (a folder can be mounted over more than once: each pass takes one layer).
+func unmountNew(before hostState) []error {
+	var errs []error
+	for range 5 {
+		var points []string
+		for _, p := range mountPoints() {
+			if !before.mounts[p] {
+				points = append(points, p)
+			}
+		}
+		if len(points) == 0 {
+			return nil
+		}
+		sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+		errs = nil
+		for _, p := range points {
+			if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+			}
+		}
+	}
+	return errs
+}
+
+func cgroupsCreated(before hostState) []string {
+	var out []string
+	for c := range readHostState().cgroups {
+		if !before.cgroups[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// killCgroup kills every process in a cgroup and the ones below it, until none is left
+// (bounded: 10 s).
+func killCgroup(dir string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		alive := false
+		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+				return nil
+			}
+			data, _ := os.ReadFile(p)
+			for _, f := range strings.Fields(string(data)) {
+				var pid int
+				if _, err := fmt.Sscanf(f, "%d", &pid); err == nil && pid > 0 {
+					alive = true
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			return nil
+		})
+		if !alive {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// removeCgroup removes a cgroup folder and the ones below it, deepest first.
+func removeCgroup(dir string) {
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	for _, d := range dirs {
+		_ = syscall.Rmdir(d)
+	}
+}
