@@ -63,6 +63,7 @@ type Node struct {
 
 	env     *envtest.Environment
 	bins    string
+	runtime string
 	procs   []*proc.Process
 	sock    string
 	before  hostState
@@ -158,6 +159,11 @@ func Start(t *testing.T) *Node {
 	n.Dir, err = os.MkdirTemp("", "ha-injector-node-")
 	require.NoError(t, err)
 	t.Cleanup(func() {
+		if t.Failed() {
+			for _, name := range []string{"kubelet", "containerd"} {
+				t.Logf("the end of the %s log:\n%s", name, proc.Tail(filepath.Join(n.Dir, name+".log"), 40))
+			}
+		}
 		if err := n.Stop(); err != nil {
 			t.Errorf("stopping the node: %v", err)
 		}
@@ -175,10 +181,13 @@ func Start(t *testing.T) *Node {
 	build := exec.Command("make", "-C", root, "build", "BIN_DIR="+bin)
 	b, err := build.CombinedOutput()
 	require.NoError(t, err, "make build: %s", b)
-	probe := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bin, "probe"), "./test/node/probe")
-	probe.Dir, probe.Env = root, append(os.Environ(), "CGO_ENABLED=0")
-	b, err = probe.CombinedOutput()
-	require.NoError(t, err, "go build probe: %s", b)
+	for _, cmd := range []string{"probe", "runc-noseccomp"} {
+		build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bin, cmd), "./test/node/"+cmd)
+		build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+		b, err = build.CombinedOutput()
+		require.NoError(t, err, "go build %s: %s", cmd, b)
+	}
+	n.runtime = filepath.Join(bin, "runc-noseccomp")
 
 	n.startContainerd(t)
 	for ref, layout := range map[string]image.Layout{
@@ -236,7 +245,7 @@ func (n *Node) startContainerd(t *testing.T) {
 		"sandbox = 'registry.k8s.io/pause:3.10.2'", "sandbox = '"+pauseImage+"'",
 		// This VM lacks CAP_SYS_RESOURCE: without it every sandbox fails (REAL-NODE.md).
 		"restrict_oom_score_adj = false", "restrict_oom_score_adj = true",
-		"BinaryName = ''", "BinaryName = '"+filepath.Join(n.bins, "runc")+"'",
+		"BinaryName = ''", "BinaryName = '"+n.runtime+"'", // runc, without seccomp filters
 		"bin_dirs = ['/opt/cni/bin']", "bin_dirs = ['"+filepath.Join(n.bins, "cni")+"']",
 		"conf_dir = '/etc/cni/net.d'", "conf_dir = '"+filepath.Join(cni, "net.d")+"'",
 		"path = '/opt/containerd'", "path = '"+filepath.Join(cd, "opt")+"'",
