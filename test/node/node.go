@@ -36,6 +36,12 @@ const (
 	nodeName   = "ha-node"
 	bridgeName = "hanode0"
 	podSubnet  = "10.244.77.0/24"
+	// apiServerIP is the kubernetes Service's ClusterIP (envtest's service range is
+	// 10.0.0.0/24). No kube-proxy can run here (it needs iptables or nft, which this
+	// machine kind lacks), so the harness puts that address on the host's loopback and
+	// has kube-apiserver listen on it, port 443: pods reach the API server at the address
+	// the kubelet gives them (KUBERNETES_SERVICE_HOST), routed to the host by the bridge.
+	apiServerIP = "10.0.0.1"
 )
 
 // kubeletSysctls are the host sysctls the kubelet sets at start (its kernel tunables);
@@ -160,7 +166,7 @@ func Start(t *testing.T) *Node {
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, name := range []string{"kubelet", "containerd"} {
+			for _, name := range []string{"kubelet", "containerd", "kube-scheduler", "kube-controller-manager"} {
 				t.Logf("the end of the %s log:\n%s", name, proc.Tail(filepath.Join(n.Dir, name+".log"), 40))
 			}
 		}
@@ -205,14 +211,64 @@ func Start(t *testing.T) *Node {
 
 	n.env, err = controlplane.New(root)
 	require.NoError(t, err)
+	out, err = exec.Command("ip", "addr", "add", apiServerIP+"/32", "dev", "lo").CombinedOutput()
+	require.NoError(t, err, "ip addr add %s/32 dev lo: %s", apiServerIP, out)
+	n.cleanup = append(n.cleanup, func() error {
+		if out, err := exec.Command("ip", "addr", "del", apiServerIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
+			return fmt.Errorf("ip addr del %s/32 dev lo: %v: %s", apiServerIP, err, out)
+		}
+		return nil
+	})
+	api := n.env.ControlPlane.GetAPIServer()
+	api.SecureServing.ListenAddr.Address, api.SecureServing.ListenAddr.Port = apiServerIP, "443"
+	// Pods get ServiceAccount tokens (envtest turns that plugin off), the API server
+	// calls webhook Services at their endpoints (no kube-proxy), and reaches the kubelet
+	// at the node's InternalIP.
+	api.Configure().Set("disable-admission-plugins", "")
+	api.Configure().Set("enable-aggregator-routing", "true")
+	api.Configure().Set("kubelet-preferred-address-types", "InternalIP")
 	n.Config, err = n.env.Start()
 	require.NoError(t, err)
 	n.cleanup = append(n.cleanup, n.env.Stop)
 	n.Client, err = client.New(n.Config, client.Options{Scheme: webhook.Scheme})
 	require.NoError(t, err)
 
+	n.startControllers(t, root)
 	n.startKubelet(t)
 	return n
+}
+
+// startControllers starts kube-scheduler and kube-controller-manager (built by
+// hack/cluster.sh) with the controllers the tests need: Deployments, ReplicaSets and
+// Jobs; ServiceAccounts and the kube-root-ca.crt ConfigMap that every pod's token volume
+// reads; the node lifecycle, which lifts the not-ready taint a kubelet registers its node
+// with; and the Services' endpoints, where the API server calls webhooks.
+func (n *Node) startControllers(t *testing.T, root string) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(root, "hack", "cluster.sh")).Output()
+	require.NoError(t, err, "hack/cluster.sh")
+	cluster := strings.TrimSpace(string(out))
+	user, err := n.env.AddUser(envtest.User{Name: "kube-controllers", Groups: []string{"system:masters"}}, nil)
+	require.NoError(t, err)
+	kc, err := user.KubeConfig()
+	require.NoError(t, err)
+	kubeconfig := filepath.Join(n.Dir, "controllers.kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, kc, 0o600))
+	caFile := filepath.Join(n.Dir, "api-ca.crt")
+	require.NoError(t, os.WriteFile(caFile, n.Config.CAData, 0o644))
+	ports, err := proc.FreePorts(2)
+	require.NoError(t, err)
+	common := func(port int, name string) []string {
+		return []string{"--kubeconfig=" + kubeconfig, "--authentication-kubeconfig=" + kubeconfig, "--authorization-kubeconfig=" + kubeconfig,
+			"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port), "--leader-elect=false",
+			"--cert-dir=" + filepath.Join(n.Dir, name)}
+	}
+	_, err = n.start("kube-controller-manager", filepath.Join(cluster, "kube-controller-manager"), append(common(ports[0], "kube-controller-manager"),
+		"--controllers=deployment-controller,replicaset-controller,job-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,endpoints-controller,endpointslice-controller",
+		"--root-ca-file="+caFile)...)
+	require.NoError(t, err)
+	_, err = n.start("kube-scheduler", filepath.Join(cluster, "kube-scheduler"), common(ports[1], "kube-scheduler")...)
+	require.NoError(t, err)
 }
 
 func hostIP() (string, error) {
@@ -259,7 +315,7 @@ func (n *Node) startContainerd(t *testing.T) {
   "cniVersion": "1.0.0",
   "name": "hanode",
   "plugins": [
-    {"type": "bridge", "bridge": "`+bridgeName+`", "isGateway": true, "ipMasq": false,
+    {"type": "bridge", "bridge": "`+bridgeName+`", "isGateway": true, "isDefaultGateway": true, "ipMasq": false,
      "ipam": {"type": "host-local", "dataDir": "`+filepath.Join(cni, "ipam")+`", "ranges": [[{"subnet": "`+podSubnet+`"}]]}},
     {"type": "loopback"}
   ]

@@ -5,6 +5,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,42 +14,61 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/kube"
+	rcommon "helm.sh/helm/v4/pkg/release/common"
+	releasev1 "helm.sh/helm/v4/pkg/release/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/internal/localwebhook"
+	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/policies"
-	"github.com/ha-injector/ha-injector/webhook"
 )
 
 var probed = []string{"net.ipv4.tcp_retries2", "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
 
-// TestRealNode runs pods on a real kubelet, created through the webhook (serve in this
-// process, called by the API server through the chart's webhook configuration).
+// TestRealNode installs the chart for real (the Helm Go SDK, the image built without
+// Docker, self-managed certificates) on a node with a real kubelet, and runs pods
+// created through the webhook it serves: its pods, called by the API server through
+// their Service.
 func TestRealNode(t *testing.T) {
 	n := Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	root, err := controlplane.RepoRoot()
 	require.NoError(t, err)
+	installChart(ctx, t, n, root)
 
-	certDir := filepath.Join(n.Dir, "webhook-certs")
-	ca, err := localwebhook.ServingCert(certDir, "ha-injector-node-ca")
-	require.NoError(t, err)
-	srv, err := localwebhook.StartWith(n.Config, certDir, func(cfg *webhook.Config) { cfg.SysctlImage = ourImage })
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Stop() })
-	require.NoError(t, localwebhook.Install(ctx, n.Client, root, localwebhook.ProvidedValues(nil), srv.URL(), ca.PEM, true))
-
-	// tcp_retries2 from the init container, the keepalive ones from the pod's
-	// securityContext; the host keeps its own.
-	t.Run("opted-in pod", func(t *testing.T) {
+	// A Deployment in an opted-in namespace: its pod runs; tcp_retries2 from the init
+	// container, the keepalive ones from the pod's securityContext; the host keeps its own.
+	t.Run("opted-in Deployment", func(t *testing.T) {
 		hostBefore := readSysctls(t)
-		pod := runProbe(ctx, t, n, namespace(ctx, t, n, "opted-in", nil), nil)
-		require.Len(t, pod.Spec.InitContainers, 1, "the webhook injected the ha-sysctl init container")
+		ns := namespace(ctx, t, n, "opted-in", nil)
+		d := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
+			Spec: appsv1.DeploymentSpec{
+				Replicas: ptr.To[int32](1),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "probe"}},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "probe"}},
+					Spec:       probeSpec(),
+				},
+			},
+		}
+		require.NoError(t, n.Client.Create(ctx, d))
+		assert.Equal(t, "true", d.Labels[policies.InjectedLabel], "the webhook injected the Deployment")
+		pod := waitDeploymentPod(ctx, t, n, d)
+		require.Len(t, pod.Spec.InitContainers, 1, "the ha-sysctl init container")
 		s := pod.Status.InitContainerStatuses[0]
 		require.NotNil(t, s.State.Terminated, "init container %s finished", s.Name)
 		assert.Equal(t, int32(0), s.State.Terminated.ExitCode, "init container %s: %s", s.Name, s.State.Terminated.Message)
@@ -119,7 +139,10 @@ func namespace(ctx context.Context, t *testing.T, n *Node, name string, labels m
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{policies.PolicyLabel: "default"}}}
 	require.NoError(t, n.Client.Create(ctx, ns))
-	require.NoError(t, n.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "default"}}))
+	// The ServiceAccount controller makes it too; pods cannot be created before it exists.
+	if err := n.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "default"}}); !apierrors.IsAlreadyExists(err) {
+		require.NoError(t, err)
+	}
 	// Before the other labels: WaitEffective's probe pod would not pass Pod Security restricted.
 	require.NoError(t, localwebhook.WaitEffective(ctx, n.Client, name, 30*time.Second))
 	if len(labels) > 0 {
@@ -137,22 +160,45 @@ func runProbe(ctx context.Context, t *testing.T, n *Node, ns string, edit func(*
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe", Labels: map[string]string{"app": "probe"}},
-		Spec: corev1.PodSpec{
-			NodeName:                      nodeName,
-			AutomountServiceAccountToken:  ptr.To(false),
-			TerminationGracePeriodSeconds: ptr.To[int64](1),
-			Containers: []corev1.Container{{
-				Name: "probe", Image: probeImage, ImagePullPolicy: corev1.PullNever,
-				Args: append([]string{"sysctls"}, probed...),
-			}},
-		},
+		Spec:       probeSpec(),
 	}
+	pod.Spec.NodeName = nodeName
 	if edit != nil {
 		edit(pod)
 	}
 	require.NoError(t, n.Client.Create(ctx, pod))
 	t.Cleanup(func() { _ = n.Client.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
 	return waitRunning(ctx, t, n, pod)
+}
+
+// probeSpec is a pod whose container prints the probed sysctls and waits.
+func probeSpec() corev1.PodSpec {
+	return corev1.PodSpec{
+		AutomountServiceAccountToken:  ptr.To(false),
+		TerminationGracePeriodSeconds: ptr.To[int64](1),
+		Containers: []corev1.Container{{
+			Name: "probe", Image: probeImage, ImagePullPolicy: corev1.PullNever,
+			Args: append([]string{"sysctls"}, probed...),
+		}},
+	}
+}
+
+// waitDeploymentPod waits (bounded: a minute) until a pod of d runs, and returns it.
+func waitDeploymentPod(ctx context.Context, t *testing.T, n *Node, d *appsv1.Deployment) *corev1.Pod {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pods := &corev1.PodList{}
+		require.NoError(t, n.Client.List(ctx, pods, client.InNamespace(d.Namespace), client.MatchingLabels(d.Spec.Selector.MatchLabels)))
+		for i := range pods.Items {
+			if pods.Items[i].Status.Phase == corev1.PodRunning {
+				return &pods.Items[i]
+			}
+		}
+		require.True(t, time.Now().Before(deadline), "no pod of Deployment %s/%s Running within a minute: %d pods; the kubelet's log: %s",
+			d.Namespace, d.Name, len(pods.Items), filepath.Join(n.Dir, "kubelet.log"))
+		time.Sleep(time.Second)
+	}
 }
 
 func readSysctls(t *testing.T) map[string]string {
@@ -203,5 +249,93 @@ func readProbeLog(ctx context.Context, t *testing.T, n *Node, pod *corev1.Pod) m
 		}
 		require.True(t, time.Now().Before(deadline) && ctx.Err() == nil, "the probe's log %s within 30 s: %q", path, data)
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+const (
+	release          = "ha-injector"
+	releaseNamespace = "ha-injector-system"
+)
+
+// installChart installs charts/ha-injector as `helm install --wait` would, with the
+// node's image and certs.mode=selfManaged (no cert-manager runs here), its hooks too (the
+// CRD Job runs `ha-injector crds apply` in a pod), and waits until the API server calls
+// the webhook's pods for an opted-in namespace.
+func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
+	t.Helper()
+	user, err := n.env.AddUser(envtest.User{Name: "helm", Groups: []string{"system:masters"}}, nil)
+	require.NoError(t, err)
+	kc, err := user.KubeConfig()
+	require.NoError(t, err)
+	kubeconfig := filepath.Join(n.Dir, "helm.kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, kc, 0o600))
+	cacheDir, ns := filepath.Join(n.Dir, "helm-cache"), releaseNamespace
+	getter := genericclioptions.NewConfigFlags(false)
+	getter.KubeConfig, getter.CacheDir, getter.Namespace = &kubeconfig, &cacheDir, &ns
+	helm := action.NewConfiguration(action.ConfigurationSetLogger(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+	require.NoError(t, helm.Init(getter, ns, "secret"))
+	chrt, err := chartrender.Load(root)
+	require.NoError(t, err)
+
+	repo, tag, _ := strings.Cut(strings.TrimPrefix(ourImage, ""), ":")
+	values := map[string]any{
+		"image":       map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"},
+		"certManager": map[string]any{"enabled": false},
+		"certs":       map[string]any{"mode": "selfManaged"},
+	}
+	install := action.NewInstall(helm)
+	install.ReleaseName, install.Namespace, install.CreateNamespace = release, releaseNamespace, true
+	install.WaitStrategy = kube.StatusWatcherStrategy
+	install.Timeout = 3 * time.Minute
+	start := time.Now()
+	r, err := install.RunWithContext(ctx, chrt, values)
+	if err != nil {
+		pods := &corev1.PodList{}
+		_ = n.Client.List(ctx, pods, client.InNamespace(releaseNamespace))
+		for _, p := range pods.Items {
+			t.Logf("pod %s on %q: %s", p.Name, p.Spec.NodeName, p.Status.Phase)
+			for _, c := range p.Status.ContainerStatuses {
+				if s := c.State.Terminated; s != nil {
+					logs, _ := filepath.Glob(filepath.Join(n.Dir, "kubelet", "pod-logs", fmt.Sprintf("%s_%s_%s", p.Namespace, p.Name, p.UID), c.Name, "*.log"))
+					for _, l := range logs {
+						t.Logf("  %s:\n%s", l, proc.Tail(l, 10))
+					}
+					t.Logf("  container %s: exit %d %s: %s", c.Name, s.ExitCode, s.Reason, s.Message)
+				} else if s := c.State.Waiting; s != nil {
+					t.Logf("  container %s: waiting %s: %s", c.Name, s.Reason, s.Message)
+				}
+			}
+		}
+	}
+	require.NoError(t, err, "helm install")
+	rel := r.(*releasev1.Release)
+	require.Equal(t, rcommon.StatusDeployed, rel.Info.Status, rel.Info.Description)
+	t.Logf("helm install with its hooks, waited for: %v", time.Since(start).Round(time.Second))
+
+	// Every webhook pod Ready, and the API server calls them.
+	deploy := &appsv1.Deployment{}
+	require.NoError(t, n.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: release}, deploy))
+	assert.Equal(t, *deploy.Spec.Replicas, deploy.Status.ReadyReplicas, "every webhook replica Ready")
+	if !t.Run("webhook effective", func(t *testing.T) { namespace(ctx, t, n, "webhook-effective", nil) }) {
+		pods := &corev1.PodList{}
+		_ = n.Client.List(ctx, pods, client.InNamespace(releaseNamespace))
+		for _, p := range pods.Items {
+			logs, _ := filepath.Glob(filepath.Join(n.Dir, "kubelet", "pod-logs", fmt.Sprintf("%s_%s_%s", p.Namespace, p.Name, p.UID), "*", "*.log"))
+			for _, l := range logs {
+				t.Logf("%s %s:\n%s", p.Name, p.Status.Phase, proc.Tail(l, 15))
+			}
+		}
+		hooks := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		if err := n.Client.Get(ctx, client.ObjectKey{Name: release}, hooks); err == nil {
+			for _, w := range hooks.Webhooks {
+				t.Logf("webhook %s: caBundle %d bytes, service %+v", w.Name, len(w.ClientConfig.CABundle), w.ClientConfig.Service)
+			}
+		}
+		eps := &corev1.EndpointsList{}
+		_ = n.Client.List(ctx, eps, client.InNamespace(releaseNamespace))
+		for _, e := range eps.Items {
+			t.Logf("endpoints %s: %+v", e.Name, e.Subsets)
+		}
+		t.FailNow()
 	}
 }
