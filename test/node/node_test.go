@@ -43,7 +43,7 @@ var probed = []string{"net.ipv4.tcp_retries2", "net.ipv4.tcp_keepalive_time", "n
 // their Service.
 func TestRealNode(t *testing.T) {
 	n := Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	root, err := controlplane.RepoRoot()
 	require.NoError(t, err)
@@ -130,6 +130,9 @@ func TestRealNode(t *testing.T) {
 		assert.Contains(t, s.Message, "net.ipv4.tcp_retries2")
 		assert.Equal(t, "15", readProbeLog(ctx, t, n, pod)["net.ipv4.tcp_retries2"])
 	})
+
+	// The TCP leg between real pods (tcp_test.go).
+	t.Run("TCP to a dead peer", func(t *testing.T) { tcpDeadPeer(ctx, t, n) })
 }
 
 // namespace creates an opted-in namespace (default policy) with labels and its
@@ -231,7 +234,7 @@ func waitRunning(ctx context.Context, t *testing.T, n *Node, pod *corev1.Pod) *c
 // (podLogsDir/NAMESPACE_NAME_UID/CONTAINER/0.log, CRI format: TIME STREAM TAG LINE).
 func readProbeLog(ctx context.Context, t *testing.T, n *Node, pod *corev1.Pod) map[string]string {
 	t.Helper()
-	path := filepath.Join(n.Dir, "kubelet", "pod-logs", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), "probe", "0.log")
+	path := filepath.Join(n.Dir, "kubelet", "pod-logs", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), pod.Spec.Containers[0].Name, "0.log")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		data, _ := os.ReadFile(path)
