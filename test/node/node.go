@@ -62,10 +62,12 @@ var hostPaths = []string{
 // Node is one real node: kube-apiserver and etcd (envtest), containerd with runc, the CNI
 // bridge, and a kubelet, every state folder under Dir.
 type Node struct {
-	Dir    string
-	Config *rest.Config
-	Client client.Client
-	IP     string
+	Dir string
+	// Kubeconfig is an admin's kubeconfig file for the node's API server.
+	Kubeconfig string
+	Config     *rest.Config
+	Client     client.Client
+	IP         string
 
 	env     *envtest.Environment
 	bins    string
@@ -235,6 +237,13 @@ func Start(t *testing.T) *Node {
 
 	n.startControllers(t, root)
 	n.startKubelet(t)
+	admin, err := n.env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	require.NoError(t, err)
+	kc, err := admin.KubeConfig()
+	require.NoError(t, err)
+	n.Kubeconfig = filepath.Join(n.Dir, "kubeconfig")
+	require.NoError(t, os.WriteFile(n.Kubeconfig, kc, 0o600))
+	t.Logf("node %s Ready; while the test runs: export KUBECONFIG=%s", nodeName, n.Kubeconfig)
 	return n
 }
 

@@ -26,7 +26,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
@@ -266,12 +265,7 @@ const (
 // the webhook's pods for an opted-in namespace.
 func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
 	t.Helper()
-	user, err := n.env.AddUser(envtest.User{Name: "helm", Groups: []string{"system:masters"}}, nil)
-	require.NoError(t, err)
-	kc, err := user.KubeConfig()
-	require.NoError(t, err)
-	kubeconfig := filepath.Join(n.Dir, "helm.kubeconfig")
-	require.NoError(t, os.WriteFile(kubeconfig, kc, 0o600))
+	kubeconfig := n.Kubeconfig
 	cacheDir, ns := filepath.Join(n.Dir, "helm-cache"), releaseNamespace
 	getter := genericclioptions.NewConfigFlags(false)
 	getter.KubeConfig, getter.CacheDir, getter.Namespace = &kubeconfig, &cacheDir, &ns
