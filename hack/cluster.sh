@@ -34,11 +34,7 @@ key=$( {
 } | cache_key)
 
 complete() {
-	local b
-	for b in "${binaries[@]}"; do
-		[ -x "$1/$b" ] || return 1
-	done
-	[ -s "$1/kwok-stages.yaml" ]
+	executables_in "$1" "${binaries[@]}" && [ -s "$1/kwok-stages.yaml" ]
 }
 
 # The same flags as hack/control-plane.sh (kube_ldflags, -trimpath): the builds share
@@ -56,7 +52,7 @@ build() {
 	(cd "$tmp" && GOFLAGS= GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
 		"sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION")
 	# The Stages kwokctl embeds (kustomize/stage/...), as one config file for `kwok --config`.
-	kwok_dir=$(cd "$tmp" && GOFLAGS= go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	kwok_dir=$(module_dir "$tmp" "sigs.k8s.io/kwok@$KWOK_VERSION")
 	for s in "${stages[@]}"; do
 		echo "---"
 		cat "$kwok_dir/kustomize/stage/$s.yaml"

@@ -33,15 +33,7 @@ key=$( {
 } | cache_key)
 
 complete() {
-	local b
-	for b in "${binaries[@]}"; do
-		[ -x "$1/$b" ] || return 1
-	done
-}
-
-# module_dir MODULE@VERSION prints the module's folder in the module cache, downloading it.
-module_dir() {
-	(cd "$1" && GOFLAGS= go mod download -json "$2" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	executables_in "$1" "${binaries[@]}"
 }
 
 build() {

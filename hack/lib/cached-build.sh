@@ -48,3 +48,18 @@ cached_build() {
 	trap - EXIT
 	echo "$dest"
 }
+
+# executables_in DIR NAME... succeeds when each NAME is an executable file in DIR.
+executables_in() {
+	local dir=$1 b
+	shift
+	for b in "$@"; do
+		[ -x "$dir/$b" ] || return 1
+	done
+}
+
+# module_dir DIR MODULE@VERSION prints the module's folder in the Go module cache,
+# downloading it, run from DIR outside any module with GOFLAGS cleared.
+module_dir() {
+	(cd "$1" && GOFLAGS= go mod download -json "$2" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+}
