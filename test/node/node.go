@@ -182,7 +182,9 @@ func Start(t *testing.T) *Node {
 	n.IP, err = hostIP()
 	require.NoError(t, err)
 
-	out, err := exec.Command(filepath.Join(root, "hack", "node.sh")).Output()
+	nodeSh := exec.Command(filepath.Join(root, "hack", "node.sh"))
+	nodeSh.Stderr = os.Stderr // what it builds, and why it failed
+	out, err := nodeSh.Output()
 	require.NoError(t, err, "hack/node.sh")
 	n.bins = strings.TrimSpace(string(out))
 	bin := filepath.Join(n.Dir, "bin")
@@ -254,7 +256,9 @@ func Start(t *testing.T) *Node {
 // with; and the Services' endpoints, where the API server calls webhooks.
 func (n *Node) startControllers(t *testing.T, root string) {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(root, "hack", "cluster.sh")).Output()
+	clusterSh := exec.Command(filepath.Join(root, "hack", "cluster.sh"))
+	clusterSh.Stderr = os.Stderr
+	out, err := clusterSh.Output()
 	require.NoError(t, err, "hack/cluster.sh")
 	cluster := strings.TrimSpace(string(out))
 	user, err := n.env.AddUser(envtest.User{Name: "kube-controllers", Groups: []string{"system:masters"}}, nil)
