@@ -329,7 +329,7 @@ func (m *tcpMeasurement) measure(ctx context.Context) (err error) {
 	if row.Sysctls, err = readSysctls(ctx, pair.client, tcpSysctls); err != nil {
 		return err
 	}
-	model, latest, how, err := modelFor(row.Connection, row.Sysctls)
+	model, latest, how, err := ModelFor(row.Connection, row.Sysctls)
 	if err != nil {
 		return err
 	}
@@ -452,7 +452,7 @@ func (m *tcpMeasurement) judge(readErr error, elapsed, model, latest time.Durati
 	}
 }
 
-// modelFor is the kernel's figure for the connection kind with these sysctls, the
+// ModelFor is the kernel's figure for the connection kind with these sysctls, the
 // latest a connection may fail and still follow the kernel's logic, and how the figure
 // is computed.
 //
@@ -466,7 +466,7 @@ func (m *tcpMeasurement) judge(readErr error, elapsed, model, latest time.Durati
 // so the check can miss the model's time by a hair and pass only one backoff later:
 // its latest is the model's time plus an eighth plus the next backoff. Both get 2 s
 // more for the reader's own wake-up.
-func modelFor(conn string, values map[string]string) (model, latest time.Duration, how string, err error) {
+func ModelFor(conn string, values map[string]string) (model, latest time.Duration, how string, err error) {
 	ints := map[string]int{}
 	for _, name := range tcpSysctls {
 		v, err := strconv.Atoi(values[name])

@@ -69,7 +69,7 @@ func TestTheDefaultPolicyInjectsWhatTheModelsAssume(t *testing.T) {
 
 // shortTCPCap bounds the short measurement: the small values below fail well within
 // it (3 s and 1.4 s by the models, 3.5 s at worst for the sending connection, see
-// modelFor) and the kernel's defaults (15 minutes and more) do not.
+// ModelFor) and the kernel's defaults (15 minutes and more) do not.
 const shortTCPCap = 8 * time.Second
 
 // TestTCPDeadPeerShort is the TCP leg of `make failover` with small sysctls: a policy
@@ -166,7 +166,7 @@ func TestJudgeFollowsTheKernelsLogic(t *testing.T) {
 		{"open at the cap, the model within it", ConnSending, policy, os.ErrDeadlineExceeded, TCPMeasuredCap, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			model, latest, _, err := modelFor(tc.conn, tc.sysctls)
+			model, latest, _, err := ModelFor(tc.conn, tc.sysctls)
 			require.NoError(t, err)
 			row := &TCPRow{}
 			(&tcpMeasurement{row: row, cap: TCPMeasuredCap}).judge(tc.err, tc.elapsed, model, latest)

@@ -84,19 +84,15 @@ func tcpDeadPeer(ctx context.Context, t *testing.T, n *Node) {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	var rows []failover.TCPRow
 	for _, optedIn := range []bool{true, false} {
-		retries2, err := strconv.Atoi(values[optedIn]["net.ipv4.tcp_retries2"])
+		// As test/failover judges a sending connection.
+		model, latest, how, err := failover.ModelFor(failover.ConnSending, values[optedIn])
 		require.NoError(t, err)
-		model := failover.RetransmitTimeout(retries2)
-		// As test/failover judges a sending connection: the first retransmission timeout
-		// past the model's time, up to one backoff (RTO from 200 ms, at most 120 s) and
-		// an eighth later.
-		latest := model + model/8 + min(200*time.Millisecond<<(retries2+1), 120*time.Second) + 2*time.Second
 		row := failover.TCPRow{
 			Scenario: ScenarioTCPDeadPeerPods, Connection: failover.ConnSending, OptedIn: optedIn,
 			Title:        fmt.Sprintf("a pod writing to a pod whose network is cut (namespace %s)", clients[optedIn].Namespace),
 			Sysctls:      values[optedIn],
 			ModelSeconds: model.Seconds(),
-			Model:        fmt.Sprintf("tcp_model_timeout(tcp_retries2 = %d): RTO from 200 ms doubling up to 120 s", retries2),
+			Model:        how,
 			Kernel:       strings.TrimSpace(string(kernel)),
 		}
 		if f := failed[optedIn]; f != nil {
