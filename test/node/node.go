@@ -89,9 +89,7 @@ type hostState struct {
 
 func readHostState() hostState {
 	s := hostState{sysctls: map[string]string{}, paths: map[string]bool{}, cgroups: map[string]bool{}, links: map[string]bool{}, mounts: map[string]bool{}, netns: map[string]bool{}}
-	for _, m := range mountPoints() {
-		s.mounts[m] = true
-	}
+	s.mounts = mountPoints()
 	if entries, err := os.ReadDir("/run/netns"); err == nil {
 		for _, e := range entries {
 			s.netns[e.Name()] = true
@@ -131,24 +129,17 @@ func (before hostState) diff(after hostState) []string {
 			out = append(out, fmt.Sprintf("%s exists: %t, was %t", p, after.paths[p], was))
 		}
 	}
-	for c := range after.cgroups {
-		if !before.cgroups[c] {
-			out = append(out, "cgroup "+c+" left behind")
-		}
-	}
-	for l := range after.links {
-		if !before.links[l] {
-			out = append(out, "network interface "+l+" left behind")
-		}
-	}
-	for m := range after.mounts {
-		if !before.mounts[m] {
-			out = append(out, "mount "+m+" left behind")
-		}
-	}
-	for ns := range after.netns {
-		if !before.netns[ns] {
-			out = append(out, "network namespace "+ns+" left behind")
+	for _, kind := range []struct {
+		what          string
+		before, after map[string]bool
+	}{
+		{"cgroup", before.cgroups, after.cgroups},
+		{"network interface", before.links, after.links},
+		{"mount", before.mounts, after.mounts},
+		{"network namespace", before.netns, after.netns},
+	} {
+		for _, k := range added(kind.before, kind.after) {
+			out = append(out, kind.what+" "+k+" left behind")
 		}
 	}
 	sort.Strings(out)
@@ -347,6 +338,15 @@ func (n *Node) startContainerd(t *testing.T) {
 	}
 }
 
+// containerLog is the file the kubelet writes a container's first log to
+// (podLogsDir/NAMESPACE_NAME_UID/CONTAINER/0.log).
+func (n *Node) containerLog(pod *corev1.Pod, container string) string {
+	return filepath.Join(n.podLogsDir(), fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), container, "0.log")
+}
+
+// podLogsDir is the kubelet's podLogsDir.
+func (n *Node) podLogsDir() string { return filepath.Join(n.Dir, "kubelet", "pod-logs") }
+
 // start runs a binary with its output in Dir/NAME.log and PATH holding the node's binaries.
 func (n *Node) start(name, path string, args ...string) (*proc.Process, error) {
 	p, err := proc.Start(name, filepath.Join(n.Dir, name+".log"), path, []string{"PATH=" + n.bins + ":" + os.Getenv("PATH")}, args...)
@@ -391,7 +391,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 syncFrequency: 5s
 fileCheckFrequency: 5s
-`, n.IP, ports[0], ports[1], n.sock, filepath.Join(kd, "pod-logs"))
+`, n.IP, ports[0], ports[1], n.sock, n.podLogsDir())
 	configPath := filepath.Join(kd, "config.yaml")
 	require.NoError(t, os.WriteFile(configPath, []byte(config), 0o644))
 	_, err = n.start("kubelet", filepath.Join(n.bins, "kubelet"),
@@ -432,7 +432,9 @@ func (n *Node) Stop() error {
 	// The shims outlive containerd, and the containers (the pods' sandboxes too) outlive
 	// the shims: kill the shims by their command line, the containers by their cgroups.
 	killUnder(n.Dir)
-	created := cgroupsCreated(n.before)
+	// Nothing that creates more runs now: what is new since Start is all there is.
+	now := readHostState()
+	created := added(n.before.cgroups, now.cgroups)
 	for _, c := range created {
 		killCgroup(c)
 	}
@@ -444,10 +446,8 @@ func (n *Node) Stop() error {
 	// What they mounted: the pods' network namespaces, the kubelet's and containerd's
 	// folders, the containers' root file systems.
 	errs = append(errs, unmountNew(n.before)...)
-	for ns := range readHostState().netns {
-		if !n.before.netns[ns] {
-			_ = os.Remove(filepath.Join("/run/netns", ns))
-		}
+	for _, ns := range added(n.before.netns, now.netns) {
+		_ = os.Remove(filepath.Join("/run/netns", ns))
 	}
 	for _, c := range created {
 		removeCgroup(c)
@@ -457,12 +457,9 @@ func (n *Node) Stop() error {
 			errs = append(errs, err)
 		}
 	}
-	if ifaces, err := net.Interfaces(); err == nil {
-		for _, i := range ifaces {
-			if !n.before.links[i.Name] {
-				_ = exec.Command("ip", "link", "del", i.Name).Run()
-			}
-		}
+	// The bridge; a pod's veth may be gone with its network namespace already.
+	for _, l := range added(n.before.links, now.links) {
+		_ = exec.Command("ip", "link", "del", l).Run()
 	}
 	for p, was := range n.before.paths {
 		if !was {
@@ -497,15 +494,15 @@ func killUnder(dir string) {
 }
 
 // mountPoints lists the mount points of this process's mount namespace.
-func mountPoints() []string {
+func mountPoints() map[string]bool {
+	points := map[string]bool{}
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return nil
+		return points
 	}
-	var points []string
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) > 4 {
-			points = append(points, f[4])
+			points[f[4]] = true
 		}
 	}
 	return points
@@ -516,12 +513,7 @@ func mountPoints() []string {
 func unmountNew(before hostState) []error {
 	var errs []error
 	for range 5 {
-		var points []string
-		for _, p := range mountPoints() {
-			if !before.mounts[p] {
-				points = append(points, p)
-			}
-		}
+		points := added(before.mounts, mountPoints())
 		if len(points) == 0 {
 			return nil
 		}
@@ -536,13 +528,15 @@ func unmountNew(before hostState) []error {
 	return errs
 }
 
-func cgroupsCreated(before hostState) []string {
+// added lists, sorted, the keys of after that are not in before.
+func added(before, after map[string]bool) []string {
 	var out []string
-	for c := range readHostState().cgroups {
-		if !before.cgroups[c] {
-			out = append(out, c)
+	for k := range after {
+		if !before[k] {
+			out = append(out, k)
 		}
 	}
+	sort.Strings(out)
 	return out
 }
 

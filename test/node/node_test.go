@@ -4,7 +4,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -134,17 +133,23 @@ func TestRealNode(t *testing.T) {
 	t.Run("TCP to a dead peer", func(t *testing.T) { tcpDeadPeer(ctx, t, n) })
 }
 
-// namespace creates an opted-in namespace (default policy) with labels and its
-// default ServiceAccount (no controller-manager runs to create it), and waits until
-// the webhook is called for it.
-func namespace(ctx context.Context, t *testing.T, n *Node, name string, labels map[string]string) string {
+// createNamespace creates a namespace with labels and its default ServiceAccount.
+func createNamespace(ctx context.Context, t *testing.T, n *Node, name string, labels map[string]string) *corev1.Namespace {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{policies.PolicyLabel: "default"}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 	require.NoError(t, n.Client.Create(ctx, ns))
-	// The ServiceAccount controller makes it too; pods cannot be created before it exists.
+	// The ServiceAccount controller makes it too, but pods cannot be created before it exists.
 	if err := n.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "default"}}); !apierrors.IsAlreadyExists(err) {
 		require.NoError(t, err)
 	}
+	return ns
+}
+
+// namespace creates a namespace opted in to the default policy, waits until the
+// webhook is called for it, then adds labels.
+func namespace(ctx context.Context, t *testing.T, n *Node, name string, labels map[string]string) string {
+	t.Helper()
+	ns := createNamespace(ctx, t, n, name, map[string]string{policies.PolicyLabel: "default"})
 	// Before the other labels: WaitEffective's probe pod would not pass Pod Security restricted.
 	require.NoError(t, localwebhook.WaitEffective(ctx, n.Client, name, 30*time.Second))
 	if len(labels) > 0 {
@@ -229,27 +234,22 @@ func waitRunning(ctx context.Context, t *testing.T, n *Node, pod *corev1.Pod) *c
 	}
 }
 
-// readProbeLog reads the probe container's log from the kubelet's pod logs folder
-// (podLogsDir/NAMESPACE_NAME_UID/CONTAINER/0.log, CRI format: TIME STREAM TAG LINE).
+// readProbeLog reads the NAME=VALUE lines of the probe container's log (bounded: 30 s).
 func readProbeLog(ctx context.Context, t *testing.T, n *Node, pod *corev1.Pod) map[string]string {
 	t.Helper()
-	path := filepath.Join(n.Dir, "kubelet", "pod-logs", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), pod.Spec.Containers[0].Name, "0.log")
+	path := n.containerLog(pod, pod.Spec.Containers[0].Name)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		data, _ := os.ReadFile(path)
 		got := map[string]string{}
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.SplitN(line, " ", 4)
-			if len(f) == 4 {
-				if k, v, ok := strings.Cut(f[3], "="); ok {
-					got[k] = v
-				}
+		for _, l := range logLines(path) {
+			if k, v, ok := strings.Cut(l.text, "="); ok {
+				got[k] = v
 			}
 		}
 		if len(got) == len(probed) {
 			return got
 		}
-		require.True(t, time.Now().Before(deadline) && ctx.Err() == nil, "the probe's log %s within 30 s: %q", path, data)
+		require.True(t, time.Now().Before(deadline) && ctx.Err() == nil, "the probe's log %s within 30 s: %q", path, proc.Tail(path, 20))
 		time.Sleep(200 * time.Millisecond)
 	}
 }
@@ -287,22 +287,7 @@ func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
 	start := time.Now()
 	r, err := install.RunWithContext(ctx, chrt, values)
 	if err != nil {
-		pods := &corev1.PodList{}
-		_ = n.Client.List(ctx, pods, client.InNamespace(releaseNamespace))
-		for _, p := range pods.Items {
-			t.Logf("pod %s on %q: %s", p.Name, p.Spec.NodeName, p.Status.Phase)
-			for _, c := range p.Status.ContainerStatuses {
-				if s := c.State.Terminated; s != nil {
-					logs, _ := filepath.Glob(filepath.Join(n.Dir, "kubelet", "pod-logs", fmt.Sprintf("%s_%s_%s", p.Namespace, p.Name, p.UID), c.Name, "*.log"))
-					for _, l := range logs {
-						t.Logf("  %s:\n%s", l, proc.Tail(l, 10))
-					}
-					t.Logf("  container %s: exit %d %s: %s", c.Name, s.ExitCode, s.Reason, s.Message)
-				} else if s := c.State.Waiting; s != nil {
-					t.Logf("  container %s: waiting %s: %s", c.Name, s.Reason, s.Message)
-				}
-			}
-		}
+		logReleasePods(ctx, t, n)
 	}
 	require.NoError(t, err, "helm install")
 	rel := r.(*releasev1.Release)
@@ -314,14 +299,7 @@ func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
 	require.NoError(t, n.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: release}, deploy))
 	assert.Equal(t, *deploy.Spec.Replicas, deploy.Status.ReadyReplicas, "every webhook replica Ready")
 	if !t.Run("webhook effective", func(t *testing.T) { namespace(ctx, t, n, "webhook-effective", nil) }) {
-		pods := &corev1.PodList{}
-		_ = n.Client.List(ctx, pods, client.InNamespace(releaseNamespace))
-		for _, p := range pods.Items {
-			logs, _ := filepath.Glob(filepath.Join(n.Dir, "kubelet", "pod-logs", fmt.Sprintf("%s_%s_%s", p.Namespace, p.Name, p.UID), "*", "*.log"))
-			for _, l := range logs {
-				t.Logf("%s %s:\n%s", p.Name, p.Status.Phase, proc.Tail(l, 15))
-			}
-		}
+		logReleasePods(ctx, t, n)
 		hooks := &admissionregistrationv1.MutatingWebhookConfiguration{}
 		if err := n.Client.Get(ctx, client.ObjectKey{Name: release}, hooks); err == nil {
 			for _, w := range hooks.Webhooks {
@@ -335,4 +313,49 @@ func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
 		}
 		t.FailNow()
 	}
+}
+
+// logReleasePods logs, for a failure's message, the state of the release's pods and
+// containers and the end of each container's log.
+func logReleasePods(ctx context.Context, t *testing.T, n *Node) {
+	t.Helper()
+	pods := &corev1.PodList{}
+	_ = n.Client.List(ctx, pods, client.InNamespace(releaseNamespace))
+	for _, p := range pods.Items {
+		t.Logf("pod %s on %q: %s", p.Name, p.Spec.NodeName, p.Status.Phase)
+		for _, c := range p.Status.ContainerStatuses {
+			switch {
+			case c.State.Terminated != nil:
+				s := c.State.Terminated
+				t.Logf("  container %s: exit %d %s: %s", c.Name, s.ExitCode, s.Reason, s.Message)
+			case c.State.Waiting != nil:
+				t.Logf("  container %s: waiting %s: %s", c.Name, c.State.Waiting.Reason, c.State.Waiting.Message)
+			}
+			t.Logf("  its log:\n%s", proc.Tail(n.containerLog(&p, c.Name), 15))
+		}
+	}
+}
+
+type logLine struct {
+	time time.Time
+	text string
+}
+
+// logLines reads a container's log as the kubelet writes it (CRI format: TIME STREAM
+// TAG TEXT); nil when there is none yet.
+func logLines(path string) []logLine {
+	data, _ := os.ReadFile(path)
+	var lines []logLine
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.SplitN(line, " ", 4)
+		if len(f) < 4 {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, f[0])
+		if err != nil {
+			continue
+		}
+		lines = append(lines, logLine{time: at, text: f[3]})
+	}
+	return lines
 }

@@ -18,8 +18,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/ha-injector/ha-injector/internal/controlplane"
@@ -132,51 +130,30 @@ func writeRows(t *testing.T, rows []failover.TCPRow) {
 	t.Logf("rows written to %s", path)
 }
 
-// plainNamespace creates a namespace that does not opt in, with its default ServiceAccount.
+// plainNamespace creates a namespace that does not opt in.
 func plainNamespace(ctx context.Context, t *testing.T, n *Node, name string) string {
 	t.Helper()
-	require.NoError(t, n.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
-	if err := n.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "default"}}); !apierrors.IsAlreadyExists(err) {
-		require.NoError(t, err)
-	}
-	return name
+	return createNamespace(ctx, t, n, name, nil).Name
 }
 
 // runPod runs the probe with args as pod name in ns on the node (never restarted) and
 // returns it once it runs.
 func runPod(ctx context.Context, t *testing.T, n *Node, ns, name string, args []string) *corev1.Pod {
 	t.Helper()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
-		Spec:       probeSpec(),
-	}
-	pod.Spec.NodeName, pod.Spec.RestartPolicy = nodeName, corev1.RestartPolicyNever
-	pod.Spec.Containers[0].Name, pod.Spec.Containers[0].Args = name, args
-	pod.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
-	require.NoError(t, n.Client.Create(ctx, pod))
-	return waitRunning(ctx, t, n, pod)
+	return runProbe(ctx, t, n, ns, func(p *corev1.Pod) {
+		p.Name, p.Labels = name, map[string]string{"app": name}
+		p.Spec.RestartPolicy = corev1.RestartPolicyNever
+		p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+		p.Spec.Containers[0].Name, p.Spec.Containers[0].Args = name, args
+	})
 }
 
-type logLine struct {
-	time time.Time
-	text string
-}
-
-// findLog returns the first line of a container's log that match accepts, with the
-// time the runtime wrote it (CRI log format: TIME STREAM TAG TEXT), or nil.
+// findLog returns the first line of a container's log that match accepts, or nil.
 func findLog(n *Node, pod *corev1.Pod, container string, match func(string) bool) *logLine {
-	path := filepath.Join(n.Dir, "kubelet", "pod-logs", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), container, "0.log")
-	data, _ := os.ReadFile(path)
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.SplitN(line, " ", 4)
-		if len(f) < 4 || !match(f[3]) {
-			continue
+	for _, l := range logLines(n.containerLog(pod, container)) {
+		if match(l.text) {
+			return &l
 		}
-		at, err := time.Parse(time.RFC3339Nano, f[0])
-		if err != nil {
-			continue
-		}
-		return &logLine{time: at, text: f[3]}
 	}
 	return nil
 }
