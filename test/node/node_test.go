@@ -173,7 +173,17 @@ func runProbe(ctx context.Context, t *testing.T, n *Node, ns string, edit func(*
 	if edit != nil {
 		edit(pod)
 	}
-	require.NoError(t, n.Client.Create(ctx, pod))
+	// The webhook reads namespace labels from its informer, a moment behind the API
+	// server's Pod Security admission: a namespace labelled just before may still get a
+	// pod the webhook judged by its old labels, which Pod Security refuses. A controller
+	// would create it again; so does this (bounded: 10 s).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		err := n.Client.Create(ctx, pod.DeepCopy())
+		if err == nil || !apierrors.IsForbidden(err) || !time.Now().Before(deadline) {
+			require.NoError(t, err)
+			break
+		}
+	}
 	t.Cleanup(func() { _ = n.Client.Delete(context.Background(), pod, client.GracePeriodSeconds(0)) })
 	return waitRunning(ctx, t, n, pod)
 }
