@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"gomodules.xyz/jsonpatch/v2"
 	appsv1 "k8s.io/api/apps/v1"
@@ -105,10 +106,9 @@ func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
 // diff returns the operations that turn b into a, two nodes of the trees at
 // path. Between two trees it walks their keys: a key only in a is added with
 // its value (a subtree or a typed part, encoded once, with the answer), a key
-// only in b removed. Two parts that differ are encoded and compared by
-// jsonpatch.CreatePatch, so a change inside a list (one toleration shortened)
-// is one small operation, and the fields of a part that the types do not know
-// are never touched.
+// only in b removed. Two parts that differ are compared by leafDiff, so a
+// change inside a list (one toleration shortened) is one small operation, and
+// the fields of a part that the types do not know are never touched.
 func diff(path string, b, a any) ([]jsonpatch.Operation, error) {
 	bt, bIsTree := b.(tree)
 	at, aIsTree := a.(tree)
@@ -133,6 +133,154 @@ func diff(path string, b, a any) ([]jsonpatch.Operation, error) {
 		}
 		return ops, nil
 	}
+	return leafDiff(path, b, a)
+}
+
+// leafDiff compares two typed parts the way jsonpatch.CreatePatch compares
+// their JSON, without encoding what is equal: the picked annotations or
+// labels key by key; a list element by element (the surplus of the longer
+// one removed from the end or added in order, as CreatePatch does); and only
+// the elements or parts that differ are encoded and given to CreatePatch.
+func leafDiff(path string, b, a any) ([]jsonpatch.Operation, error) {
+	if bm, ok := b.(map[string]string); ok {
+		if am, ok := a.(map[string]string); ok {
+			return mapDiff(path, bm, am), nil
+		}
+	}
+	bv, av := reflect.ValueOf(b), reflect.ValueOf(a)
+	if bv.Kind() != reflect.Slice || av.Kind() != reflect.Slice || bv.Type() != av.Type() || bv.IsNil() || av.IsNil() {
+		return encodedDiff(path, b, a)
+	}
+	n := min(bv.Len(), av.Len())
+	var ops []jsonpatch.Operation
+	for i := bv.Len() - 1; i >= n; i-- {
+		ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+strconv.Itoa(i), nil))
+	}
+	for i := n; i < av.Len(); i++ {
+		ops = append(ops, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(i), av.Index(i).Interface()))
+	}
+	fields := flatFields(bv.Type().Elem())
+	for i := range n {
+		p := path + "/" + strconv.Itoa(i)
+		if fields != nil {
+			ops = append(ops, structDiff(p, fields, bv.Index(i), av.Index(i))...)
+			continue
+		}
+		sub, err := encodedDiff(p, bv.Index(i).Interface(), av.Index(i).Interface())
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, sub...)
+	}
+	return ops, nil
+}
+
+// flatField is a field of a flat struct: its JSON name, whether it is left
+// out when empty, and its index.
+type flatField struct {
+	name      string
+	omitEmpty bool
+	index     int
+}
+
+var flatTypes sync.Map // reflect.Type -> []flatField (nil: not flat)
+
+// flatFields returns the fields of t when t is a flat struct (a toleration, a
+// sysctl): every field a named JSON scalar, a string, a bool, an integer or a
+// pointer to one. Its elements are compared field by field as CreatePatch
+// compares their JSON, without encoding them. Any other type gives nil.
+func flatFields(t reflect.Type) []flatField {
+	if f, ok := flatTypes.Load(t); ok {
+		return f.([]flatField)
+	}
+	var fields []flatField
+	if t.Kind() == reflect.Struct {
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			name, opts, _ := strings.Cut(sf.Tag.Get("json"), ",")
+			ft := sf.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if !sf.IsExported() || sf.Anonymous || name == "" || name == "-" || strings.Contains(opts, "string") || !scalar(ft.Kind()) {
+				fields = nil
+				break
+			}
+			fields = append(fields, flatField{name: name, omitEmpty: strings.Contains(opts, "omitempty"), index: i})
+		}
+	}
+	flatTypes.Store(t, fields)
+	return fields
+}
+
+func scalar(k reflect.Kind) bool {
+	switch k {
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
+}
+
+// structDiff is the patch of flat struct b into a, one operation a field
+// whose JSON differs: added where b's JSON leaves it out, removed where a's
+// does, replaced where both have it with different values.
+func structDiff(path string, fields []flatField, b, a reflect.Value) []jsonpatch.Operation {
+	var ops []jsonpatch.Operation
+	for _, f := range fields {
+		bv, inB := jsonValue(b.Field(f.index), f.omitEmpty)
+		av, inA := jsonValue(a.Field(f.index), f.omitEmpty)
+		p := path + "/" + escapePointer.Replace(f.name)
+		switch {
+		case inA && !inB:
+			ops = append(ops, jsonpatch.NewOperation("add", p, av))
+		case inB && !inA:
+			ops = append(ops, jsonpatch.NewOperation("remove", p, nil))
+		case inA && bv != av:
+			ops = append(ops, jsonpatch.NewOperation("replace", p, av))
+		}
+	}
+	return ops
+}
+
+// jsonValue is the value a scalar field encodes to (nil for a nil pointer:
+// null), and whether encoding/json writes it at all.
+func jsonValue(v reflect.Value, omitEmpty bool) (any, bool) {
+	if omitEmpty && v.IsZero() {
+		return nil, false
+	}
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil, true
+		}
+		v = v.Elem()
+	}
+	return v.Interface(), true
+}
+
+// mapDiff is the patch of the string map b into a, one operation a key.
+func mapDiff(path string, b, a map[string]string) []jsonpatch.Operation {
+	var ops []jsonpatch.Operation
+	for k, av := range a {
+		bv, ok := b[k]
+		switch {
+		case !ok:
+			ops = append(ops, jsonpatch.NewOperation("add", path+"/"+escapePointer.Replace(k), av))
+		case bv != av:
+			ops = append(ops, jsonpatch.NewOperation("replace", path+"/"+escapePointer.Replace(k), av))
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+escapePointer.Replace(k), nil))
+		}
+	}
+	return ops
+}
+
+// encodedDiff encodes two parts that are not deeply equal and lets
+// jsonpatch.CreatePatch compare them.
+func encodedDiff(path string, b, a any) ([]jsonpatch.Operation, error) {
 	if reflect.DeepEqual(b, a) {
 		return nil, nil
 	}
