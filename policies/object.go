@@ -87,13 +87,17 @@ func NeedsTopologyDomains(policy *v1alpha1.HAPolicy, kind Kind, owner *Owner) (t
 // to one of the Deployment's ReplicaSets' (a rollback) is left as sent.
 func mutateDeployment(ctx Context, d *appsv1.Deployment) Result {
 	tmpl := &d.Spec.Template
-	if ctx.OldTemplate != nil && !TemplateChanged(ctx.OldTemplate, tmpl) {
-		res := Result{Template: ownTouched(ctx.OldTemplate), Record: ReadRecord(ctx.OldTemplate.Annotations)}
+	u := ctx.Update
+	if u == nil {
+		u = &Update{}
+	}
+	if u.Old != nil && !u.TemplateChanged {
+		res := Result{Template: ownTouched(u.Old), Record: ReadRecord(u.Old.Annotations)}
 		res.Decisions = []Decision{{Feature: FeatureWorkload, Action: Kept, Reason: "pod template unchanged apart from ha-injector's own injection: kept as stored, so no rollout starts"}}
 		res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
 		return res
 	}
-	for _, rev := range ctx.Revisions {
+	for _, rev := range u.Revisions {
 		if sameRevision(&rev, tmpl) {
 			res := Result{Template: ownTouched(tmpl), Record: ReadRecord(tmpl.Annotations)}
 			res.Decisions = []Decision{{Feature: FeatureWorkload, Action: Kept, Reason: "pod template of an existing ReplicaSet (a rollback): left as sent"}}

@@ -127,16 +127,33 @@ type Context struct {
 	// Deployment that ha-injector injected earlier (it carries the
 	// InjectedLabel) has that injection removed, and nothing is applied.
 	NotOptedIn bool
-	// OldTemplate is, on a Deployment UPDATE, the pod template as stored.
-	OldTemplate *corev1.PodTemplateSpec
-	// Revisions are, on a Deployment UPDATE that changes the pod template,
-	// the templates of the Deployment's ReplicaSets: a template equal to one of
-	// them (what `kubectl rollout undo` sends) is left exactly as sent.
-	Revisions []corev1.PodTemplateSpec
+	// Update is, on a Deployment UPDATE, the stored pod template the new one
+	// is compared with (NewUpdate); nil for anything else.
+	Update *Update
 	// SysctlImage is the installation's image for the ha-sysctl init
 	// container: ha-injector's own, which holds /ha-sysctl. A policy that
 	// names no image gets it. Empty: no init container can be injected.
 	SysctlImage string
+}
+
+// Update is what the engine knows of a Deployment UPDATE's stored object.
+type Update struct {
+	// Old is the pod template as stored.
+	Old *corev1.PodTemplateSpec
+	// TemplateChanged is TemplateChanged(Old, the updated template), computed
+	// once by NewUpdate for the webhook (which reads Revisions only then) and
+	// the engine.
+	TemplateChanged bool
+	// Revisions are, when the update changes the pod template, the templates
+	// of the Deployment's ReplicaSets: a template equal to one of them (what
+	// `kubectl rollout undo` sends) is left exactly as sent.
+	Revisions []corev1.PodTemplateSpec
+}
+
+// NewUpdate compares the pod template of a Deployment UPDATE with the stored
+// one.
+func NewUpdate(old, updated *corev1.PodTemplateSpec) *Update {
+	return &Update{Old: old, TemplateChanged: TemplateChanged(old, updated)}
 }
 
 // Workload describes the object whose pod template is mutated.

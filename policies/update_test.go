@@ -45,9 +45,7 @@ func TestUpdatesNeverStartARollout(t *testing.T) {
 
 	t.Run("re-applying the manifest without the injection keeps the stored template", func(t *testing.T) {
 		sent := plainDeployment() // what kubectl apply --server-side or kubectl replace sends
-		ctx := ctx
-		ctx.OldTemplate = &stored.Spec.Template
-		m, err := policies.Mutate(ctx, sent)
+		m, err := policies.Mutate(updating(ctx, stored, sent), sent)
 		require.NoError(t, err)
 		assert.Equal(t, stored.Spec.Template, m.Object.(*appsv1.Deployment).Spec.Template)
 	})
@@ -57,10 +55,9 @@ func TestUpdatesNeverStartARollout(t *testing.T) {
 		relaxed.Spec.Tolerations.NotReadySeconds = ptr.To[int64](120)
 		ctx := ctx
 		ctx.Policy = relaxed
-		ctx.OldTemplate = &stored.Spec.Template
 		sent := stored.DeepCopy()
 		sent.Spec.Replicas = ptr.To[int32](5)
-		m, err := policies.Mutate(ctx, sent)
+		m, err := policies.Mutate(updating(ctx, stored, sent), sent)
 		require.NoError(t, err)
 		assert.Equal(t, stored.Spec.Template, m.Object.(*appsv1.Deployment).Spec.Template)
 		assert.False(t, m.Changed)
@@ -68,16 +65,14 @@ func TestUpdatesNeverStartARollout(t *testing.T) {
 
 	t.Run("a Deployment created before its namespace opted in stays as it is until its template changes", func(t *testing.T) {
 		old := plainDeployment()
-		ctx := ctx
-		ctx.OldTemplate = &old.Spec.Template
 		sent := plainDeployment()
 		sent.Annotations = map[string]string{"team": "a"}
-		m, err := policies.Mutate(ctx, sent)
+		m, err := policies.Mutate(updating(ctx, old, sent), sent)
 		require.NoError(t, err)
 		assert.False(t, m.Changed)
 
 		sent.Spec.Template.Spec.Containers[0].Image = "nginx:1.28"
-		m, err = policies.Mutate(ctx, sent)
+		m, err = policies.Mutate(updating(ctx, old, sent), sent)
 		require.NoError(t, err)
 		assert.NotEmpty(t, m.Object.(*appsv1.Deployment).Spec.Template.Spec.InitContainers, "a real template change gets the policy")
 	})
@@ -87,10 +82,9 @@ func TestUpdatesNeverStartARollout(t *testing.T) {
 		relaxed.Spec.Tolerations.NotReadySeconds = ptr.To[int64](120)
 		ctx := ctx
 		ctx.Policy = relaxed
-		ctx.OldTemplate = &stored.Spec.Template
 		sent := stored.DeepCopy()
 		sent.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"] = "2026-12-01T10:00:00Z"
-		m, err := policies.Mutate(ctx, sent)
+		m, err := policies.Mutate(updating(ctx, stored, sent), sent)
 		require.NoError(t, err)
 		var notReady int64
 		for _, tol := range m.Object.(*appsv1.Deployment).Spec.Template.Spec.Tolerations {
@@ -109,16 +103,23 @@ func TestUpdatesNeverStartARollout(t *testing.T) {
 		newer := stored.DeepCopy()
 		newer.Spec.Template.Spec.Containers[0].Image = "nginx:1.28"
 		newer = injected(t, ctx, newer)
-		ctx.OldTemplate = &newer.Spec.Template
 		rs := stored.Spec.Template.DeepCopy()
 		rs.Labels["pod-template-hash"] = "5d4c3b2a1"
-		ctx.Revisions = []corev1.PodTemplateSpec{*rs}
+		revisions := []corev1.PodTemplateSpec{*rs}
 		sent := newer.DeepCopy()
 		sent.Spec.Template = stored.Spec.Template // what kubectl rollout undo sends
-		m, err := policies.Mutate(ctx, sent)
+		uctx := updating(ctx, newer, sent)
+		uctx.Update.Revisions = revisions
+		m, err := policies.Mutate(uctx, sent)
 		require.NoError(t, err)
 		assert.Equal(t, stored.Spec.Template, m.Object.(*appsv1.Deployment).Spec.Template, "the old revision, not re-injected with the relaxed policy")
 	})
+}
+
+// updating is ctx for an UPDATE of the stored Deployment to sent.
+func updating(ctx policies.Context, stored, sent *appsv1.Deployment) policies.Context {
+	ctx.Update = policies.NewUpdate(&stored.Spec.Template, &sent.Spec.Template)
+	return ctx
 }
 
 // TestStoredInjectionRoundTrips: the API server adds defaults to the injected

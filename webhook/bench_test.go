@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -85,9 +86,14 @@ func BenchmarkAdmission(b *testing.B) {
 		{"pod", podFile, &corev1.Pod{}, nil, handlers[policies.KindPod]},
 		{"deployment", "testdata/deployment-create.json", &appsv1.Deployment{}, nil, handlers[policies.KindDeployment]},
 		{"large-pod", podFile, &corev1.Pod{}, withEnvVars(1000), handlers[policies.KindPod]},
+		// The Deployment's manifest re-applied over the injected one.
+		{"deployment-update", "testdata/deployment-create.json", &appsv1.Deployment{}, nil, handlers[policies.KindDeployment]},
 	}
 	for _, c := range cases {
 		body := canonicalReview(b, c.file, c.obj, c.edit)
+		if c.name == "deployment-update" {
+			body = reappliedUpdate(b, c.h, body)
+		}
 		b.Run(c.name+"/baseline", func(b *testing.B) { benchmarkHandler(b, baselineHandler, body) })
 		b.Run(c.name+"/ha-injector", func(b *testing.B) {
 			benchmarkHandler(b, c.h, body)
@@ -124,6 +130,36 @@ func canonicalReview(b *testing.B, path string, obj any, edit func(any)) []byte 
 	out, err := json.Marshal(review)
 	if err != nil {
 		b.Fatal(err)
+	}
+	return out
+}
+
+// reappliedUpdate turns the CREATE review create into the UPDATE a GitOps
+// tool sends when it applies the same manifest again: the old object is the
+// Deployment as h injected it, the new one the manifest.
+func reappliedUpdate(b *testing.B, h http.Handler, create []byte) []byte {
+	rec := post(h, create)
+	var answer, review admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &answer); err != nil || answer.Response == nil || len(answer.Response.Patch) == 0 {
+		b.Fatalf("the CREATE was not injected (%v): %s", err, rec.Body.String())
+	}
+	if err := json.Unmarshal(create, &review); err != nil {
+		b.Fatal(err)
+	}
+	p, err := jsonpatch.DecodePatch(answer.Response.Patch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if review.Request.OldObject.Raw, err = p.Apply(review.Request.Object.Raw); err != nil {
+		b.Fatal(err)
+	}
+	review.Request.Operation = admissionv1.Update
+	out, err := json.Marshal(review)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := json.Unmarshal(post(h, out).Body.Bytes(), &answer); err != nil || len(answer.Response.Patch) == 0 {
+		b.Fatalf("the UPDATE does not put the injection back (%v)", err)
 	}
 	return out
 }

@@ -294,10 +294,14 @@ func (m *Mutator) resolvePolicy(ctx context.Context, req admission.Request, obj 
 // policy for that); otherwise kept is false.
 func (m *Mutator) keepStored(ctx context.Context, req admission.Request, d *appsv1.Deployment, policyName, warning string) (resp admission.Response, kept bool) {
 	old, err := oldDeployment(req)
-	if err != nil || old == nil || policies.TemplateChanged(&old.Spec.Template, &d.Spec.Template) {
+	if err != nil || old == nil {
 		return admission.Response{}, false
 	}
-	mutation, err := policies.Mutate(policies.Context{Namespace: policies.Namespace{Name: req.Namespace}, OldTemplate: &old.Spec.Template}, d)
+	u := policies.NewUpdate(&old.Spec.Template, &d.Spec.Template)
+	if u.TemplateChanged {
+		return admission.Response{}, false
+	}
+	mutation, err := policies.Mutate(policies.Context{Namespace: policies.Namespace{Name: req.Namespace}, Update: u}, d)
 	if err != nil {
 		return admission.Response{}, false
 	}
@@ -336,8 +340,8 @@ func (m *Mutator) update(ctx context.Context, req admission.Request, d *appsv1.D
 	if err != nil || old == nil {
 		return err
 	}
-	pctx.OldTemplate = &old.Spec.Template
-	if !policies.TemplateChanged(&old.Spec.Template, &d.Spec.Template) || m.APIReader == nil || old.UID == "" {
+	pctx.Update = policies.NewUpdate(&old.Spec.Template, &d.Spec.Template)
+	if !pctx.Update.TemplateChanged || m.APIReader == nil || old.UID == "" {
 		return nil
 	}
 	list := &appsv1.ReplicaSetList{}
@@ -346,7 +350,7 @@ func (m *Mutator) update(ctx context.Context, req admission.Request, d *appsv1.D
 	}
 	for _, rs := range list.Items {
 		if ref := metav1.GetControllerOfNoCopy(&rs); ref != nil && ref.UID == old.UID {
-			pctx.Revisions = append(pctx.Revisions, rs.Spec.Template)
+			pctx.Update.Revisions = append(pctx.Update.Revisions, rs.Spec.Template)
 		}
 	}
 	return nil
