@@ -51,7 +51,7 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 		if res.Undone {
 			dropRecord(&res.Template.ObjectMeta)
 		}
-		res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
+		res.Changed = !sameTouched(&res.Template, tmpl)
 		return audited(ctx, policy, tmpl, res)
 	}
 
@@ -76,7 +76,7 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 	case res.Undone:
 		dropRecord(&res.Template.ObjectMeta)
 	}
-	res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
+	res.Changed = !sameTouched(&res.Template, tmpl)
 	return audited(ctx, policy, tmpl, res)
 }
 
@@ -115,6 +115,18 @@ func ownTouched(t *corev1.PodTemplateSpec) corev1.PodTemplateSpec {
 	out.Spec.Tolerations = deepCopySlice(t.Spec.Tolerations)
 	out.Spec.InitContainers = deepCopySlice(t.Spec.InitContainers)
 	return out
+}
+
+// sameTouched reports whether a, a copy of b made by ownTouched and then
+// changed, still equals b: only the parts ownTouched owns can differ (the
+// rest is shared), so only they are compared, as equality.Semantic compares
+// them, instead of the whole template.
+func sameTouched(a, b *corev1.PodTemplateSpec) bool {
+	return maps.Equal(a.Annotations, b.Annotations) &&
+		equality.Semantic.DeepEqual(a.Spec.Affinity, b.Spec.Affinity) &&
+		equality.Semantic.DeepEqual(a.Spec.SecurityContext, b.Spec.SecurityContext) &&
+		equality.Semantic.DeepEqual(a.Spec.Tolerations, b.Spec.Tolerations) &&
+		equality.Semantic.DeepEqual(a.Spec.InitContainers, b.Spec.InitContainers)
 }
 
 // deepCopySlice copies s and its elements; nil stays nil.

@@ -56,7 +56,8 @@ func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
 		if defaulted(ctx.Policy).Spec.Mode != v1alpha1.ModeAudit || ctx.NotOptedIn {
 			markDeployment(&out, res)
 		}
-		changed := res.Changed || !equality.Semantic.DeepEqual(out.ObjectMeta, o.ObjectMeta)
+		// markDeployment changes nothing of the metadata but these two.
+		changed := res.Changed || !maps.Equal(out.Labels, o.Labels) || !maps.Equal(out.Annotations, o.Annotations)
 		if !changed {
 			return &Mutation{Object: o, Decisions: res.Decisions}, nil
 		}
@@ -94,7 +95,9 @@ func mutateDeployment(ctx Context, d *appsv1.Deployment) Result {
 	if u.Old != nil && !u.TemplateChanged {
 		res := Result{Template: ownTouched(u.Old), Record: ReadRecord(u.Old.Annotations)}
 		res.Decisions = []Decision{{Feature: FeatureWorkload, Action: Kept, Reason: "pod template unchanged apart from ha-injector's own injection: kept as stored, so no rollout starts"}}
-		res.Changed = !equality.Semantic.DeepEqual(res.Template, *tmpl)
+		// The rest of the template equals the stored one: TemplateChanged
+		// compared all of it but the parts ownTouched owns.
+		res.Changed = !sameTouched(&res.Template, tmpl)
 		return res
 	}
 	for _, rev := range u.Revisions {
