@@ -159,14 +159,14 @@ func setAnnotation(meta *metav1.ObjectMeta, key, value string) {
 	meta.Annotations[key] = value
 }
 
-// defaulted returns a defaulted copy of p, or the built-in default policy when p is nil.
+// defaulted returns a copy of p with its defaults, or the built-in default
+// policy when p is nil. The copy of a stored policy's version is made once
+// and shared by every admission: it is read only.
 func defaulted(p *v1alpha1.HAPolicy) *v1alpha1.HAPolicy {
 	if p == nil {
 		return v1alpha1.NewDefault()
 	}
-	p = p.DeepCopy()
-	p.Default()
-	return p
+	return versionOf(p).defaulted
 }
 
 // skipWorkload reports whether the whole workload is left alone, and why.

@@ -100,27 +100,9 @@ func (r *Record) encode() string {
 }
 
 // policyHash is a short hash of a policy's spec, so a record says which
-// version of the policy made it. The hash of a stored policy's version (its UID
-// and resourceVersion) is computed once: the webhook hands the engine a new
-// copy of the same few policies on every admission.
+// version of the policy made it.
 func policyHash(p *v1alpha1.HAPolicy) string {
-	if p.UID == "" || p.ResourceVersion == "" {
-		return hashSpec(p)
-	}
-	policyHashes.Lock()
-	vh, ok := policyHashes.byUID[p.UID]
-	policyHashes.Unlock()
-	if ok && vh.resourceVersion == p.ResourceVersion {
-		return vh.hash
-	}
-	h := hashSpec(p)
-	policyHashes.Lock()
-	defer policyHashes.Unlock()
-	if len(policyHashes.byUID) >= maxPolicyHashes {
-		clear(policyHashes.byUID) // policies deleted over the years
-	}
-	policyHashes.byUID[p.UID] = versionHash{resourceVersion: p.ResourceVersion, hash: h}
-	return h
+	return versionOf(p).hash
 }
 
 func hashSpec(p *v1alpha1.HAPolicy) string {
@@ -129,15 +111,61 @@ func hashSpec(p *v1alpha1.HAPolicy) string {
 	return hex.EncodeToString(sum[:4])
 }
 
-// policyHashes holds the hash of the last version seen of each stored policy.
-var policyHashes = struct {
+// policyVersion is what the engine derives from one version of a policy: the
+// policy with its defaults (shared, read only) and the hash of its spec.
+type policyVersion struct {
+	resourceVersion string
+	defaulted       *v1alpha1.HAPolicy
+	hash            string
+}
+
+// versionOf returns what the engine derives from p, derived once per
+// version of a stored policy.
+func versionOf(p *v1alpha1.HAPolicy) policyVersion {
+	if v, ok := policyVersions.get(p); ok {
+		return v
+	}
+	d := p.DeepCopy()
+	d.Default()
+	v := policyVersion{resourceVersion: p.ResourceVersion, defaulted: d, hash: hashSpec(d)}
+	policyVersions.put(p, v)
+	return v
+}
+
+// policyVersions holds the last version seen of each stored policy (one with
+// a UID and a resourceVersion), so that it is defaulted and hashed once: the
+// webhook hands the engine the same few policies on every admission. Any
+// other policy (a file given to preview) is derived again on each use.
+var policyVersions = versionCache{byUID: map[types.UID]policyVersion{}}
+
+type versionCache struct {
 	sync.Mutex
-	byUID map[types.UID]versionHash
-}{byUID: map[types.UID]versionHash{}}
+	byUID map[types.UID]policyVersion
+}
 
-const maxPolicyHashes = 4096
+const maxPolicyVersions = 4096
 
-type versionHash struct{ resourceVersion, hash string }
+func (c *versionCache) get(p *v1alpha1.HAPolicy) (policyVersion, bool) {
+	if p.UID == "" || p.ResourceVersion == "" {
+		return policyVersion{}, false
+	}
+	c.Lock()
+	defer c.Unlock()
+	v, ok := c.byUID[p.UID]
+	return v, ok && v.resourceVersion == p.ResourceVersion
+}
+
+func (c *versionCache) put(p *v1alpha1.HAPolicy, v policyVersion) {
+	if p.UID == "" || p.ResourceVersion == "" {
+		return
+	}
+	c.Lock()
+	defer c.Unlock()
+	if len(c.byUID) >= maxPolicyVersions {
+		clear(c.byUID) // policies deleted over the years
+	}
+	c.byUID[p.UID] = v
+}
 
 // undo removes from spec what rec says ha-injector injected, part by part. A
 // part the user has changed since (it no longer matches the record) is the

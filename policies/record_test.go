@@ -24,3 +24,23 @@ func TestPolicyHashFollowsTheStoredVersion(t *testing.T) {
 	p.UID, p.ResourceVersion = "", ""
 	assert.Equal(t, changed, policyHash(p))
 }
+
+// TestDefaultedOncePerStoredVersion: the engine defaults a stored policy once
+// per version, on a copy it shares, and never defaults the policy it is given.
+func TestDefaultedOncePerStoredVersion(t *testing.T) {
+	p := &v1alpha1.HAPolicy{}
+	p.UID, p.ResourceVersion = "uid-defaulted", "1"
+	first := defaulted(p)
+	assert.Same(t, first, defaulted(p), "the same version: derived once")
+	assert.Equal(t, v1alpha1.ModeEnforce, first.Spec.Mode)
+	assert.Empty(t, p.Spec.Mode, "the given policy is not defaulted in place")
+
+	p.ResourceVersion = "2"
+	p.Spec.Tolerations.UnreachableSeconds = ptr.To[int64](10)
+	second := defaulted(p)
+	assert.NotSame(t, first, second, "a new version: derived again")
+	assert.Equal(t, int64(10), *second.Spec.Tolerations.UnreachableSeconds)
+
+	fromFile := &v1alpha1.HAPolicy{}
+	assert.NotSame(t, defaulted(fromFile), defaulted(fromFile), "a policy that is not stored is derived on each use")
+}

@@ -6,6 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,13 +36,17 @@ func watched() []client.Object {
 // cacheOptions trims what the informers store: namespaces and nodes keep
 // their labels (the policy and Pod Security labels, the topology labels), and
 // nothing keeps managedFields. An object read from the API server on a cache
-// miss is not trimmed.
+// miss is not trimmed. Namespaces and policies, read on every admission, are
+// not deep-copied out of the cache: the handlers only read them (the engine
+// defaults its own copy of a policy).
 func cacheOptions() cache.Options {
+	readOnly := ptr.To(true)
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			namespaceMetadata: {Transform: keepLabels()},
-			nodeMetadata:      {Transform: keepLabels()},
+			namespaceMetadata:    {Transform: keepLabels(), UnsafeDisableDeepCopy: readOnly},
+			nodeMetadata:         {Transform: keepLabels()},
+			&v1alpha1.HAPolicy{}: {UnsafeDisableDeepCopy: readOnly},
 		},
 	}
 }

@@ -282,9 +282,8 @@ func (m *Mutator) resolvePolicy(ctx context.Context, req admission.Request, obj 
 		resp := m.failOpen(policyName, warning)
 		return nil, &resp
 	}
-	// The API server defaults stored policies, but one written before a
-	// field existed may lack it; this copy is ours to default.
-	policy.Default()
+	// The policy is the cache's own (read only): the engine defaults a copy,
+	// once per version, for a policy written before a field existed.
 	return policy, nil
 }
 
