@@ -102,6 +102,9 @@ func (r *Record) encode() string {
 // policyHash is a short hash of a policy's spec, so a record says which
 // version of the policy made it.
 func policyHash(p *v1alpha1.HAPolicy) string {
+	if p.UID == "" || p.ResourceVersion == "" {
+		return hashSpec(p)
+	}
 	return versionOf(p).hash
 }
 

@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -44,7 +45,8 @@ func clusterState() []client.Object {
 		return &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name, Annotations: annotations}}
 	}
 	policy := func(name string, spec v1alpha1.HAPolicySpec) client.Object {
-		return &v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+		// A UID, as the API server gives every stored object.
+		return &v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name)}, Spec: spec}
 	}
 	return []client.Object{
 		ns("team-a", map[string]string{policies.PolicyLabel: "default"}),
