@@ -576,41 +576,45 @@ func pathLess(a, b string) bool {
 // Operation.MarshalJSON returns bytes that encoding/json then scans again to
 // check and compact them, which cost more than encoding the values themselves.
 func Encode(ops []jsonpatch.Operation) ([]byte, error) {
-	buf := make([]byte, 0, 256*len(ops))
-	buf = append(buf, '[')
+	buf := bytes.NewBuffer(make([]byte, 0, 256*len(ops)))
+	// One encoder writes every value into the patch itself, without a
+	// buffer of its own per value; it escapes HTML as json.Marshal does.
+	enc := json.NewEncoder(buf)
+	buf.WriteByte('[')
 	for i, op := range ops {
 		if i > 0 {
-			buf = append(buf, ',')
+			buf.WriteByte(',')
 		}
-		buf = append(buf, `{"op":`...)
-		buf = appendString(buf, op.Operation)
-		buf = append(buf, `,"path":`...)
-		buf = appendString(buf, op.Path)
+		buf.WriteString(`{"op":`)
+		appendString(buf, op.Operation)
+		buf.WriteString(`,"path":`)
+		appendString(buf, op.Path)
 		// As jsonpatch/v2 writes it: "value" for add and replace, even null.
 		if op.Value != nil || op.Operation == "add" || op.Operation == "replace" {
-			v, err := json.Marshal(op.Value)
-			if err != nil {
+			buf.WriteString(`,"value":`)
+			if err := enc.Encode(op.Value); err != nil {
 				return nil, fmt.Errorf("encoding the value of %s %s: %w", op.Operation, op.Path, err)
 			}
-			buf = append(buf, `,"value":`...)
-			buf = append(buf, v...)
+			buf.Truncate(buf.Len() - 1) // the newline Encode ends a value with
 		}
-		buf = append(buf, '}')
+		buf.WriteByte('}')
 	}
-	return append(buf, ']'), nil
+	buf.WriteByte(']')
+	return buf.Bytes(), nil
 }
 
 // appendString appends s as a JSON string. Operations and paths are plain
 // ASCII in practice (label and annotation keys, field names, indexes); anything
 // else is left to encoding/json.
-func appendString(buf []byte, s string) []byte {
+func appendString(buf *bytes.Buffer, s string) {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			b, _ := json.Marshal(s)
-			return append(buf, b...)
+			buf.Write(b)
+			return
 		}
 	}
-	buf = append(buf, '"')
-	buf = append(buf, s...)
-	return append(buf, '"')
+	buf.WriteByte('"')
+	buf.WriteString(s)
+	buf.WriteByte('"')
 }
