@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -163,3 +164,20 @@ func TestHandlerGolden(t *testing.T) {
 
 // testSysctlImage stands for serve's --sysctl-image.
 const testSysctlImage = "registry.example/ha-injector:v1.0.0"
+
+// TestAnswersCarryTheirLength: an answer with a patch, larger than net/http
+// buffers before it starts chunking, is sent whole with its Content-Length.
+func TestAnswersCarryTheirLength(t *testing.T) {
+	srv := httptest.NewServer(newTestHandlers(t)[policies.KindPod])
+	defer srv.Close()
+	body, err := os.ReadFile("testdata/pod-create.json")
+	require.NoError(t, err)
+	resp, err := srv.Client().Post(srv.URL, "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Greater(t, len(answer), 2048, "an answer that net/http would chunk")
+	assert.Empty(t, resp.TransferEncoding)
+	assert.Equal(t, int64(len(answer)), resp.ContentLength)
+}

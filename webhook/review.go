@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -136,8 +137,13 @@ func readBody(r io.Reader, length int64) ([]byte, error) {
 
 func writeReview(w http.ResponseWriter, status int, review admissionv1.AdmissionReview) {
 	review.SetGroupVersionKind(admissionv1.SchemeGroupVersion.WithKind("AdmissionReview"))
+	// An AdmissionReview always encodes.
+	body, _ := json.Marshal(review)
 	w.Header().Set("Content-Type", "application/json")
+	// With its length, an answer with a patch (over net/http's 2 KiB
+	// buffer) goes out whole instead of chunked.
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	// An AdmissionReview always encodes; a write error means the client is gone.
-	_ = json.NewEncoder(w).Encode(review)
+	// A write error means the client is gone.
+	_, _ = w.Write(body)
 }
