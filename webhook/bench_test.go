@@ -67,9 +67,9 @@ func benchmarkHandler(b *testing.B, h http.Handler, body []byte) {
 	}
 }
 
-// BenchmarkAdmission measures a Pod and a Deployment admission through the
-// full handler (decode, cache lookups, engine, patch, encode) next to the
-// decode/encode baseline, and reports each as a multiple of the baseline
+// BenchmarkAdmission measures a Pod and a Deployment CREATE, a 1 MiB Pod and
+// a re-applied Deployment UPDATE through the full handler (decode, cache
+// lookups, engine, patch, encode) next to the decode/encode baseline, and reports each as a multiple of the baseline
 // measured in the same run ("x-baseline").
 //
 //	go test ./webhook -run '^$' -bench Admission -benchmem
