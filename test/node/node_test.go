@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"helm.sh/helm/v4/pkg/action"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/controlplane"
@@ -40,6 +42,10 @@ var probed = []string{"net.ipv4.tcp_retries2", "net.ipv4.tcp_keepalive_time", "n
 // created through the webhook it serves: its pods, called by the API server through
 // their Service.
 func TestRealNode(t *testing.T) {
+	// The webhook's warnings come back on every pod the test creates; the
+	// client would log them through controller-runtime's logger, which
+	// otherwise prints a stack trace saying it was never set.
+	ctrllog.SetLogger(logr.Discard())
 	n := Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
