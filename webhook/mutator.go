@@ -250,7 +250,8 @@ func (m *Mutator) replicaSet(ctx context.Context, namespace, name string) (repli
 	return f, nil
 }
 
-// resolvePolicy finds the HAPolicy the namespace names, defaulted. It returns
+// resolvePolicy finds the HAPolicy the namespace names, as the cache holds it
+// (read only, not defaulted: the engine defaults its own copy). It returns
 // nil for a Deployment in a namespace that no longer opts in (only Deployments
 // ha-injector injected come here, through the chart's leaving-deployments
 // webhook: their injection is taken back), and an early answer when there is
