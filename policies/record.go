@@ -102,7 +102,7 @@ func (r *Record) encode() string {
 // policyHash is a short hash of a policy's spec, so a record says which
 // version of the policy made it.
 func policyHash(p *v1alpha1.HAPolicy) string {
-	if p.UID == "" || p.ResourceVersion == "" {
+	if !stored(p) {
 		return hashSpec(p)
 	}
 	return versionOf(p).hash
@@ -114,6 +114,10 @@ func hashSpec(p *v1alpha1.HAPolicy) string {
 	return hex.EncodeToString(sum[:4])
 }
 
+// stored reports whether p is a version of a policy the API server holds: it
+// has a UID and a resourceVersion.
+func stored(p *v1alpha1.HAPolicy) bool { return p.UID != "" && p.ResourceVersion != "" }
+
 // policyVersion is what the engine derives from one version of a policy: the
 // policy with its defaults (shared, read only) and the hash of its spec.
 type policyVersion struct {
@@ -122,53 +126,39 @@ type policyVersion struct {
 	hash            string
 }
 
-// versionOf returns what the engine derives from p, derived once per
-// version of a stored policy.
+// versionOf returns what the engine derives from p: once per version of a
+// stored policy, the webhook handing the engine the same few policies on
+// every admission; on every call for any other (a file given to preview).
 func versionOf(p *v1alpha1.HAPolicy) policyVersion {
-	if v, ok := policyVersions.get(p); ok {
-		return v
+	if stored(p) {
+		policyVersions.Lock()
+		v, ok := policyVersions.byUID[p.UID]
+		policyVersions.Unlock()
+		if ok && v.resourceVersion == p.ResourceVersion {
+			return v
+		}
 	}
 	d := p.DeepCopy()
 	d.Default()
 	v := policyVersion{resourceVersion: p.ResourceVersion, defaulted: d, hash: hashSpec(d)}
-	policyVersions.put(p, v)
+	if stored(p) {
+		policyVersions.Lock()
+		defer policyVersions.Unlock()
+		if len(policyVersions.byUID) >= maxPolicyVersions {
+			clear(policyVersions.byUID) // policies deleted over the years
+		}
+		policyVersions.byUID[p.UID] = v
+	}
 	return v
 }
 
-// policyVersions holds the last version seen of each stored policy (one with
-// a UID and a resourceVersion), so that it is defaulted and hashed once: the
-// webhook hands the engine the same few policies on every admission. Any
-// other policy (a file given to preview) is derived again on each use.
-var policyVersions = versionCache{byUID: map[types.UID]policyVersion{}}
-
-type versionCache struct {
+// policyVersions holds the last version seen of each stored policy.
+var policyVersions = struct {
 	sync.Mutex
 	byUID map[types.UID]policyVersion
-}
+}{byUID: map[types.UID]policyVersion{}}
 
 const maxPolicyVersions = 4096
-
-func (c *versionCache) get(p *v1alpha1.HAPolicy) (policyVersion, bool) {
-	if p.UID == "" || p.ResourceVersion == "" {
-		return policyVersion{}, false
-	}
-	c.Lock()
-	defer c.Unlock()
-	v, ok := c.byUID[p.UID]
-	return v, ok && v.resourceVersion == p.ResourceVersion
-}
-
-func (c *versionCache) put(p *v1alpha1.HAPolicy, v policyVersion) {
-	if p.UID == "" || p.ResourceVersion == "" {
-		return
-	}
-	c.Lock()
-	defer c.Unlock()
-	if len(c.byUID) >= maxPolicyVersions {
-		clear(c.byUID) // policies deleted over the years
-	}
-	c.byUID[p.UID] = v
-}
 
 // undo removes from spec what rec says ha-injector injected, part by part. A
 // part the user has changed since (it no longer matches the record) is the
