@@ -69,8 +69,9 @@ func benchmarkHandler(b *testing.B, h http.Handler, body []byte) {
 
 // BenchmarkAdmission measures a Pod and a Deployment CREATE, a 1 MiB Pod and
 // a re-applied Deployment UPDATE through the full handler (decode, cache
-// lookups, engine, patch, encode) next to the decode/encode baseline, and reports each as a multiple of the baseline
-// measured in the same run ("x-baseline").
+// lookups, engine, patch, encode) next to the decode/encode baseline, and
+// reports each as a multiple of the baseline measured in the same run
+// ("x-baseline").
 //
 //	go test ./webhook -run '^$' -bench Admission -benchmem
 func BenchmarkAdmission(b *testing.B) {
@@ -82,16 +83,18 @@ func BenchmarkAdmission(b *testing.B) {
 		obj  any
 		edit func(any)
 		h    http.Handler
+		// reapplied: the UPDATE of the object's manifest re-applied over
+		// the object as h injected it, instead of its CREATE.
+		reapplied bool
 	}{
-		{"pod", podFile, &corev1.Pod{}, nil, handlers[policies.KindPod]},
-		{"deployment", "testdata/deployment-create.json", &appsv1.Deployment{}, nil, handlers[policies.KindDeployment]},
-		{"large-pod", podFile, &corev1.Pod{}, withEnvVars(1000), handlers[policies.KindPod]},
-		// The Deployment's manifest re-applied over the injected one.
-		{"deployment-update", "testdata/deployment-create.json", &appsv1.Deployment{}, nil, handlers[policies.KindDeployment]},
+		{"pod", podFile, &corev1.Pod{}, nil, handlers[policies.KindPod], false},
+		{"deployment", "testdata/deployment-create.json", &appsv1.Deployment{}, nil, handlers[policies.KindDeployment], false},
+		{"large-pod", podFile, &corev1.Pod{}, withEnvVars(1000), handlers[policies.KindPod], false},
+		{"deployment-update", "testdata/deployment-create.json", &appsv1.Deployment{}, nil, handlers[policies.KindDeployment], true},
 	}
 	for _, c := range cases {
 		body := canonicalReview(b, c.file, c.obj, c.edit)
-		if c.name == "deployment-update" {
+		if c.reapplied {
 			body = reappliedUpdate(b, c.h, body)
 		}
 		b.Run(c.name+"/baseline", func(b *testing.B) { benchmarkHandler(b, baselineHandler, body) })
@@ -158,7 +161,8 @@ func reappliedUpdate(b *testing.B, h http.Handler, create []byte) []byte {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := json.Unmarshal(post(h, out).Body.Bytes(), &answer); err != nil || len(answer.Response.Patch) == 0 {
+	var update admissionv1.AdmissionReview
+	if err := json.Unmarshal(post(h, out).Body.Bytes(), &update); err != nil || update.Response == nil || len(update.Response.Patch) == 0 {
 		b.Fatalf("the UPDATE does not put the injection back (%v)", err)
 	}
 	return out
