@@ -115,7 +115,7 @@ func diff(path string, b, a any) ([]jsonpatch.Operation, error) {
 	if bIsTree && aIsTree {
 		var ops []jsonpatch.Operation
 		for _, k := range sortedKeys(bt, at) {
-			p := path + "/" + escapePointer.Replace(k)
+			p := child(path, k)
 			bv, inB := bt[k]
 			av, inA := at[k]
 			switch {
@@ -154,14 +154,14 @@ func leafDiff(path string, b, a any) ([]jsonpatch.Operation, error) {
 	n := min(bv.Len(), av.Len())
 	var ops []jsonpatch.Operation
 	for i := bv.Len() - 1; i >= n; i-- {
-		ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+strconv.Itoa(i), nil))
+		ops = append(ops, jsonpatch.NewOperation("remove", child(path, strconv.Itoa(i)), nil))
 	}
 	for i := n; i < av.Len(); i++ {
-		ops = append(ops, jsonpatch.NewOperation("add", path+"/"+strconv.Itoa(i), av.Index(i).Interface()))
+		ops = append(ops, jsonpatch.NewOperation("add", child(path, strconv.Itoa(i)), av.Index(i).Interface()))
 	}
 	fields := flatFields(bv.Type().Elem())
 	for i := range n {
-		p := path + "/" + strconv.Itoa(i)
+		p := child(path, strconv.Itoa(i))
 		if fields != nil {
 			ops = append(ops, structDiff(p, fields, bv.Index(i), av.Index(i))...)
 			continue
@@ -230,7 +230,7 @@ func structDiff(path string, fields []flatField, b, a reflect.Value) []jsonpatch
 	for _, f := range fields {
 		bv, inB := jsonValue(b.Field(f.index), f.omitEmpty)
 		av, inA := jsonValue(a.Field(f.index), f.omitEmpty)
-		p := path + "/" + escapePointer.Replace(f.name)
+		p := child(path, f.name)
 		switch {
 		case inA && !inB:
 			ops = append(ops, jsonpatch.NewOperation("add", p, av))
@@ -265,14 +265,14 @@ func mapDiff(path string, b, a map[string]string) []jsonpatch.Operation {
 		bv, ok := b[k]
 		switch {
 		case !ok:
-			ops = append(ops, jsonpatch.NewOperation("add", path+"/"+escapePointer.Replace(k), av))
+			ops = append(ops, jsonpatch.NewOperation("add", child(path, k), av))
 		case bv != av:
-			ops = append(ops, jsonpatch.NewOperation("replace", path+"/"+escapePointer.Replace(k), av))
+			ops = append(ops, jsonpatch.NewOperation("replace", child(path, k), av))
 		}
 	}
 	for k := range b {
 		if _, ok := a[k]; !ok {
-			ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+escapePointer.Replace(k), nil))
+			ops = append(ops, jsonpatch.NewOperation("remove", child(path, k), nil))
 		}
 	}
 	return ops
@@ -306,6 +306,9 @@ func encodedDiff(path string, b, a any) ([]jsonpatch.Operation, error) {
 }
 
 var escapePointer = strings.NewReplacer("~", "~0", "/", "~1")
+
+// child is the JSON pointer to token (a key or an index) under path.
+func child(path, token string) string { return path + "/" + escapePointer.Replace(token) }
 
 // sortedKeys is the union of the keys of two trees, sorted.
 func sortedKeys(b, a tree) []string {
