@@ -290,7 +290,7 @@ func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
 	chrt, err := chartrender.Load(root)
 	require.NoError(t, err)
 
-	repo, tag, _ := strings.Cut(strings.TrimPrefix(ourImage, ""), ":")
+	repo, tag, _ := strings.Cut(ourImage, ":")
 	values := map[string]any{
 		"image":       map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"},
 		"certManager": map[string]any{"enabled": false},
