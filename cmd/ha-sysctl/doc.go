@@ -9,8 +9,13 @@
 // "NAME=VALUE" to stdout, NAME with '.' separators and VALUE as the kernel reads it back
 // with runs of whitespace (the tabs of tcp_rmem) turned into one space.
 //
+// It writes nothing unless /proc/sys is procfs (statfs(2) reports PROC_SUPER_MAGIC), and
+// opens every path beneath it with os.Root, so that a symlink leading out of the tree is
+// refused rather than followed.
+//
 // What it could not set (a refused name or value, a sysctl this kernel does not have, a
-// read-only /proc/sys, a value the kernel refused or changed) is reported on stderr, and a
+// read-only /proc/sys, a /proc/sys that is not procfs, a path that leads out of it, a value
+// the kernel refused or changed) is reported on stderr, and a
 // summary is appended to /dev/termination-log when that file exists, so that it shows in
 // the pod's status. It still exits 0: a sysctl that could not be set never keeps a pod
 // from starting.

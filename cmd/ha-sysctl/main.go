@@ -18,8 +18,12 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], config{procSys: "/proc/sys", terminationLog: "/dev/termination-log"}, os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], config{procSys: "/proc/sys", procSysFS: procSuperMagic, terminationLog: "/dev/termination-log"}, os.Stdout, os.Stderr))
 }
+
+// procSuperMagic is the filesystem type of procfs (PROC_SUPER_MAGIC in
+// linux/magic.h), which /proc/sys must be.
+const procSuperMagic = 0x9fa0
 
 // Exit codes; the table is in the package comment.
 const (
@@ -49,10 +53,11 @@ Options:
 Exit codes: 0 done, 1 not everything set (--strict only), 2 usage error.
 `
 
-// config holds the two paths ha-sysctl touches; main fixes them, tests point them at a
-// temporary tree.
+// config holds the two paths ha-sysctl touches and the filesystem the first must be; main
+// fixes them, tests point them at a temporary tree.
 type config struct {
 	procSys        string // root of the sysctl tree
+	procSysFS      int64  // its filesystem's type, as statfs(2) reports it
 	terminationLog string // appended to when it exists
 }
 
@@ -81,8 +86,18 @@ func run(args []string, cfg config, stdout, stderr io.Writer) int {
 	}
 
 	var failures []string
+	root, rootErr := openProcSys(cfg)
+	if root != nil {
+		defer root.Close()
+	}
 	for _, s := range settings {
-		got, err := apply(cfg.procSys, s)
+		var got string
+		var err error
+		if rootErr != nil {
+			err = fmt.Errorf("%s: %v", sysctl.Normalize(s.name), rootErr)
+		} else {
+			got, err = apply(root, s)
+		}
 		if err != nil {
 			failures = append(failures, err.Error())
 			fmt.Fprintf(stderr, "ha-sysctl: not set: %v\n", err)
@@ -124,19 +139,34 @@ func usageError(cfg config, stderr io.Writer, msg string) int {
 	return exitUsage
 }
 
-// apply writes one sysctl and returns the value the kernel reads back, its fields
-// separated by single spaces. The error names the sysctl and says why it was not set.
-func apply(root string, s setting) (string, error) {
+// openProcSys opens the sysctl tree as a root that no path leaves, after checking that it
+// is procfs: anything else mounted there (a bind mount of a host folder) is not the
+// container's sysctls.
+func openProcSys(cfg config) (*os.Root, error) {
+	fsType, err := statfsType(cfg.procSys)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", cfg.procSys, err)
+	}
+	if fsType != cfg.procSysFS {
+		return nil, fmt.Errorf("%s is not procfs (filesystem type %#x, want %#x): not writing to it", cfg.procSys, fsType, cfg.procSysFS)
+	}
+	return os.OpenRoot(cfg.procSys)
+}
+
+// apply writes one sysctl beneath root and returns the value the kernel reads back, its
+// fields separated by single spaces. The error names the sysctl and says why it was not
+// set. Every path is opened within root: a symlink that leads out of it is refused.
+func apply(root *os.Root, s setting) (string, error) {
 	if err := sysctl.Check(s.name, s.value); err != nil {
 		return "", err
 	}
 	name := sysctl.Normalize(s.name)
-	path := filepath.Join(root, sysctl.Path(s.name))
+	path := sysctl.Path(s.name)
 	// No O_CREATE: only an existing sysctl is written. O_TRUNC is what sysctl(8) uses; the
 	// kernel ignores it on /proc/sys.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	f, err := root.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
-		return "", fmt.Errorf("%s: %s", name, openProblem(err, path))
+		return "", fmt.Errorf("%s: %s", name, openProblem(err, filepath.Join(root.Name(), path)))
 	}
 	_, werr := f.WriteString(s.value)
 	cerr := f.Close()
@@ -149,7 +179,7 @@ func apply(root string, s setting) (string, error) {
 		}
 		return "", fmt.Errorf("%s: writing %q: %v", name, s.value, werr)
 	}
-	data, err := os.ReadFile(path)
+	data, err := readAll(root, path)
 	if err != nil {
 		return "", fmt.Errorf("%s: written, but reading it back failed: %v", name, err)
 	}
@@ -160,9 +190,22 @@ func apply(root string, s setting) (string, error) {
 	return got, nil
 }
 
+// readAll reads a file beneath root.
+func readAll(root *os.Root, path string) ([]byte, error) {
+	f, err := root.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
 // openProblem says in words why path could not be opened for writing.
 func openProblem(err error, path string) string {
 	switch {
+	case strings.Contains(err.Error(), "path escapes from parent"):
+		// os.Root's error for a symlink (or "..") that leads out of the root.
+		return "refused: " + path + " leads out of the sysctl tree"
 	case errors.Is(err, fs.ErrNotExist):
 		return "unknown sysctl: this kernel has no " + path
 	case errors.Is(err, syscall.EISDIR):

@@ -39,6 +39,14 @@ func fakeProcSys(t *testing.T, files map[string]string) (root, terminationLog st
 	return root, terminationLog
 }
 
+// testConfig points run at a fake tree, of whatever filesystem the temporary folder is on.
+func testConfig(t *testing.T, root, terminationLog string) config {
+	t.Helper()
+	fsType, err := statfsType(root)
+	require.NoError(t, err)
+	return config{procSys: root, procSysFS: fsType, terminationLog: terminationLog}
+}
+
 func readTree(t *testing.T, root string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -174,7 +182,7 @@ func TestRun(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			root, log := fakeProcSys(t, defaultTree)
 			var stdout, stderr bytes.Buffer
-			code := run(tt.args, config{procSys: root, terminationLog: log}, &stdout, &stderr)
+			code := run(tt.args, testConfig(t, root, log), &stdout, &stderr)
 
 			assert.Equal(t, tt.wantCode, code)
 			assert.Equal(t, tt.wantStdout, lines(stdout.String()))
@@ -204,15 +212,38 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunReportsAValueTheKernelReadsBackDifferently: /dev/null bind-mounted over a sysctl
+// (in a mount namespace of this test's own thread) swallows what is written, as a kernel
+// that clamps or ignores a value would. A bind mount, not a symlink: ha-sysctl refuses a
+// symlink that leads out of its tree.
 func TestRunReportsAValueTheKernelReadsBackDifferently(t *testing.T) {
-	// A sysctl that swallows what is written, as /dev/null does, stands for a kernel that
-	// clamps or ignores a value.
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to bind-mount /dev/null over a file of the fake tree; run the tests as root")
+	}
 	root, log := fakeProcSys(t, defaultTree)
-	p := filepath.Join(root, "net/ipv4/tcp_retries2")
-	require.NoError(t, os.Remove(p))
-	require.NoError(t, os.Symlink("/dev/null", p))
+	cfg := testConfig(t, root, log)
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"net.ipv4.tcp_retries2=9"}, config{procSys: root, terminationLog: log}, &stdout, &stderr)
+	var code int
+	done := make(chan error)
+	go func() {
+		// Never unlocked: the thread, and the mount namespace only it is in, end with
+		// this goroutine.
+		runtime.LockOSThread()
+		done <- func() error {
+			if err := syscall.Unshare(syscall.CLONE_NEWNS); err != nil {
+				return err
+			}
+			if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+				return err
+			}
+			if err := syscall.Mount("/dev/null", filepath.Join(root, "net/ipv4/tcp_retries2"), "", syscall.MS_BIND, ""); err != nil {
+				return err
+			}
+			code = run([]string{"net.ipv4.tcp_retries2=9"}, cfg, &stdout, &stderr)
+			return nil
+		}()
+	}()
+	require.NoError(t, <-done, "a private bind mount of /dev/null")
 	assert.Equal(t, 0, code)
 	assert.Empty(t, stdout.String())
 	assert.Contains(t, stderr.String(), `net.ipv4.tcp_retries2: wrote "9" but the kernel reads back ""`)
@@ -221,11 +252,62 @@ func TestRunReportsAValueTheKernelReadsBackDifferently(t *testing.T) {
 	assert.Contains(t, string(data), "reads back")
 }
 
+// TestRunRefusesASymlinkOutOfTheTree: a sysctl that is a symlink leading out of the tree
+// (or a folder on the way that is one) is not written through; the rest is set, the reason
+// reported, and the exit code is 0.
+func TestRunRefusesASymlinkOutOfTheTree(t *testing.T) {
+	root, log := fakeProcSys(t, defaultTree)
+	outside := filepath.Join(t.TempDir(), "outside")
+	require.NoError(t, os.WriteFile(outside, []byte("15\n"), 0o644))
+	p := filepath.Join(root, "net/ipv4/tcp_retries2")
+	require.NoError(t, os.Remove(p))
+	require.NoError(t, os.Symlink(outside, p))
+	require.NoError(t, os.Symlink(filepath.Dir(outside), filepath.Join(root, "net/escape")))
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(outside), "tcp_fin_timeout"), []byte("60\n"), 0o644))
+
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"net.ipv4.tcp_retries2=9", "net.escape.tcp_fin_timeout=1", "net.ipv4.tcp_keepalive_time=30"}, testConfig(t, root, log), &stdout, &stderr)
+	assert.Equal(t, 0, code)
+	assert.Equal(t, []string{"net.ipv4.tcp_keepalive_time=30"}, lines(stdout.String()))
+	assert.Contains(t, stderr.String(), "net.ipv4.tcp_retries2: refused: "+p+" leads out of the sysctl tree")
+	assert.Contains(t, stderr.String(), "net.escape.tcp_fin_timeout: refused:")
+	data, err := os.ReadFile(outside)
+	require.NoError(t, err)
+	assert.Equal(t, "15\n", string(data), "the file outside the tree is untouched")
+	data, err = os.ReadFile(filepath.Join(filepath.Dir(outside), "tcp_fin_timeout"))
+	require.NoError(t, err)
+	assert.Equal(t, "60\n", string(data))
+	data, err = os.ReadFile(log)
+	require.NoError(t, err)
+	assert.Contains(t, string(data), "2 of 3 sysctls not set")
+}
+
+// TestRunRefusesATreeThatIsNotProcfs: main asks for procfs; a temporary folder is not, so
+// nothing is written, the reason is reported, and the pod still starts (exit 0).
+func TestRunRefusesATreeThatIsNotProcfs(t *testing.T) {
+	root, log := fakeProcSys(t, defaultTree)
+	cfg := testConfig(t, root, log)
+	cfg.procSysFS = procSuperMagic
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"net.ipv4.tcp_retries2=9"}, cfg, &stdout, &stderr)
+	assert.Equal(t, 0, code)
+	assert.Empty(t, stdout.String())
+	assert.Contains(t, stderr.String(), root+" is not procfs")
+	assert.Equal(t, defaultTree, readTree(t, root), "nothing written")
+	data, err := os.ReadFile(log)
+	require.NoError(t, err)
+	assert.Contains(t, string(data), "is not procfs")
+
+	cfg.procSysFS = procSuperMagic
+	code = run([]string{"--strict", "net.ipv4.tcp_retries2=9"}, cfg, &stdout, &stderr)
+	assert.Equal(t, 1, code, "--strict still fails on it")
+}
+
 func TestRunWithoutTerminationLogCreatesNone(t *testing.T) {
 	root, log := fakeProcSys(t, defaultTree)
 	require.NoError(t, os.Remove(log))
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"kernel.core_pattern=x"}, config{procSys: root, terminationLog: log}, &stdout, &stderr)
+	code := run([]string{"kernel.core_pattern=x"}, testConfig(t, root, log), &stdout, &stderr)
 	assert.Equal(t, 0, code)
 	assert.Contains(t, stderr.String(), "would change the node")
 	assert.NotContains(t, stderr.String(), "termination log", "a missing termination log is not an error")
@@ -240,7 +322,7 @@ func TestRunAppendsAtMost4096BytesToTheTerminationLog(t *testing.T) {
 		args = append(args, "net.ipv4.tcp_retries2="+strings.Repeat("!", 200))
 	}
 	var stdout, stderr bytes.Buffer
-	code := run(args, config{procSys: root, terminationLog: log}, &stdout, &stderr)
+	code := run(args, testConfig(t, root, log), &stdout, &stderr)
 	assert.Equal(t, 0, code)
 	data, err := os.ReadFile(log)
 	require.NoError(t, err)
@@ -280,14 +362,14 @@ func TestRunReportsAReadOnlyProcSys(t *testing.T) {
 				if err := syscall.Mount("", root, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
 					return err
 				}
-				code = run([]string{"net.ipv4.tcp_retries2=9"}, config{procSys: root, terminationLog: log}, &stdout, &stderr)
+				code = run([]string{"net.ipv4.tcp_retries2=9"}, testConfig(t, root, log), &stdout, &stderr)
 				return nil
 			}()
 		}()
 		require.NoError(t, <-done, "a private read-only bind mount")
 	} else {
 		require.NoError(t, os.Chmod(filepath.Join(root, "net/ipv4/tcp_retries2"), 0o444))
-		code = run([]string{"net.ipv4.tcp_retries2=9"}, config{procSys: root, terminationLog: log}, &stdout, &stderr)
+		code = run([]string{"net.ipv4.tcp_retries2=9"}, testConfig(t, root, log), &stdout, &stderr)
 	}
 	assert.Equal(t, 0, code, "never blocks the pod")
 	assert.Empty(t, stdout.String())
