@@ -58,7 +58,19 @@ func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map
 
 	var decisions []Decision
 	kind := a.Type
-	if kind == v1alpha1.AntiAffinityRequired && known {
+	if kind == v1alpha1.AntiAffinityRequired && !known {
+		// A required term on a pod whose replicas may outnumber the domains
+		// (a Job's parallelism, a StatefulSet that was not found) would
+		// leave the extra ones Pending.
+		kind = v1alpha1.AntiAffinityPreferred
+		decisions = append(decisions, Decision{
+			Feature:  FeatureAntiAffinity,
+			Action:   Noted,
+			Fallback: FallbackDowngrade,
+			Reason:   fmt.Sprintf("Required made Preferred: the number of replicas of this pod's workload is unknown (%s), so a required term could leave some of them Pending", unknownReplicas(w)),
+		})
+	}
+	if kind == v1alpha1.AntiAffinityRequired {
 		if domains, known := ctx.Cluster.TopologyDomains[a.TopologyKey]; known && int(replicas) > domains {
 			kind = v1alpha1.AntiAffinityPreferred
 			decisions = append(decisions, Decision{
@@ -89,6 +101,21 @@ func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map
 		reason = fmt.Sprintf("Preferred pod anti-affinity (weight %d) on %s", *a.Weight, a.TopologyKey)
 	}
 	return append([]Decision{{Feature: FeatureAntiAffinity, Action: Applied, Reason: reason}}, decisions...)
+}
+
+// unknownReplicas says why a pod's replica count is unknown.
+func unknownReplicas(w Workload) string {
+	for _, ref := range w.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			continue
+		}
+		switch ref.Kind {
+		case "ReplicaSet", "StatefulSet":
+			return fmt.Sprintf("its %s %s could not be read", ref.Kind, ref.Name)
+		}
+		return fmt.Sprintf("owned by %s %s, whose replicas ha-injector does not count", ref.Kind, ref.Name)
+	}
+	return "a pod without a controller"
 }
 
 // replicaSelector returns the selector that matches the workload's replicas:

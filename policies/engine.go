@@ -3,6 +3,7 @@ package policies
 import (
 	"fmt"
 	"maps"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -23,6 +24,9 @@ import (
 // Pod is created once and never converged: its injection is applied on top
 // of what it carries (a Deployment's pods arrive with their template's).
 func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Result {
+	if d, refused := refusePolicy(ctx); refused {
+		return Result{Template: ownTouched(tmpl), Decisions: []Decision{d}}
+	}
 	policy := defaulted(ctx.Policy)
 	res := Result{Template: ownTouched(tmpl)}
 	spec := &res.Template.Spec
@@ -56,6 +60,12 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 	}
 
 	rec := &Record{Version: RecordVersion, Policy: policyName(ctx), Hash: policyHash(policy)}
+	var prior *Record
+	if w.Kind == KindPod {
+		var notes []Decision
+		notes, prior = dropPrivilegedInit(ctx, tmpl, spec)
+		res.Decisions = append(res.Decisions, notes...)
+	}
 	res.Decisions = append(res.Decisions, antiAffinity(policy, ctx, w, tmpl.Labels, spec, rec)...)
 	res.Decisions = append(res.Decisions, tolerations(policy, spec, rec)...)
 	res.Decisions = append(res.Decisions, sysctls(policy, ctx, spec, rec)...)
@@ -65,12 +75,27 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 	rec.Applied, rec.Skipped = summarize(res.Decisions)
 	// The same container injected again: keep it as stored, with the
 	// defaults the API server added, so nothing changes.
-	if storedInit != nil && rec.InitContainer != nil && rec.InitContainer.matches(storedInit) && len(spec.InitContainers) > 0 {
+	if storedInit != nil && rec.InitContainer != nil && isRecordedContainer(rec.InitContainer, storedInit) && len(spec.InitContainers) > 0 {
 		spec.InitContainers[0] = *storedInit
 	}
 
+	if prior != nil {
+		// The pod's record is its template's, less what was removed, with
+		// what this admission added, and why sysctls are missing.
+		rec = prior.absorb(rec)
+		var why []string
+		for _, d := range res.Decisions {
+			if d.Feature == FeatureSysctls && d.Fallback == FallbackPodSecurity {
+				why = append(why, d.Reason)
+			}
+		}
+		if rec.Skipped == nil {
+			rec.Skipped = map[Feature]string{}
+		}
+		rec.Skipped[FeatureSysctls] = strings.Join(why, "; ")
+	}
 	switch {
-	case rec.injected():
+	case rec.injected() || prior != nil:
 		res.Record = rec
 		setAnnotation(&res.Template.ObjectMeta, StatusAnnotation, rec.encode())
 	case res.Undone:
@@ -78,6 +103,40 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 	}
 	res.Changed = !sameTouched(&res.Template, tmpl)
 	return audited(ctx, policy, tmpl, res)
+}
+
+// dropPrivilegedInit removes from a Pod the ha-sysctl init container that its
+// template's injection put there, when the namespace's Pod Security level now
+// rejects privileged containers: injected while the namespace allowed them, it
+// would get every replacement pod refused (after a drain or a node loss,
+// exactly when replacements matter). Only the container the record describes
+// is removed, never a user's. It returns the record without that container.
+func dropPrivilegedInit(ctx Context, tmpl *corev1.PodTemplateSpec, spec *corev1.PodSpec) ([]Decision, *Record) {
+	prior := ReadRecord(tmpl.Annotations)
+	if prior == nil || prior.InitContainer == nil {
+		return nil, nil
+	}
+	ps := effectivePodSecurity(ctx.Namespace, ctx.Cluster.PodSecurity)
+	if ps.level == PodSecurityPrivileged || removeInitContainer(spec, prior.InitContainer) == nil {
+		return nil, nil
+	}
+	prior.InitContainer = nil
+	return []Decision{sysctlDecision(Skipped, FallbackPodSecurity,
+		"%s, which rejects privileged containers: removed the %s init container of the pod template's injection (the template keeps it until its next change)", ps, SysctlContainerName)}, prior
+}
+
+// refusePolicy returns the decision that nothing is applied when the policy
+// to apply is invalid: an object is then left exactly as it came, an earlier
+// injection included.
+func refusePolicy(ctx Context) (Decision, bool) {
+	if ctx.NotOptedIn {
+		return Decision{}, false
+	}
+	err := PolicyError(ctx.Policy)
+	if err == nil {
+		return Decision{}, false
+	}
+	return Decision{Feature: FeatureWorkload, Action: Skipped, Fallback: FallbackInvalidPolicy, Reason: err.Error() + ": nothing applied, the object is left as it is"}, true
 }
 
 // audited turns res into a report under an Audit policy: the decisions say

@@ -35,6 +35,11 @@ type goldenCase struct {
 	NotOptedIn bool `json:"notOptedIn"`
 	// PodSecurityDefault is the cluster's Pod Security default (--pod-security-default-level).
 	PodSecurityDefault policies.PodSecurityDefault `json:"podSecurityDefault"`
+	// AllowedSysctlImages is serve's --allowed-sysctl-images (unset: the installation's image alone).
+	AllowedSysctlImages []string `json:"allowedSysctlImages"`
+	// InvalidPolicy says the policy breaks a rule of the CRD schema on purpose,
+	// as one stored under an older CRD can.
+	InvalidPolicy bool `json:"invalidPolicy"`
 }
 
 // sysctlImage stands for the installation's image (serve --sysctl-image).
@@ -62,16 +67,21 @@ func loadCases(t testing.TB) []loadedCase {
 		policy := &v1alpha1.HAPolicy{Spec: settings.Policy}
 		policy.Name = "test-policy"
 		policy.Default()
-		require.Empty(t, policy.Validate(), "%s: the policy must be valid", in)
+		if settings.InvalidPolicy {
+			require.NotEmpty(t, policy.Validate(), "%s: the policy must be invalid", in)
+		} else {
+			require.Empty(t, policy.Validate(), "%s: the policy must be valid", in)
+		}
 		cases = append(cases, loadedCase{
 			name: strings.TrimSuffix(filepath.Base(in), ".yaml"),
 			ctx: policies.Context{
-				Policy:      policy,
-				Namespace:   policies.Namespace{Name: "team-a", Labels: settings.NamespaceLabels},
-				Cluster:     policies.Cluster{TopologyDomains: settings.TopologyDomains, PodSecurity: settings.PodSecurityDefault},
-				Owner:       settings.Owner,
-				SysctlImage: sysctlImage,
-				NotOptedIn:  settings.NotOptedIn,
+				Policy:              policy,
+				Namespace:           policies.Namespace{Name: "team-a", Labels: settings.NamespaceLabels},
+				Cluster:             policies.Cluster{TopologyDomains: settings.TopologyDomains, PodSecurity: settings.PodSecurityDefault},
+				Owner:               settings.Owner,
+				SysctlImage:         sysctlImage,
+				AllowedSysctlImages: settings.AllowedSysctlImages,
+				NotOptedIn:          settings.NotOptedIn,
 			},
 			object: docs[1],
 		})

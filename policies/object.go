@@ -32,6 +32,11 @@ type Mutation struct {
 // with the InjectedLabel. Turning the result into a JSON patch is the
 // webhook's job (webhook/patch), from the parts listed in TouchedParts.
 func Mutate(ctx Context, obj runtime.Object) (*Mutation, error) {
+	if obj != nil {
+		if d, refused := refusePolicy(ctx); refused {
+			return &Mutation{Object: obj, Decisions: []Decision{d}}, nil
+		}
+	}
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		w := Workload{Kind: KindPod, Annotations: o.Annotations, OwnerReferences: o.OwnerReferences, Owner: ctx.Owner}

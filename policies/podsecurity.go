@@ -38,6 +38,13 @@ func effectivePodSecurity(ns Namespace, def PodSecurityDefault) podSecurity {
 	return ps
 }
 
+// PrivilegedAllowed reports whether the namespace's effective Pod Security
+// level (its enforce label, else the cluster default) admits a privileged
+// container.
+func PrivilegedAllowed(ns Namespace, def PodSecurityDefault) bool {
+	return effectivePodSecurity(ns, def).level == PodSecurityPrivileged
+}
+
 // String says what is enforced and why, e.g. `namespace enforces Pod Security "baseline"`.
 func (ps podSecurity) String() string {
 	at := ""

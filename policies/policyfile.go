@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
@@ -38,4 +39,38 @@ func ParsePolicy(data []byte) (*v1alpha1.HAPolicy, error) {
 		return nil, fmt.Errorf("invalid HAPolicy %q: %w", p.Name, errs.ToAggregate())
 	}
 	return &p, nil
+}
+
+// InvalidPolicyError says why a stored HAPolicy is refused: the rules of the
+// CRD schema it breaks, each with the path of its field. A policy stored under
+// an older CRD (one without a rule added since), or written while the API
+// server did not check it, can break them.
+type InvalidPolicyError struct {
+	Policy string
+	Errs   field.ErrorList
+}
+
+func (e *InvalidPolicyError) Error() string {
+	return fmt.Sprintf("HAPolicy %q is invalid: %v", e.Policy, e.Errs.ToAggregate())
+}
+
+// Summary says it in a line that fits an admission warning: the policy, how
+// many rules it breaks, and the first.
+func (e *InvalidPolicyError) Summary() string {
+	first := ""
+	if len(e.Errs) > 0 {
+		first = ": " + e.Errs[0].Error()
+	}
+	return fmt.Sprintf("HAPolicy %q breaks %d rule(s) of its CRD, so nothing of it is applied%s", e.Policy, len(e.Errs), first)
+}
+
+// PolicyError returns an *InvalidPolicyError when the policy, with its
+// defaults, breaks a rule of the CRD schema (Validate, as preview and the API
+// server apply it), and nil otherwise. A stored policy is checked once per
+// version. The engine injects nothing from an invalid policy.
+func PolicyError(p *v1alpha1.HAPolicy) error {
+	if p == nil {
+		return nil
+	}
+	return versionOf(p).invalid
 }

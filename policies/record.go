@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -17,9 +18,14 @@ import (
 )
 
 // RecordVersion is the version of the Record format written in the
-// StatusAnnotation. A record without it (the format before undo data) is read
-// as carrying nothing to undo.
-const RecordVersion = 1
+// StatusAnnotation. Version 1 recorded the init container by its image and
+// command only; version 2 records the whole container. A record without a
+// version (the format before undo data) is read as carrying nothing to undo.
+const RecordVersion = 2
+
+// recordVersion1 is the first versioned format, still read: a Deployment
+// injected by an earlier release carries it.
+const recordVersion1 = 1
 
 // Record is the JSON in the StatusAnnotation: what ha-injector changed in a
 // pod template, with what it takes to undo it. It is written on the mutated
@@ -44,8 +50,9 @@ type Record struct {
 	Tolerations []RecordedToleration `json:"tolerations,omitempty"`
 	// Sysctls are the name=value pairs added to the pod securityContext.
 	Sysctls []string `json:"sysctls,omitempty"`
-	// InitContainer is the ha-sysctl container inserted first, as image and command.
-	InitContainer *RecordedContainer `json:"initContainer,omitempty"`
+	// InitContainer is the ha-sysctl container inserted first, whole (a
+	// version-1 record holds only its image and command).
+	InitContainer *corev1.Container `json:"initContainer,omitempty"`
 }
 
 // RecordedTerm is an anti-affinity term ha-injector added: a required term,
@@ -63,15 +70,52 @@ type RecordedToleration struct {
 	Was     *int64 `json:"was,omitempty"`
 }
 
-// RecordedContainer identifies the inserted init container.
-type RecordedContainer struct {
-	Image   string   `json:"image"`
-	Command []string `json:"command"`
-}
-
 // injected reports whether the record says anything was changed.
 func (r *Record) injected() bool {
 	return r != nil && (r.AntiAffinity != nil || len(r.Tolerations) > 0 || len(r.Sysctls) > 0 || r.InitContainer != nil)
+}
+
+// CarriesSysctlContainer reports whether a pod template holds the ha-sysctl
+// init container its own record says ha-injector injected (not a user's
+// container of that name).
+func CarriesSysctlContainer(tmpl *corev1.PodTemplateSpec) bool {
+	rec := ReadRecord(tmpl.Annotations)
+	if rec == nil || rec.InitContainer == nil {
+		return false
+	}
+	return slices.ContainsFunc(tmpl.Spec.InitContainers, func(c corev1.Container) bool { return isRecordedContainer(rec.InitContainer, &c) })
+}
+
+// absorb returns r with the parts of later, an injection made on top of the
+// one r records; later's policy and hash, as the last applied. A feature r
+// applied keeps r's account of it.
+func (r *Record) absorb(later *Record) *Record {
+	out := *r
+	out.Version, out.Policy, out.Hash = RecordVersion, later.Policy, later.Hash
+	if out.AntiAffinity == nil {
+		out.AntiAffinity = later.AntiAffinity
+	}
+	out.Tolerations = append(slices.Clone(r.Tolerations), later.Tolerations...)
+	out.Sysctls = append(slices.Clone(r.Sysctls), later.Sysctls...)
+	if out.InitContainer == nil {
+		out.InitContainer = later.InitContainer
+	}
+	for _, f := range later.Applied {
+		if !slices.Contains(out.Applied, f) {
+			out.Applied = append(out.Applied, f)
+		}
+	}
+	// What the earlier injection applied, a later one only finds there (kept).
+	out.Skipped = maps.Clone(r.Skipped)
+	for f, why := range later.Skipped {
+		if !slices.Contains(r.Applied, f) {
+			if out.Skipped == nil {
+				out.Skipped = map[Feature]string{}
+			}
+			out.Skipped[f] = why
+		}
+	}
+	return &out
 }
 
 // ReadRecord decodes the StatusAnnotation of annotations. It returns nil when
@@ -83,8 +127,14 @@ func ReadRecord(annotations map[string]string) *Record {
 		return nil
 	}
 	var r Record
-	if err := json.Unmarshal([]byte(raw), &r); err != nil || r.Version != RecordVersion {
+	if err := json.Unmarshal([]byte(raw), &r); err != nil || (r.Version != RecordVersion && r.Version != recordVersion1) {
 		return nil
+	}
+	if r.Version == recordVersion1 && r.InitContainer != nil {
+		// The container that release injected for this image and command,
+		// which was this release's.
+		c := sysctlContainerRun(r.InitContainer.Image, r.InitContainer.Command)
+		r.InitContainer = &c
 	}
 	return &r
 }
@@ -119,11 +169,13 @@ func hashSpec(p *v1alpha1.HAPolicy) string {
 func stored(p *v1alpha1.HAPolicy) bool { return p.UID != "" && p.ResourceVersion != "" }
 
 // policyVersion is what the engine derives from one version of a policy: the
-// policy with its defaults (shared, read only) and the hash of its spec.
+// policy with its defaults (shared, read only), the hash of its spec, and
+// what Validate finds wrong with it.
 type policyVersion struct {
 	resourceVersion string
 	defaulted       *v1alpha1.HAPolicy
 	hash            string
+	invalid         error
 }
 
 // versionOf returns what the engine derives from p: once per version of a
@@ -141,6 +193,9 @@ func versionOf(p *v1alpha1.HAPolicy) policyVersion {
 	d := p.DeepCopy()
 	d.Default()
 	v := policyVersion{resourceVersion: p.ResourceVersion, defaulted: d, hash: hashSpec(d)}
+	if errs := d.Validate(); len(errs) > 0 {
+		v.invalid = &InvalidPolicyError{Policy: p.Name, Errs: errs}
+	}
 	if stored(p) {
 		policyVersions.Lock()
 		defer policyVersions.Unlock()
@@ -292,8 +347,8 @@ func removeSysctl(spec *corev1.PodSpec, pair string) bool {
 	return true
 }
 
-func removeInitContainer(spec *corev1.PodSpec, c *RecordedContainer) *corev1.Container {
-	i := slices.IndexFunc(spec.InitContainers, func(x corev1.Container) bool { return c.matches(&x) })
+func removeInitContainer(spec *corev1.PodSpec, c *corev1.Container) *corev1.Container {
+	i := slices.IndexFunc(spec.InitContainers, func(x corev1.Container) bool { return isRecordedContainer(c, &x) })
 	if i < 0 {
 		return nil
 	}
@@ -305,6 +360,55 @@ func removeInitContainer(spec *corev1.PodSpec, c *RecordedContainer) *corev1.Con
 	return removed
 }
 
-func (c *RecordedContainer) matches(x *corev1.Container) bool {
-	return x.Name == SysctlContainerName && x.Image == c.Image && slices.Equal(x.Command, c.Command)
+// isRecordedContainer reports whether x is the init container the record
+// describes: the whole container, not only its name, image and command, so
+// that a record copied onto a workload of its own (the annotation is the
+// user's to write) never makes ha-injector take the user's container of that
+// name, with its own args, mounts or privileges, for its own. What the API
+// server adds to every container does not count: the defaults of
+// terminationMessagePath and imagePullPolicy, and the ServiceAccount token
+// mount that the ServiceAccount admission plugin adds before webhooks run.
+func isRecordedContainer(recorded, x *corev1.Container) bool {
+	return x.Name == SysctlContainerName && equality.Semantic.DeepEqual(withoutServerDefaults(recorded), withoutServerDefaults(x))
+}
+
+// serviceAccountMountPath is where the ServiceAccount admission plugin mounts
+// the token volume (kube-api-access-<random>) into every container.
+const serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// withoutServerDefaults returns c without what the API server sets on every
+// container it stores: the defaults of SetDefaults_Container and the
+// ServiceAccount token mount.
+func withoutServerDefaults(c *corev1.Container) *corev1.Container {
+	out := c.DeepCopy()
+	if out.TerminationMessagePath == corev1.TerminationMessagePathDefault {
+		out.TerminationMessagePath = ""
+	}
+	if out.TerminationMessagePolicy == corev1.TerminationMessageReadFile {
+		out.TerminationMessagePolicy = ""
+	}
+	if out.ImagePullPolicy == defaultPullPolicy(out.Image) {
+		out.ImagePullPolicy = ""
+	}
+	out.VolumeMounts = slices.DeleteFunc(out.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.MountPath == serviceAccountMountPath && m.ReadOnly && strings.HasPrefix(m.Name, "kube-api-access-")
+	})
+	if len(out.VolumeMounts) == 0 {
+		out.VolumeMounts = nil
+	}
+	return out
+}
+
+// defaultPullPolicy is the imagePullPolicy the API server gives a container
+// that sets none (SetDefaults_Container, with ParseImageName): Always when the
+// tag is latest, or when there is neither a tag nor a digest (latest is then
+// implied); IfNotPresent otherwise.
+func defaultPullPolicy(image string) corev1.PullPolicy {
+	name, digest, _ := strings.Cut(image, "@")
+	name = name[strings.LastIndex(name, "/")+1:]
+	_, tag, _ := strings.Cut(name, ":")
+	if tag == "latest" || (tag == "" && digest == "") {
+		return corev1.PullAlways
+	}
+	return corev1.PullIfNotPresent
 }

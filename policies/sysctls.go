@@ -83,6 +83,7 @@ func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec, rec *
 	plan := splitSysctls(c, spec)
 	decisions := plan.decisions()
 	decisions = append(decisions, plan.podSecurityFallback(effectivePodSecurity(ctx.Namespace, ctx.Cluster.PodSecurity))...)
+	decisions = append(decisions, plan.imageFallback(policy, ctx)...)
 	decisions = append(decisions, setContextSysctls(spec, plan.toContext, rec)...)
 	decisions = append(decisions, insertSysctlContainer(c.Image, ctx.SysctlImage, spec, plan.toInit, rec)...)
 	if len(decisions) == 0 {
@@ -101,6 +102,9 @@ type sysctlPlan struct {
 	// kept are set by the workload already; hostIPC are IPC sysctls of a
 	// hostIPC pod, which would change the node. Neither is set.
 	kept, hostIPC []sysctl
+	// refused are not sysctls ha-sysctl may write (not namespaced, or
+	// malformed): a policy the API server did not check can hold them.
+	refused []string
 }
 
 // splitSysctls splits the policy's sysctls between the securityContext and
@@ -119,6 +123,13 @@ func splitSysctls(c v1alpha1.SysctlsSpec, spec *corev1.PodSpec) sysctlPlan {
 	}
 	var p sysctlPlan
 	for _, name := range slices.Sorted(maps.Keys(c.Values)) {
+		// Whatever the policy says and whichever image runs them, nothing
+		// that would change the node is ever set: the same check ha-sysctl
+		// makes before it writes.
+		if err := sysctlname.Check(name, string(c.Values[name])); err != nil {
+			p.refused = append(p.refused, err.Error())
+			continue
+		}
 		// Written with dots: Pod Security matches securityContext names
 		// exactly, against the dotted form.
 		s := sysctl{canonicalSysctl(name), string(c.Values[name])}
@@ -146,6 +157,9 @@ func splitSysctls(c v1alpha1.SysctlsSpec, spec *corev1.PodSpec) sysctlPlan {
 // decisions reports the sysctls the plan leaves alone.
 func (p sysctlPlan) decisions() []Decision {
 	var decisions []Decision
+	if len(p.refused) > 0 {
+		decisions = append(decisions, sysctlDecision(Skipped, FallbackNotNamespaced, "not set, and never will be: %s", strings.Join(p.refused, "; ")))
+	}
 	if len(p.kept) > 0 {
 		decisions = append(decisions, sysctlDecision(Kept, "", "set by the workload's securityContext, left as they are: %s", joinSysctls(p.kept)))
 	}
@@ -178,6 +192,52 @@ func (p *sysctlPlan) podSecurityFallback(ps podSecurity) []Decision {
 			"%s, which rejects privileged containers and unsafe sysctls: dropped %s", ps, joinSysctls(dropped)))
 	}
 	return decisions
+}
+
+// imageFallback withholds the init container when the policy names an image
+// the installation does not allow: whoever may write an HAPolicy could
+// otherwise run any image, privileged, in every pod of every opted-in
+// namespace. The sysctls the kubelet treats as safe still go to the
+// securityContext; the others are dropped, loudly.
+func (p *sysctlPlan) imageFallback(policy *v1alpha1.HAPolicy, ctx Context) []Decision {
+	image := policy.Spec.Sysctls.Image
+	if len(p.toInit) == 0 || image == "" || SysctlImageAllowed(image, ctx.allowedSysctlImages()) {
+		return nil
+	}
+	moved, dropped := partition(p.toInit, func(s sysctl) bool { return IsSafeSysctl(s.name) })
+	p.toInit, p.toContext = nil, append(p.toContext, moved...)
+	sort.Slice(p.toContext, func(i, j int) bool { return p.toContext[i].name < p.toContext[j].name })
+	reason := fmt.Sprintf("no %s init container from %s: HAPolicy %q names it and this installation does not allow it (--allowed-sysctl-images)", SysctlContainerName, image, policyName(ctx))
+	if len(dropped) > 0 {
+		reason += "; not set: " + joinSysctls(dropped)
+	}
+	if len(moved) > 0 {
+		reason += "; the safe ones go to securityContext instead"
+	}
+	return []Decision{sysctlDecision(Skipped, FallbackImageNotAllowed, "%s", reason)}
+}
+
+// SysctlImageAllowed reports whether a policy may name image for the ha-sysctl
+// init container: it is one of allowed, or allowed names its repository
+// without a tag or digest (any tag or digest of that repository).
+func SysctlImageAllowed(image string, allowed []string) bool {
+	repo := imageRepository(image)
+	for _, a := range allowed {
+		if image == a || (a == imageRepository(a) && repo == a) {
+			return true
+		}
+	}
+	return false
+}
+
+// imageRepository is an image reference without its tag and digest.
+func imageRepository(image string) string {
+	name, _, _ := strings.Cut(image, "@")
+	slash := strings.LastIndex(name, "/")
+	if colon := strings.LastIndex(name, ":"); colon > slash {
+		name = name[:colon]
+	}
+	return name
 }
 
 // setContextSysctls appends sysctls to the pod securityContext.
@@ -219,7 +279,7 @@ func insertSysctlContainer(policyImage, defaultImage string, spec *corev1.PodSpe
 		return []Decision{sysctlDecision(Skipped, "", "no image for the %s init container (the policy names none and the installation's --sysctl-image is empty): not set %s", SysctlContainerName, joinSysctls(sysctls))}
 	}
 	spec.InitContainers = append([]corev1.Container{container}, spec.InitContainers...)
-	rec.InitContainer = &RecordedContainer{Image: container.Image, Command: slices.Clone(container.Command)}
+	rec.InitContainer = container.DeepCopy()
 	return []Decision{sysctlDecision(Applied, "", "init container %s sets %s", SysctlContainerName, joinSysctls(sysctls))}
 }
 
@@ -227,10 +287,7 @@ func insertSysctlContainer(policyImage, defaultImage string, spec *corev1.PodSpe
 // the pod's network namespace. With no image in the policy it runs
 // /ha-sysctl from the installation's image (ha-injector's own), which only
 // ever writes namespaced sysctls; an image the policy names runs
-// "sysctl -w". It runs as root whatever the pod asks for, so a pod-level
-// runAsNonRoot does not stop it, and has small requests and limits so that
-// namespaces with a ResourceQuota accept the pod. ok is false when there is
-// no image to run.
+// "sysctl -w". ok is false when there is no image to run.
 func sysctlContainer(policyImage, installationImage string, values []sysctl) (c corev1.Container, ok bool) {
 	image, command := policyImage, []string{"sysctl", "-w"}
 	if image == "" {
@@ -242,6 +299,16 @@ func sysctlContainer(policyImage, installationImage string, values []sysctl) (c 
 	for _, s := range values {
 		command = append(command, s.String())
 	}
+	return sysctlContainerRun(image, command), true
+}
+
+// sysctlContainerRun is the ha-sysctl init container that runs command in
+// image. It runs as root whatever the pod asks for, so a pod-level
+// runAsNonRoot does not stop it, and has small requests and limits so that
+// namespaces with a ResourceQuota accept the pod. Everything but the image
+// and the command is fixed, so a version-1 record (image and command only)
+// names exactly one container.
+func sysctlContainerRun(image string, command []string) corev1.Container {
 	small := corev1.ResourceList{
 		corev1.ResourceCPU:    resource.MustParse("10m"),
 		corev1.ResourceMemory: resource.MustParse("16Mi"),
@@ -249,7 +316,7 @@ func sysctlContainer(policyImage, installationImage string, values []sysctl) (c 
 	return corev1.Container{
 		Name:    SysctlContainerName,
 		Image:   image,
-		Command: command,
+		Command: slices.Clone(command),
 		Resources: corev1.ResourceRequirements{
 			Requests: small,
 			Limits:   small.DeepCopy(),
@@ -263,7 +330,7 @@ func sysctlContainer(policyImage, installationImage string, values []sysctl) (c 
 			RunAsNonRoot:           ptr.To(false),
 			ReadOnlyRootFilesystem: ptr.To(true),
 		},
-	}, true
+	}
 }
 
 // partition splits list into the sysctls keep accepts and the others, in order.

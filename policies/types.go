@@ -134,6 +134,19 @@ type Context struct {
 	// container: ha-injector's own, which holds /ha-sysctl. A policy that
 	// names no image gets it. Empty: no init container can be injected.
 	SysctlImage string
+	// AllowedSysctlImages are the images a policy may name for the ha-sysctl
+	// init container (serve --allowed-sysctl-images); an entry without a tag
+	// or digest allows every tag and digest of its repository. Nil means
+	// SysctlImage alone.
+	AllowedSysctlImages []string
+}
+
+// allowedSysctlImages is AllowedSysctlImages, or SysctlImage alone when unset.
+func (c Context) allowedSysctlImages() []string {
+	if c.AllowedSysctlImages == nil && c.SysctlImage != "" {
+		return []string{c.SysctlImage}
+	}
+	return c.AllowedSysctlImages
 }
 
 // Update is what the engine knows of a Deployment UPDATE's stored object.
@@ -210,8 +223,18 @@ const (
 	// were dropped.
 	FallbackPodSecurity Fallback = "pod-security"
 	// FallbackDowngrade: Required anti-affinity became Preferred because there
-	// are fewer topology domains than replicas.
+	// are fewer topology domains than replicas, or the replica count is unknown.
 	FallbackDowngrade Fallback = "downgrade"
+	// FallbackInvalidPolicy: the HAPolicy breaks a rule of the CRD schema, so
+	// nothing of it was applied.
+	FallbackInvalidPolicy Fallback = "invalid-policy"
+	// FallbackImageNotAllowed: the policy names an image for the ha-sysctl init
+	// container that the installation does not allow, so no init container was
+	// injected (the safe sysctls went to the securityContext).
+	FallbackImageNotAllowed Fallback = "image-not-allowed"
+	// FallbackNotNamespaced: a sysctl of the policy is not one the kubelet
+	// treats as namespaced (or is malformed), so it was not set.
+	FallbackNotNamespaced Fallback = "not-namespaced"
 )
 
 // Decision is one thing the engine decided, with a short human reason.

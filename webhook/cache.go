@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,10 +28,10 @@ func metadataOf(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
 }
 
 // watched lists what the handlers read from the manager's cache: namespaces
-// and nodes as metadata only, and the policies. ReplicaSets have their own
-// index (replicaSets).
+// and nodes as metadata only, the policies, and StatefulSets trimmed to their
+// replica count. ReplicaSets have their own index (replicaSets).
 func watched() []client.Object {
-	return []client.Object{&v1alpha1.HAPolicy{}, namespaceMetadata, nodeMetadata}
+	return []client.Object{&v1alpha1.HAPolicy{}, namespaceMetadata, nodeMetadata, &appsv1.StatefulSet{}}
 }
 
 // cacheOptions trims what the informers store: namespaces and nodes keep
@@ -44,11 +45,26 @@ func cacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			namespaceMetadata:    {Transform: keepLabels(), UnsafeDisableDeepCopy: readOnly},
-			nodeMetadata:         {Transform: keepLabels()},
-			&v1alpha1.HAPolicy{}: {UnsafeDisableDeepCopy: readOnly},
+			namespaceMetadata:     {Transform: keepLabels(), UnsafeDisableDeepCopy: readOnly},
+			nodeMetadata:          {Transform: keepLabels()},
+			&v1alpha1.HAPolicy{}:  {UnsafeDisableDeepCopy: readOnly},
+			&appsv1.StatefulSet{}: {Transform: keepReplicas, UnsafeDisableDeepCopy: readOnly},
 		},
 	}
+}
+
+// keepReplicas reduces a StatefulSet to what the Pod handler reads: its name
+// and its replica count, which decide whether a Required anti-affinity term
+// fits its pods.
+func keepReplicas(in any) (any, error) {
+	s, ok := in.(*appsv1.StatefulSet)
+	if !ok {
+		return in, nil
+	}
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion},
+		Spec:       appsv1.StatefulSetSpec{Replicas: s.Spec.Replicas},
+	}, nil
 }
 
 // keepLabels returns a transform that reduces object metadata to its name,

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unique"
 
 	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/assert"
@@ -103,7 +104,8 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	require.Eventually(t, index.hasSynced, 30*time.Second, 50*time.Millisecond)
 	f, ok := index.get(rs.Namespace, rs.Name)
 	require.True(t, ok)
-	assert.Equal(t, replicaSetFacts{replicas: 3, inject: "false"}, f)
+	assert.Equal(t, replicaSetFacts{replicas: 3, inject: "false", owner: unique.Make(rs.OwnerReferences[0].UID), revision: 2, labels: templateLabelsHash(rs.Spec.Template.Labels)}, f)
+	assert.Len(t, index.owned(rs.OwnerReferences[0].UID), 1)
 
 	// An update: the Deployment scaled to 5 and opted in again.
 	delete(rs.Annotations, policies.InjectAnnotation)
@@ -111,7 +113,7 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	require.NoError(t, c.Update(ctx, rs))
 	require.Eventually(t, func() bool {
 		f, ok := index.get(rs.Namespace, rs.Name)
-		return ok && f == replicaSetFacts{replicas: 5}
+		return ok && f.replicas == 5 && f.inject == ""
 	}, 30*time.Second, 50*time.Millisecond, "the index follows the update")
 
 	// The Pod handler reads its owner from the index.
@@ -222,13 +224,13 @@ func TestReplicaSetsIndexTakesWhatTheReflectorGives(t *testing.T) {
 	assert.True(t, index.hasSynced())
 	f, ok := index.get("team", "web-1")
 	assert.True(t, ok)
-	assert.Equal(t, replicaSetFacts{replicas: 4}, f)
+	assert.Equal(t, [2]any{int32(4), ""}, [2]any{f.replicas, f.inject})
 	f, _ = index.get("team", "web-2")
-	assert.Equal(t, replicaSetFacts{replicas: -1, inject: "false"}, f, "a count that is not a number is unknown")
+	assert.Equal(t, [2]any{int32(-1), "false"}, [2]any{f.replicas, f.inject}, "a count that is not a number is unknown")
 
 	require.NoError(t, index.Add(meta("web-3", nil)))
 	f, _ = index.get("team", "web-3")
-	assert.Equal(t, replicaSetFacts{replicas: -1}, f)
+	assert.Equal(t, [2]any{int32(-1), ""}, [2]any{f.replicas, f.inject})
 	require.NoError(t, index.Delete(toolscache.DeletedFinalStateUnknown{Key: "team/web-1", Obj: streamed}))
 	require.NoError(t, index.Delete(meta("web-2", nil)))
 	_, ok = index.get("team", "web-1")

@@ -83,6 +83,12 @@ type Config struct {
 	// the policies that name none: ha-injector's own image, which holds
 	// /ha-sysctl. It must be pullable from every opted-in namespace.
 	SysctlImage string
+	// AllowedSysctlImages are the images an HAPolicy may name for the
+	// ha-sysctl init container (an entry without a tag or digest allows its
+	// whole repository); empty means SysctlImage alone. Writing an HAPolicy
+	// would otherwise be running any image, privileged, in every pod of every
+	// opted-in namespace.
+	AllowedSysctlImages []string
 	// PodSecurityDefaultLevel is the Pod Security level the API server
 	// enforces on namespaces without a pod-security.kubernetes.io/enforce
 	// label: privileged, baseline, restricted, or auto (privileged, unless the
@@ -90,6 +96,10 @@ type Config struct {
 	PodSecurityDefaultLevel string
 	// PodSecurityDefaultVersion is the version of that default: latest or v1.N.
 	PodSecurityDefaultVersion string
+	// MaxConcurrentAdmissions bounds the admissions handled at once; a
+	// request beyond it waits up to half the API server's timeout for a slot,
+	// then is admitted unchanged with a warning. 0 removes the bound.
+	MaxConcurrentAdmissions int
 	// LargeRequestBudget bounds the bytes of request bodies over
 	// LargeRequestBytes handled at once; a large request that finds no room
 	// within half the API server's timeout is admitted unchanged with a
@@ -109,6 +119,7 @@ func DefaultConfig() Config {
 	return Config{
 		WebhookPort:               9443,
 		LargeRequestBudget:        DefaultLargeRequestBudget,
+		MaxConcurrentAdmissions:   DefaultMaxConcurrentAdmissions,
 		CertPath:                  "/tmp/k8s-webhook-server/serving-certs",
 		CertName:                  "tls.crt",
 		KeyName:                   "tls.key",
@@ -155,6 +166,14 @@ func (c Config) Validate() error {
 	}
 	if c.LargeRequestBudget < 0 {
 		errs = append(errs, fmt.Errorf("--large-request-budget must not be negative, not %d", c.LargeRequestBudget))
+	}
+	if c.MaxConcurrentAdmissions < 0 {
+		errs = append(errs, fmt.Errorf("--max-concurrent-admissions must not be negative, not %d", c.MaxConcurrentAdmissions))
+	}
+	for _, image := range c.AllowedSysctlImages {
+		if !v1alpha1.ValidImage(image) {
+			errs = append(errs, fmt.Errorf("--allowed-sysctl-images: %q is not an image reference", image))
+		}
 	}
 	if c.PodSecurityDefaultLevel != PodSecurityAuto && !policies.ValidPodSecurityLevel(c.PodSecurityDefaultLevel) {
 		errs = append(errs, fmt.Errorf("--pod-security-default-level must be auto, privileged, baseline or restricted, not %q", c.PodSecurityDefaultLevel))

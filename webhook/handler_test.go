@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -31,9 +32,11 @@ import (
 
 // clusterState is what the handler tests' fake cluster holds: namespaces
 // opted in to a default, an audit and a strict policy, one enforcing Pod
-// Security baseline, one naming a policy that does not exist, one not opted
-// in, two worker nodes plus a control-plane node, and ReplicaSets as the
-// Deployment controller leaves them (3 replicas; opted out; 1 replica).
+// Security baseline, one naming a policy that does not exist, one naming an
+// invalid policy, one naming a policy with an image the installation does not
+// allow, one not opted in, two worker nodes plus a control-plane node,
+// ReplicaSets as the Deployment controller leaves them (3 replicas; opted
+// out; 1 replica) and a StatefulSet of 2 replicas.
 func clusterState() []client.Object {
 	ns := func(name string, labels map[string]string) client.Object {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
@@ -56,6 +59,8 @@ func clusterState() []client.Object {
 		ns("team-baseline", map[string]string{policies.PolicyLabel: "default", policies.PodSecurityEnforceLabel: "baseline"}),
 		ns("team-unknown-policy", map[string]string{policies.PolicyLabel: "does-not-exist"}),
 		ns("not-opted-in", map[string]string{}),
+		ns("team-invalid-policy", map[string]string{policies.PolicyLabel: "broken"}),
+		ns("team-other-image", map[string]string{policies.PolicyLabel: "other-image"}),
 		node("worker-1", map[string]string{}),
 		node("worker-2", map[string]string{}),
 		node("control-plane-1", map[string]string{controlPlaneLabel: ""}),
@@ -65,6 +70,14 @@ func clusterState() []client.Object {
 		policy("default", v1alpha1.HAPolicySpec{}),
 		policy("audit", v1alpha1.HAPolicySpec{Mode: v1alpha1.ModeAudit}),
 		policy("strict", v1alpha1.HAPolicySpec{AntiAffinity: v1alpha1.AntiAffinitySpec{Type: v1alpha1.AntiAffinityRequired}}),
+		// Stored under a CRD without the namespaced-sysctl rule: a route to
+		// root on every node if it were applied.
+		policy("broken", v1alpha1.HAPolicySpec{Sysctls: v1alpha1.SysctlsSpec{
+			Method: v1alpha1.SysctlInitContainer, Image: "busybox:1.36",
+			Values: map[string]v1alpha1.SysctlValue{"kernel.modprobe": "/tmp/x", "vm.overcommit_memory": "1"},
+		}}),
+		policy("other-image", v1alpha1.HAPolicySpec{Sysctls: v1alpha1.SysctlsSpec{Image: "busybox:1.36"}}),
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "team-strict", Name: "db"}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2)}},
 	}
 }
 

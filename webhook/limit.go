@@ -26,9 +26,81 @@ const (
 	// three times its body in heap, so the budget, the informers' cache and
 	// the Go runtime fit the chart's 128Mi memory limit.
 	DefaultLargeRequestBudget = 16 << 20
-	// defaultLargeRequestWait is how long a large request waits for room
-	// when the API server's request names no timeout.
-	defaultLargeRequestWait = 2 * time.Second
+	// defaultAdmissionWait is how long a request waits for room when the
+	// API server's request names no timeout.
+	defaultAdmissionWait = 2 * time.Second
+)
+
+// DefaultMaxConcurrentAdmissions is serve's --max-concurrent-admissions (and
+// the chart's webhook.maxConcurrentAdmissions). A request under
+// LargeRequestBytes, outside the large-request budget, costs up to about three
+// times its body in heap while it is handled, so 1 MiB each at most: 12 of
+// them, about 36 MiB, fit beside the informers' cache, the large-request
+// budget and the Go runtime in the chart's 128Mi memory limit. A typical pod
+// (a few KiB) is handled in well under a millisecond, so 12 at once is far
+// more than two CPUs can serve: the bound costs no throughput.
+const DefaultMaxConcurrentAdmissions = 12
+
+// limits are the bounds that both handlers' requests share.
+type limits struct {
+	large *largeRequests
+	slots *slots
+}
+
+// slots bounds how many admissions are handled at once, whatever their size.
+type slots struct{ sem *semaphore.Weighted }
+
+// newSlots returns nil, no bound, for n <= 0.
+func newSlots(n int) *slots {
+	if n <= 0 {
+		return nil
+	}
+	return &slots{sem: semaphore.NewWeighted(int64(n))}
+}
+
+// acquire waits up to wait for a slot and returns its release, or false when
+// none came free in time.
+func (s *slots) acquire(ctx context.Context, wait time.Duration) (release func(), ok bool) {
+	if s == nil {
+		return func() {}, true
+	}
+	if s.sem.TryAcquire(1) {
+		return func() { s.sem.Release(1) }, true
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := s.sem.Acquire(ctx, 1); err != nil {
+		return nil, false
+	}
+	return func() { s.sem.Release(1) }, true
+}
+
+// acquire takes a slot and, for a large body, room in the budget, waiting
+// for both together at most wait; ok is false with the reason when there
+// was not room in time.
+func (l *limits) acquire(ctx context.Context, length int64, wait time.Duration) (release func(), shed shedReason, ok bool) {
+	if l == nil {
+		return func() {}, "", true
+	}
+	deadline := time.Now().Add(wait)
+	releaseSlot, ok := l.slots.acquire(ctx, wait)
+	if !ok {
+		return nil, shedBusy, false
+	}
+	releaseLarge, ok := l.large.acquire(ctx, length, time.Until(deadline))
+	if !ok {
+		releaseSlot()
+		return nil, shedLarge, false
+	}
+	return func() { releaseLarge(); releaseSlot() }, "", true
+}
+
+// shedReason says which bound a request found no room in.
+type shedReason string
+
+const (
+	shedBusy  shedReason = "busy"
+	shedLarge shedReason = "large"
 )
 
 // largeRequests bounds the bytes of large request bodies being handled at
@@ -68,21 +140,21 @@ func (l *largeRequests) acquire(ctx context.Context, length int64, wait time.Dur
 	return func() { l.sem.Release(n) }, true
 }
 
-// largeRequestWait is half the time the API server gives the webhook (the
+// admissionWait is half the time the API server gives the webhook (the
 // timeout parameter it adds to the URL), so that a request which waited is
 // still answered in time.
-func largeRequestWait(r *http.Request) time.Duration {
+func admissionWait(r *http.Request) time.Duration {
 	if d, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && d > 0 {
 		return d / 2
 	}
-	return defaultLargeRequestWait
+	return defaultAdmissionWait
 }
 
-// shed answers a large request that found no room: allowed, unchanged, with a
-// warning, without decoding the objects. Only the request's UID is read,
-// token by token, and the rest of the body is drained so that the connection
-// can be reused.
-func (rh *reviewHandler) shed(w http.ResponseWriter, r *http.Request) {
+// shed answers a request that found no room (a slot, or room in the
+// large-request budget): allowed, unchanged, with a warning, without decoding
+// the objects. Only the request's UID is read, token by token, and the rest
+// of the body is drained so that the connection can be reused.
+func (rh *reviewHandler) shed(w http.ResponseWriter, r *http.Request, why shedReason) {
 	body := http.MaxBytesReader(w, r.Body, MaxRequestBytes)
 	uid, err := reviewUID(body)
 	if _, drainErr := io.Copy(io.Discard, body); drainErr != nil {
@@ -96,18 +168,28 @@ func (rh *reviewHandler) shed(w http.ResponseWriter, r *http.Request) {
 		rh.fail(w, http.StatusBadRequest, fmt.Errorf("decoding the AdmissionReview: %w", err))
 		return
 	}
-	largeRequestsShedTotal.WithLabelValues(rh.kind).Inc()
-	size := "of unknown size"
-	if r.ContentLength >= 0 {
-		size = mebibytes(r.ContentLength)
+	var warning string
+	switch why {
+	case shedLarge:
+		largeRequestsShedTotal.WithLabelValues(rh.kind).Inc()
+		size := "of unknown size"
+		if r.ContentLength >= 0 {
+			size = mebibytes(r.ContentLength)
+		}
+		logf.Log.WithName("large-requests").Info("admitted unchanged, without the injection: the large-request budget had no room in time",
+			"kind", rh.kind, "uid", uid, "size", size, "budget", mebibytes(rh.limits.large.budget))
+		warning = fmt.Sprintf("ha-injector: a large request (%s) found %s of large requests already in progress; admitted unchanged, without the injection",
+			size, mebibytes(rh.limits.large.budget))
+	default:
+		concurrentRequestsShedTotal.WithLabelValues(rh.kind).Inc()
+		logf.Log.WithName("concurrency").Info("admitted unchanged, without the injection: every admission slot stayed taken (--max-concurrent-admissions)",
+			"kind", rh.kind, "uid", uid)
+		warning = "ha-injector: too many admissions in progress (--max-concurrent-admissions); admitted unchanged, without the injection"
 	}
-	logf.Log.WithName("large-requests").Info("admitted unchanged, without the injection: the large-request budget had no room in time",
-		"kind", rh.kind, "uid", uid, "size", size, "budget", mebibytes(rh.large.budget))
 	writeReview(w, http.StatusOK, admissionv1.AdmissionReview{Response: &admissionv1.AdmissionResponse{
-		UID:     uid,
-		Allowed: true,
-		Warnings: []string{fmt.Sprintf("ha-injector: a large request (%s) found %s of large requests already in progress; admitted unchanged, without the injection",
-			size, mebibytes(rh.large.budget))},
+		UID:      uid,
+		Allowed:  true,
+		Warnings: []string{warning},
 	}})
 }
 

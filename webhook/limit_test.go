@@ -44,7 +44,7 @@ func reviewOfSize(uid string, size int) string {
 func TestLargeRequestsShareABudgetAndTheRestAreAdmittedUnchanged(t *testing.T) {
 	g := &gatedHandler{entered: make(chan types.UID, 8), gate: make(chan struct{})}
 	// Room for one request of 2 MiB.
-	h := newReviewHandler(g, "Pod", newLargeRequests(3<<20))
+	h := newReviewHandler(g, "Pod", &limits{large: newLargeRequests(3 << 20)})
 	shed := largeRequestsShedTotal.WithLabelValues("Pod")
 	before := testutil.ToFloat64(shed)
 
@@ -93,7 +93,7 @@ func TestLargeRequestsShareABudgetAndTheRestAreAdmittedUnchanged(t *testing.T) {
 
 func TestLargeRequestWaitsForRoom(t *testing.T) {
 	g := &gatedHandler{entered: make(chan types.UID, 8), gate: make(chan struct{})}
-	h := newReviewHandler(g, "Pod", newLargeRequests(3<<20))
+	h := newReviewHandler(g, "Pod", &limits{large: newLargeRequests(3 << 20)})
 	first := make(chan *httptest.ResponseRecorder, 1)
 	go func() { first <- serve(h, newRequest(http.MethodPost, reviewOfSize("first", 2<<20))) }()
 	require.Equal(t, types.UID("first"), <-g.entered)
@@ -115,7 +115,7 @@ func TestLargeRequestWaitsForRoom(t *testing.T) {
 
 func TestShedRequestsAreStillChecked(t *testing.T) {
 	g := &gatedHandler{entered: make(chan types.UID, 1), gate: make(chan struct{})}
-	h := newReviewHandler(g, "Pod", newLargeRequests(3<<20))
+	h := newReviewHandler(g, "Pod", &limits{large: newLargeRequests(3 << 20)})
 	done := make(chan struct{})
 	go func() { serve(h, newRequest(http.MethodPost, reviewOfSize("first", 2<<20))); close(done) }()
 	<-g.entered
@@ -180,4 +180,78 @@ func TestMaxRequestBytesHoldsTheLargestUpdate(t *testing.T) {
 	require.NoError(t, err)
 	assert.LessOrEqual(t, len(body), MaxRequestBytes)
 	assert.Greater(t, len(body)+64<<10, MaxRequestBytes, "and not much more")
+}
+
+// TestAdmissionsBeyondTheBoundWaitThenAreAdmittedUnchanged: with every slot
+// taken, a request of any size waits up to half its timeout, then is allowed
+// unchanged with a warning and counted; a slot freed in time lets it in.
+func TestAdmissionsBeyondTheBoundWaitThenAreAdmittedUnchanged(t *testing.T) {
+	g := &gatedHandler{entered: make(chan types.UID, 8), gate: make(chan struct{})}
+	h := newReviewHandler(g, "Pod", &limits{slots: newSlots(2), large: newLargeRequests(16 << 20)})
+	shed := concurrentRequestsShedTotal.WithLabelValues("Pod")
+	before := testutil.ToFloat64(shed)
+
+	held := make(chan *httptest.ResponseRecorder, 2)
+	for _, uid := range []string{"first", "second"} {
+		go func() { held <- serve(h, newRequest(http.MethodPost, reviewOfSize(uid, 1000))) }()
+		<-g.entered
+	}
+
+	req := newRequest(http.MethodPost, reviewOfSize("third", 1000))
+	req.URL.RawQuery = "timeout=200ms"
+	start := time.Now()
+	rec := serve(h, req)
+	waited := time.Since(start)
+	assert.GreaterOrEqual(t, waited, 100*time.Millisecond, "it waited for a slot")
+	assert.Less(t, waited, 2*time.Second, "half the API server's timeout, not the default wait")
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	resp := decodeResponse(t, rec)
+	assert.Equal(t, types.UID("third"), resp.UID)
+	assert.True(t, resp.Allowed)
+	assert.Empty(t, resp.Patch)
+	assert.Equal(t, []string{"ha-injector: too many admissions in progress (--max-concurrent-admissions); admitted unchanged, without the injection"}, resp.Warnings)
+	assert.Equal(t, before+1, testutil.ToFloat64(shed))
+
+	// One that waits while a slot comes free is handled.
+	fourth := make(chan *httptest.ResponseRecorder, 1)
+	go func() { fourth <- serve(h, newRequest(http.MethodPost, reviewOfSize("fourth", 1000))) }()
+	select {
+	case uid := <-g.entered:
+		t.Fatalf("%s reached the handler while every slot was taken", uid)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(g.gate)
+	assert.Equal(t, types.UID("fourth"), <-g.entered)
+	for range 2 {
+		assert.Equal(t, "handled", decodeResponse(t, <-held).Result.Message)
+	}
+	assert.Equal(t, "handled", decodeResponse(t, <-fourth).Result.Message)
+	assert.Equal(t, before+1, testutil.ToFloat64(shed))
+}
+
+// TestALargeRequestHoldsItsSlotOnlyWhileHandled: a large request that found a
+// slot but no room in the budget gives the slot back.
+func TestALargeRequestHoldsItsSlotOnlyWhileHandled(t *testing.T) {
+	g := &gatedHandler{entered: make(chan types.UID, 8), gate: make(chan struct{})}
+	h := newReviewHandler(g, "Pod", &limits{slots: newSlots(2), large: newLargeRequests(3 << 20)})
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() { first <- serve(h, newRequest(http.MethodPost, reviewOfSize("first", 2<<20))) }()
+	<-g.entered
+
+	req := newRequest(http.MethodPost, reviewOfSize("large", 2<<20))
+	req.URL.RawQuery = "timeout=100ms"
+	assert.Contains(t, decodeResponse(t, serve(h, req)).Warnings[0], "a large request")
+
+	// Its slot is free again: a small request gets in at once.
+	small := make(chan *httptest.ResponseRecorder, 1)
+	go func() { small <- serve(h, newRequest(http.MethodPost, reviewOfSize("small", 1000))) }()
+	select {
+	case uid := <-g.entered:
+		assert.Equal(t, types.UID("small"), uid)
+	case <-time.After(time.Second):
+		t.Fatal("the shed large request kept its slot")
+	}
+	close(g.gate)
+	assert.Equal(t, "handled", decodeResponse(t, <-first).Result.Message)
+	assert.Equal(t, "handled", decodeResponse(t, <-small).Result.Message)
 }

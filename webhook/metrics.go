@@ -40,8 +40,13 @@ var (
 
 	fallbacksTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ha_injector_fallbacks_total",
-		Help: "Times the policy could not be applied as written, by kind and reason (pod-security: sysctls moved or dropped; downgrade: Required anti-affinity made Preferred).",
+		Help: "Times the policy could not be applied as written, by kind and reason (pod-security: sysctls moved or dropped, or a template's privileged init container removed; downgrade: Required anti-affinity made Preferred; invalid-policy: the HAPolicy breaks a rule of the CRD, nothing applied; image-not-allowed: no init container from an image the installation does not allow; not-namespaced: a sysctl that would change the node not set).",
 	}, []string{"kind", "reason"})
+
+	concurrentRequestsShedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ha_injector_concurrent_requests_shed_total",
+		Help: "Requests admitted unchanged, without the injection, because every admission slot (--max-concurrent-admissions) stayed taken for half the API server's timeout, by kind.",
+	}, []string{"kind"})
 
 	largeRequestsShedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ha_injector_large_requests_shed_total",
@@ -50,5 +55,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(admissionsTotal, injectionsTotal, fallbacksTotal, largeRequestsShedTotal)
+	metrics.Registry.MustRegister(admissionsTotal, injectionsTotal, fallbacksTotal, largeRequestsShedTotal, concurrentRequestsShedTotal)
 }

@@ -1,13 +1,16 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -42,6 +45,9 @@ type Mutator struct {
 	APIReader client.Reader
 	// SysctlImage is the installation's image of the ha-sysctl init container.
 	SysctlImage string
+	// AllowedSysctlImages are the images a policy may name for it (nil:
+	// SysctlImage alone).
+	AllowedSysctlImages []string
 	// PodSecurity is the cluster's Pod Security default, resolved (never auto).
 	PodSecurity policies.PodSecurityDefault
 	// ReplicaSets, when set, holds the facts of every ReplicaSet; a miss is
@@ -67,6 +73,10 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 		}
 	}()
 
+	if why, ok := m.admits(req); !ok {
+		admissionsTotal.WithLabelValues(string(m.Kind), "", string(OutcomeSkipped)).Inc()
+		return admission.Allowed(why)
+	}
 	ns, err := m.namespace(ctx, req.Namespace)
 	if err != nil {
 		log.Error(err, "reading the namespace")
@@ -101,16 +111,36 @@ func (m *Mutator) Handle(ctx context.Context, req admission.Request) (resp admis
 	return m.answer(log, req, obj, policy, policyName, mutation, jsonPatch)
 }
 
+// admits reports whether the request is one the handler injects into: a Pod
+// CREATE, or a Deployment CREATE or UPDATE, on the object itself. Anything
+// else (a status or ephemeralcontainers update, a DELETE, a scale) is allowed
+// untouched: an injection patch there would be refused by the API server and
+// fail the user's request. The chart's rules send only those; one edited rule
+// must not break a cluster.
+func (m *Mutator) admits(req admission.Request) (string, bool) {
+	if req.SubResource != "" {
+		return fmt.Sprintf("subresource %s of a %s: nothing to inject", req.SubResource, m.Kind), false
+	}
+	switch {
+	case req.Operation == admissionv1.Create:
+		return "", true
+	case req.Operation == admissionv1.Update && m.Kind == policies.KindDeployment:
+		return "", true
+	}
+	return fmt.Sprintf("%s of a %s: nothing to inject", req.Operation, m.Kind), false
+}
+
 // engineContext gathers what the engine needs besides the object: the
 // namespace, the policy (nil: the namespace no longer opts in), a Pod's
 // owner, a Deployment UPDATE's stored template (and, for a rollback, its
 // ReplicaSets' templates), and the cluster facts the policy needs.
 func (m *Mutator) engineContext(ctx context.Context, log logr.Logger, req admission.Request, ns *metav1.PartialObjectMetadata, policy *v1alpha1.HAPolicy, obj runtime.Object) (policies.Context, error) {
 	pctx := policies.Context{
-		Policy:      policy,
-		Namespace:   policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
-		SysctlImage: m.SysctlImage,
-		NotOptedIn:  policy == nil,
+		Policy:              policy,
+		Namespace:           policies.Namespace{Name: req.Namespace, Labels: ns.Labels},
+		SysctlImage:         m.SysctlImage,
+		AllowedSysctlImages: m.AllowedSysctlImages,
+		NotOptedIn:          policy == nil,
 	}
 	switch o := obj.(type) {
 	case *corev1.Pod:
@@ -138,6 +168,11 @@ func (m *Mutator) answer(log logr.Logger, req admission.Request, obj runtime.Obj
 	var warnings []string
 	if !madeByController(obj) {
 		warnings = warningsFor(mutation.Decisions)
+	}
+	// What could not be applied as written reaches the log even when no one
+	// sees a warning (a controller's pods): it is why a pod lacks something.
+	if fallbacks := fallbackLines(mutation.Decisions); len(fallbacks) > 0 {
+		log.Info("policy not applied as written", "outcome", outcome, "decisions", fallbacks, "warned", len(warnings) > 0)
 	}
 	if log.V(1).Enabled() {
 		lines := make([]string, len(mutation.Decisions))
@@ -208,10 +243,17 @@ func (m *Mutator) cluster(ctx context.Context, log logr.Logger, policy *v1alpha1
 // index, one uncached read for a ReplicaSet created a moment ago). The
 // Deployment controller copies the Deployment's annotations onto it, with the
 // desired replica count, so the Pod webhook can honour a Deployment's opt-out
-// and minReplicas. Anything else, or a lookup that fails, gives nil: unknown.
+// and minReplicas. A StatefulSet gives its replica count. Anything else, or a
+// lookup that fails, gives nil: unknown.
 func (m *Mutator) owner(ctx context.Context, log logr.Logger, namespace string, pod *corev1.Pod) *policies.Owner {
 	ref := metav1.GetControllerOf(pod)
-	if ref == nil || ref.Kind != "ReplicaSet" || !strings.HasPrefix(ref.APIVersion, "apps/") {
+	if ref == nil || !strings.HasPrefix(ref.APIVersion, "apps/") {
+		return nil
+	}
+	if ref.Kind == "StatefulSet" {
+		return m.statefulSet(ctx, log, namespace, ref.Name)
+	}
+	if ref.Kind != "ReplicaSet" {
 		return nil
 	}
 	facts, err := m.replicaSet(ctx, namespace, ref.Name)
@@ -227,6 +269,18 @@ func (m *Mutator) owner(ctx context.Context, log logr.Logger, namespace string, 
 		owner.Replicas = ptr.To(facts.replicas)
 	}
 	return owner
+}
+
+// statefulSet reads the replica count of a Pod's StatefulSet, from the cache
+// (one uncached read for one created a moment ago); nil when it cannot.
+func (m *Mutator) statefulSet(ctx context.Context, log logr.Logger, namespace, name string) *policies.Owner {
+	s := &appsv1.StatefulSet{}
+	if err := getWithFallback(ctx, m.Cache, m.APIReader, types.NamespacedName{Namespace: namespace, Name: name}, s); err != nil {
+		log.V(1).Info("owner StatefulSet not found; its replica count is unknown", "statefulSet", name, "error", err.Error())
+		return nil
+	}
+	// Unset means 1, as the API server defaults it.
+	return &policies.Owner{Kind: "StatefulSet", Name: name, Replicas: ptr.To(ptr.Deref(s.Spec.Replicas, 1))}
 }
 
 func (m *Mutator) replicaSet(ctx context.Context, namespace, name string) (replicaSetFacts, error) {
@@ -283,6 +337,20 @@ func (m *Mutator) resolvePolicy(ctx context.Context, req admission.Request, obj 
 		resp := m.failOpen(policyName, warning)
 		return nil, &resp
 	}
+	if err := policies.PolicyError(policy); err != nil {
+		// Stored under an older CRD, or never checked: nothing of it is
+		// applied. It is treated as a policy that cannot be read.
+		log.Error(err, "refusing the HAPolicy", "policy", policyName)
+		fallbacksTotal.WithLabelValues(string(m.Kind), string(policies.FallbackInvalidPolicy)).Inc()
+		warning := fmt.Sprintf("admitted unchanged (ha-injector doctor lists every rule): %s", policySummary(err))
+		if d, ok := obj.(*appsv1.Deployment); ok {
+			if resp, kept := m.keepStored(ctx, req, d, policyName, warning); kept {
+				return nil, &resp
+			}
+		}
+		resp := m.failOpen(policyName, warning)
+		return nil, &resp
+	}
 	// The policy is the cache's own (read only): the engine defaults a copy,
 	// once per version, for a policy written before a field existed.
 	return policy, nil
@@ -332,9 +400,8 @@ func buildPatch(req admission.Request, obj runtime.Object, mutation *policies.Mu
 }
 
 // update fills what the engine needs on a Deployment UPDATE: the stored pod
-// template and, only when the update changes it (rare), the templates of the
-// Deployment's ReplicaSets, read from the API server (not cached: ReplicaSet
-// templates are large and only a rollback needs them).
+// template and, only when the update changes it, the templates of the
+// Deployment's ReplicaSets that it could be rolling back to.
 func (m *Mutator) update(ctx context.Context, req admission.Request, d *appsv1.Deployment, pctx *policies.Context) error {
 	old, err := oldDeployment(req)
 	if err != nil || old == nil {
@@ -344,16 +411,98 @@ func (m *Mutator) update(ctx context.Context, req admission.Request, d *appsv1.D
 	if !pctx.Update.TemplateChanged || m.APIReader == nil || old.UID == "" {
 		return nil
 	}
-	list := &appsv1.ReplicaSetList{}
-	if err := m.APIReader.List(ctx, list, client.InNamespace(req.Namespace)); err != nil {
-		return err
+	pctx.Update.Revisions, err = m.rollbackCandidates(ctx, req.Namespace, old, &d.Spec.Template)
+	return err
+}
+
+// defaultRevisionHistoryLimit is the API server's default of a Deployment's
+// spec.revisionHistoryLimit.
+const defaultRevisionHistoryLimit = 10
+
+// rollbackCandidates returns the templates of the Deployment's ReplicaSets
+// that tmpl could be a rollback to (what `kubectl rollout undo` sends is a
+// ReplicaSet's template without its pod-template-hash label). Every template
+// change of every Deployment comes here, so it reads as little as it can:
+// the Deployment's own ReplicaSets from the metadata index (its controller
+// reference), then in full, newest first, only those whose labels are tmpl's
+// and at most revisionHistoryLimit + 1 of them (the Deployment controller
+// keeps no more), each with a read of its own from the API server's watch
+// cache: a ReplicaSet's template is large and only this reads it.
+func (m *Mutator) rollbackCandidates(ctx context.Context, namespace string, d *appsv1.Deployment, tmpl *corev1.PodTemplateSpec) ([]corev1.PodTemplateSpec, error) {
+	owned, err := m.ownedReplicaSets(ctx, namespace, d)
+	if err != nil {
+		return nil, err
 	}
-	for _, rs := range list.Items {
-		if ref := metav1.GetControllerOfNoCopy(&rs); ref != nil && ref.UID == old.UID {
-			pctx.Update.Revisions = append(pctx.Update.Revisions, rs.Spec.Template)
+	slices.SortFunc(owned, func(a, b ownedReplicaSet) int { return cmp.Compare(b.revision, a.revision) })
+	limit := int(ptr.Deref(d.Spec.RevisionHistoryLimit, defaultRevisionHistoryLimit)) + 1
+	want := templateLabelsHash(tmpl.Labels)
+	var names []string
+	for i, rs := range owned {
+		if i < limit && rs.labels == want {
+			names = append(names, rs.name)
 		}
 	}
-	return nil
+	// A few at a time: each is one round trip to the API server.
+	templates := make([]*corev1.PodTemplateSpec, len(names))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(rollbackReads)
+	for i, name := range names {
+		g.Go(func() error {
+			full := &appsv1.ReplicaSet{}
+			switch err := m.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, full, fromWatchCache); {
+			case apierrors.IsNotFound(err):
+				return nil
+			case err != nil:
+				return err
+			}
+			templates[i] = &full.Spec.Template
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := make([]corev1.PodTemplateSpec, 0, len(templates))
+	for _, t := range templates {
+		if t != nil {
+			out = append(out, *t)
+		}
+	}
+	return out, nil
+}
+
+// rollbackReads is how many ReplicaSets rollbackCandidates reads at once.
+const rollbackReads = 4
+
+// fromWatchCache reads an object as the API server's watch cache holds it
+// (resourceVersion "0"), without a quorum read of etcd: a ReplicaSet a rollback
+// returns to is an old one, and its template does not change.
+var fromWatchCache = &client.GetOptions{Raw: &metav1.GetOptions{ResourceVersion: "0"}}
+
+// ownedReplicaSets lists, as metadata, the ReplicaSets whose controller is d:
+// from the ReplicaSets index, or else from the cache (those that match d's
+// selector).
+func (m *Mutator) ownedReplicaSets(ctx context.Context, namespace string, d *appsv1.Deployment) ([]ownedReplicaSet, error) {
+	if m.ReplicaSets != nil {
+		return m.ReplicaSets.owned(d.UID), nil
+	}
+	selector, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSetList"))
+	if err := m.Cache.List(ctx, list, client.InNamespace(namespace), client.MatchingLabelsSelector{Selector: selector}); err != nil {
+		return nil, err
+	}
+	var owned []ownedReplicaSet
+	for i := range list.Items {
+		if ref := metav1.GetControllerOfNoCopy(&list.Items[i]); ref != nil && ref.UID == d.UID {
+			_, f, _ := factsOf(&list.Items[i])
+			owned = append(owned, ownedReplicaSet{name: list.Items[i].Name, replicaSetFacts: f})
+		}
+	}
+	return owned, nil
 }
 
 // oldDeployment decodes the stored Deployment of an UPDATE; nil for any other request.
@@ -431,13 +580,14 @@ func outcomeOf(policy *v1alpha1.HAPolicy, m *policies.Mutation, jsonPatch []byte
 	return OutcomeUnchanged
 }
 
+// count counts the admission, the features injected and, whatever the
+// outcome (an Audit policy's included), each kind of fallback once.
 func (m *Mutator) count(policy string, outcome Outcome, decisions []policies.Decision) {
 	admissionsTotal.WithLabelValues(string(m.Kind), policy, string(outcome)).Inc()
-	if outcome != OutcomeMutated {
-		return
-	}
-	for _, f := range policies.AppliedFeatures(decisions) {
-		injectionsTotal.WithLabelValues(string(m.Kind), string(f)).Inc()
+	if outcome == OutcomeMutated {
+		for _, f := range policies.AppliedFeatures(decisions) {
+			injectionsTotal.WithLabelValues(string(m.Kind), string(f)).Inc()
+		}
 	}
 	seen := map[policies.Fallback]bool{}
 	for _, d := range decisions {
@@ -446,6 +596,27 @@ func (m *Mutator) count(policy string, outcome Outcome, decisions []policies.Dec
 			fallbacksTotal.WithLabelValues(string(m.Kind), string(d.Fallback)).Inc()
 		}
 	}
+}
+
+// policySummary is a one-line account of why a policy is refused.
+func policySummary(err error) string {
+	var invalid *policies.InvalidPolicyError
+	if errors.As(err, &invalid) {
+		return invalid.Summary()
+	}
+	return err.Error()
+}
+
+// fallbackLines are the decisions that say the policy was not applied as
+// written.
+func fallbackLines(decisions []policies.Decision) []string {
+	var lines []string
+	for _, d := range decisions {
+		if d.Fallback != "" {
+			lines = append(lines, d.String())
+		}
+	}
+	return lines
 }
 
 // madeByController reports whether a controller (a ReplicaSet, a Job...)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -81,8 +82,15 @@ func TestMetricsCountOutcomesInjectionsAndFallbacks(t *testing.T) {
 	psa := fallbacksTotal.WithLabelValues("Pod", "pod-security")
 	skipped := admissionsTotal.WithLabelValues("Pod", "default", "skipped")
 	unchanged := admissionsTotal.WithLabelValues("Pod", "default", "unchanged")
-	before := []float64{testutil.ToFloat64(mutated), testutil.ToFloat64(injected), testutil.ToFloat64(downgrades),
-		testutil.ToFloat64(audits), testutil.ToFloat64(psa), testutil.ToFloat64(skipped), testutil.ToFloat64(unchanged)}
+	invalid := fallbacksTotal.WithLabelValues("Pod", "invalid-policy")
+	invalidErrors := admissionsTotal.WithLabelValues("Pod", "broken", "error")
+	image := fallbacksTotal.WithLabelValues("Pod", "image-not-allowed")
+	podDowngrades := fallbacksTotal.WithLabelValues("Pod", "downgrade")
+	counters := []prometheus.Collector{mutated, injected, downgrades, audits, psa, skipped, unchanged, invalid, invalidErrors, image, podDowngrades}
+	before := make([]float64, len(counters))
+	for i, c := range counters {
+		before[i] = testutil.ToFloat64(c)
+	}
 
 	for file, kind := range map[string]policies.Kind{
 		"testdata/deployment-required-downgraded.json": policies.KindDeployment,
@@ -90,16 +98,18 @@ func TestMetricsCountOutcomesInjectionsAndFallbacks(t *testing.T) {
 		"testdata/pod-psa-baseline.json":               policies.KindPod,
 		"testdata/pod-daemonset.json":                  policies.KindPod,
 		"testdata/pod-already-compliant.json":          policies.KindPod,
+		"testdata/pod-invalid-policy.json":             policies.KindPod,
+		"testdata/pod-image-not-allowed.json":          policies.KindPod,
+		// Made by a controller, so no warning: still counted.
+		"testdata/pod-required-job.json": policies.KindPod,
 	} {
 		body, err := os.ReadFile(file)
 		require.NoError(t, err)
 		require.Equal(t, http.StatusOK, post(handlers[kind], body).Code)
 	}
 
-	after := []float64{testutil.ToFloat64(mutated), testutil.ToFloat64(injected), testutil.ToFloat64(downgrades),
-		testutil.ToFloat64(audits), testutil.ToFloat64(psa), testutil.ToFloat64(skipped), testutil.ToFloat64(unchanged)}
-	for i := range before {
-		assert.Equal(t, before[i]+1, after[i], "counter %d", i)
+	for i, c := range counters {
+		assert.Equal(t, before[i]+1, testutil.ToFloat64(c), "counter %d", i)
 	}
 }
 

@@ -32,27 +32,28 @@ const MaxRequestBytes = 2*maxObjectBytes + 64<<10
 // is wrong, and passes well-formed requests to admission.Webhook.Handle,
 // which completes the response (UID, patch type) and recovers panics.
 //
-// Bodies over LargeRequestBytes share the large-request budget: one that
-// finds no room in time is admitted unchanged with a warning (shed).
+// Requests take one of a bounded number of slots, and bodies over
+// LargeRequestBytes share the large-request budget: one that finds no room in
+// time is admitted unchanged with a warning (shed).
 type reviewHandler struct {
 	webhook *admission.Webhook
 	kind    string
-	large   *largeRequests
+	limits  *limits
 }
 
 var _ http.Handler = &reviewHandler{}
 
-// newReviewHandler serves h for kind (the label of its metrics), with large
-// as the large-request budget (nil: none).
-func newReviewHandler(h admission.Handler, kind string, large *largeRequests) *reviewHandler {
-	return &reviewHandler{webhook: &admission.Webhook{Handler: h}, kind: kind, large: large}
+// newReviewHandler serves h for kind (the label of its metrics), within
+// limits, shared with the other handler (nil: none).
+func newReviewHandler(h admission.Handler, kind string, limits *limits) *reviewHandler {
+	return &reviewHandler{webhook: &admission.Webhook{Handler: h}, kind: kind, limits: limits}
 }
 
 func (rh *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost && r.ContentLength <= MaxRequestBytes {
-		release, ok := rh.large.acquire(r.Context(), r.ContentLength, largeRequestWait(r))
+		release, why, ok := rh.limits.acquire(r.Context(), r.ContentLength, admissionWait(r))
 		if !ok {
-			rh.shed(w, r)
+			rh.shed(w, r, why)
 			return
 		}
 		defer release()

@@ -177,16 +177,17 @@ func metricsOptions(cfg Config) metricsserver.Options {
 
 // registerHandlers serves both mutators on server.
 func registerHandlers(mgr manager.Manager, server crwebhook.Server, d *drain, cfg Config, replicaSets *replicaSets) {
-	large := newLargeRequests(cfg.LargeRequestBudget)
+	limits := &limits{large: newLargeRequests(cfg.LargeRequestBudget), slots: newSlots(cfg.MaxConcurrentAdmissions)}
 	for path, kind := range map[string]policies.Kind{PodPath: policies.KindPod, DeploymentPath: policies.KindDeployment} {
 		server.Register(path, d.closeWhileDraining(newReviewHandler(&Mutator{
-			Kind:        kind,
-			Cache:       mgr.GetClient(),
-			APIReader:   mgr.GetAPIReader(),
-			SysctlImage: cfg.SysctlImage,
-			PodSecurity: policies.PodSecurityDefault{Level: cfg.PodSecurityDefaultLevel, Version: cfg.PodSecurityDefaultVersion},
-			ReplicaSets: replicaSets,
-		}, string(kind), large)))
+			Kind:                kind,
+			Cache:               mgr.GetClient(),
+			APIReader:           mgr.GetAPIReader(),
+			SysctlImage:         cfg.SysctlImage,
+			AllowedSysctlImages: cfg.AllowedSysctlImages,
+			PodSecurity:         policies.PodSecurityDefault{Level: cfg.PodSecurityDefaultLevel, Version: cfg.PodSecurityDefaultVersion},
+			ReplicaSets:         replicaSets,
+		}, string(kind), limits)))
 	}
 }
 

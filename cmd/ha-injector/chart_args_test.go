@@ -32,8 +32,9 @@ func TestServeAcceptsTheChartsArguments(t *testing.T) {
 	require.NoError(t, kp.WriteFiles(certDir, "tls.crt", "tls.key"))
 
 	for name, values := range map[string]map[string]any{
-		"certManager": nil,
-		"selfManaged": {"certManager": map[string]any{"enabled": false}, "certs": map[string]any{"mode": "selfManaged"}},
+		"certManager":   nil,
+		"allowedImages": {"sysctlImage": map[string]any{"allowed": []any{"registry.example/busybox", "mirror.example/tools:1.2"}}},
+		"selfManaged":   {"certManager": map[string]any{"enabled": false}, "certs": map[string]any{"mode": "selfManaged"}},
 		"provided": {"certManager": map[string]any{"enabled": false}, "certs": map[string]any{"mode": "provided",
 			"provided": map[string]any{"secretName": "mine", "caBundle": "dW51c2Vk"}}},
 	} {
@@ -62,6 +63,12 @@ func TestServeAcceptsTheChartsArguments(t *testing.T) {
 			assert.Equal(t, 10*time.Second, cfg.GracefulShutdownTimeout)
 			assert.Equal(t, 5*time.Second, cfg.ShutdownDelay)
 			assert.Equal(t, int64(webhook.DefaultLargeRequestBudget), cfg.LargeRequestBudget, "the chart's default is serve's")
+			assert.Equal(t, webhook.DefaultMaxConcurrentAdmissions, cfg.MaxConcurrentAdmissions, "the chart's default is serve's")
+			if name == "allowedImages" {
+				assert.Equal(t, []string{"registry.example/busybox", "mirror.example/tools:1.2"}, cfg.AllowedSysctlImages)
+			} else {
+				assert.Empty(t, cfg.AllowedSysctlImages, "by default only --sysctl-image")
+			}
 			assert.Equal(t, float32(-1), cfg.RestConfig.QPS, "no client-side rate limit")
 			assert.Greater(t, time.Duration(*dep.Spec.Template.Spec.TerminationGracePeriodSeconds)*time.Second, cfg.ShutdownDelay+cfg.GracefulShutdownTimeout,
 				"the kubelet waits longer than serve takes to drain and stop")

@@ -29,6 +29,7 @@ type previewConfig struct {
 	output          string
 	topologyDomains int
 	sysctlImage     string
+	allowedImages   []string
 	podSecurity     policies.PodSecurityDefault
 	// cluster: the context of each document is read from the cluster (preview_cluster.go).
 	cluster          bool
@@ -95,6 +96,7 @@ reached.`,
 	f.StringVarP(&cfg.output, "output", "o", "yaml", "output format: yaml or json")
 	f.IntVar(&cfg.topologyDomains, "topology-domains", -1, "number of schedulable domains of the policy's topology key (nodes, for kubernetes.io/hostname); Required anti-affinity is downgraded when a Deployment has more replicas (default: unknown, never downgrade)")
 	f.StringVar(&cfg.sysctlImage, "sysctl-image", cfg.sysctlImage, "image of the ha-sysctl init container for a policy that names none, as serve --sysctl-image (default: ha-injector's image at this binary's version)")
+	f.StringSliceVar(&cfg.allowedImages, "allowed-sysctl-images", nil, "images a policy may name for the ha-sysctl init container, as serve --allowed-sysctl-images (default: --sysctl-image alone)")
 	addPodSecurityFlags(f, &cfg.podSecurity.Level, &cfg.podSecurity.Version, false)
 	f.BoolVar(&cfg.cluster, "cluster", false, "read the namespace's labels, its HAPolicy, the number of topology domains and the webhook's --sysctl-image and --pod-security-default-* from the cluster of the kubeconfig (read-only) instead of the flags; a namespace or policy not found, or ha-injector not installed, exits 2, an unreachable cluster 3")
 	f.StringVarP(&cfg.namespace, "namespace", "n", "", "with --cluster: namespace the documents are created in, for every document (default: each document's metadata.namespace)")
@@ -112,6 +114,11 @@ func (c previewConfig) validate() error {
 	}
 	if !v1alpha1.ValidImage(c.sysctlImage) {
 		return fmt.Errorf("--sysctl-image must be an image reference without spaces, not %q", c.sysctlImage)
+	}
+	for _, image := range c.allowedImages {
+		if !v1alpha1.ValidImage(image) {
+			return fmt.Errorf("--allowed-sysctl-images: %q is not an image reference", image)
+		}
 	}
 	if c.policyFile == "-" {
 		return fmt.Errorf("--policy must name a file: stdin is for -f")
@@ -148,7 +155,7 @@ func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout,
 			return err
 		}
 	}
-	pctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}, SysctlImage: cfg.sysctlImage}
+	pctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}, SysctlImage: cfg.sysctlImage, AllowedSysctlImages: cfg.allowedImages}
 	pctx.Cluster.PodSecurity = cfg.podSecurity
 	if cfg.topologyDomains >= 0 {
 		pctx.Cluster.TopologyDomains = map[string]int{policy.Spec.AntiAffinity.TopologyKey: cfg.topologyDomains}

@@ -156,10 +156,11 @@ func (s *clusterSource) contextFor(ctx context.Context, d manifest.Document) (pc
 	}
 
 	pctx = policies.Context{
-		Policy:      ns.policy,
-		Namespace:   policies.Namespace{Name: namespace, Labels: ns.labels},
-		SysctlImage: s.sysctlImage,
-		NotOptedIn:  ns.policy == nil,
+		Policy:              ns.policy,
+		Namespace:           policies.Namespace{Name: namespace, Labels: ns.labels},
+		SysctlImage:         s.sysctlImage,
+		AllowedSysctlImages: s.install.Settings.AllowedSysctlImages,
+		NotOptedIn:          ns.policy == nil,
 	}
 	pctx.Cluster.PodSecurity = s.podSecurity
 	if ns.policy != nil {

@@ -135,7 +135,7 @@ metadata:
   labels:
     app: p
   annotations:
-    ha-injector.io/status: '{"v":1,"policy":"only-tolerations","hash":"7f513868","applied":["tolerations"],"skipped":{"antiAffinity":"disabled by the policy","sysctls":"disabled by the policy"},"tolerations":[{"key":"node.kubernetes.io/not-ready","seconds":60},{"key":"node.kubernetes.io/unreachable","seconds":30}]}'
+    ha-injector.io/status: '{"v":2,"policy":"only-tolerations","hash":"7f513868","applied":["tolerations"],"skipped":{"antiAffinity":"disabled by the policy","sysctls":"disabled by the policy"},"tolerations":[{"key":"node.kubernetes.io/not-ready","seconds":60},{"key":"node.kubernetes.io/unreachable","seconds":30}]}'
 spec:
   containers:
     - name: app
@@ -340,7 +340,7 @@ spec: {antiAffinity: {type: Required}}
 
 	r = runCLI(t, pod, "preview", "-f", "-", "--policy", two, "--policy-name", "strict")
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Contains(t, r.stderr, "Pod p: antiAffinity: applied: Required pod anti-affinity")
+	assert.Contains(t, r.stderr, "Pod p: antiAffinity: note: Required made Preferred", "the strict policy, on a pod whose replicas are unknown")
 
 	r = runCLI(t, pod, "preview", "-f", "-", "--policy", two, "--policy-name", "nope")
 	assert.Equal(t, 2, r.code)

@@ -167,6 +167,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) (*Report, error) {
 	d.checkCRD(ctx)
 	d.checkPolicies(ctx)
 	if d.checkWebhookConfiguration(ctx) {
+		d.checkPolicyImages()
 		d.checkServingCertificate(ctx)
 		d.checkCertManager(ctx)
 		d.checkDeployment(ctx)
@@ -175,6 +176,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) (*Report, error) {
 		d.probe(ctx)
 		d.checkSysctlFailures(ctx)
 		d.checkNodes(ctx)
+		d.checkPrivilegedTemplates(ctx)
 		d.checkWorkloads(ctx)
 	}
 	return &d.report, nil
@@ -258,11 +260,13 @@ func (d *doctor) checkPolicies(ctx context.Context) {
 		p := &list.Items[i]
 		d.policies[p.Name] = p
 		names = append(names, p.Name)
+		// The webhook's own check: the same Validate as the CRD and preview.
+		if err := policies.PolicyError(p); err != nil {
+			invalid = append(invalid, err.Error())
+			continue
+		}
 		defaulted := p.DeepCopy()
 		defaulted.Default()
-		if errs := defaulted.Validate(); len(errs) > 0 {
-			invalid = append(invalid, fmt.Sprintf("%s: %v", p.Name, errs.ToAggregate()))
-		}
 		if len(defaulted.Warnings()) > 0 {
 			zero = append(zero, p.Name)
 		}
@@ -270,14 +274,36 @@ func (d *doctor) checkPolicies(ctx context.Context) {
 	sort.Strings(names)
 	switch {
 	case len(invalid) > 0:
-		d.report.add(Check{Name: name, Status: Fail, Message: "invalid HAPolicies: " + strings.Join(invalid, "; "),
-			Fix: "fix them with kubectl edit hapolicy NAME: the webhook admits pods of their namespaces unchanged"})
+		d.report.add(Check{Name: name, Status: Fail, Message: strings.Join(invalid, "; "),
+			Fix: "fix them with kubectl edit hapolicy NAME (the webhook applies nothing of an invalid policy: the pods and Deployments of its namespaces are admitted unchanged, with a warning), and upgrade the CRD if it is older than the chart's (crds.upgrade)"})
 	case len(zero) > 0:
 		d.report.add(Check{Name: name, Status: Warn, Message: "a 0 s not-ready or unreachable toleration in " + strings.Join(zero, ", ") + ": their pods are evicted the moment a node is marked NotReady or unreachable, a container runtime restart included",
 			Fix: "use a few seconds at least (the default policy uses 30)"})
 	default:
 		d.report.add(Check{Name: name, Status: OK, Message: fmt.Sprintf("%d valid: %s", len(names), strings.Join(names, ", "))})
 	}
+}
+
+// checkPolicyImages: no valid HAPolicy names an image for the ha-sysctl init container
+// that the installation (serve --allowed-sysctl-images) does not allow.
+func (d *doctor) checkPolicyImages() {
+	const name = "policy-images"
+	allowed := d.allowedSysctlImages()
+	var images []string
+	for _, p := range d.policies {
+		image := p.Spec.Sysctls.Image
+		if image == "" || !enabled(p.Spec.Sysctls.Enabled) || policies.PolicyError(p) != nil || policies.SysctlImageAllowed(image, allowed) {
+			continue
+		}
+		images = append(images, fmt.Sprintf("%s (%s)", p.Name, image))
+	}
+	if len(images) == 0 {
+		return
+	}
+	sort.Strings(images)
+	d.report.add(Check{Name: name, Status: Warn,
+		Message: "HAPolicies naming an image the installation does not allow for the ha-sysctl init container, so their pods get no init container: " + strings.Join(images, ", "),
+		Fix:     "add the image to the chart's sysctlImage.allowed (serve --allowed-sysctl-images) if you trust it to run privileged in every pod of those namespaces, or remove spec.sysctls.image"})
 }
 
 // enabled reads an optional switch of a policy's spec: absent means on.

@@ -193,6 +193,42 @@ func (d *doctor) checkNodes(ctx context.Context) {
 	}
 }
 
+// checkPrivilegedTemplates: Deployments whose pod template still carries the privileged
+// ha-sysctl init container ha-injector injected, in namespaces whose Pod Security level
+// now rejects privileged containers (raised after the injection). The webhook removes it
+// from each new pod; the template keeps it until its next change.
+func (d *doctor) checkPrivilegedTemplates(ctx context.Context) {
+	const name = "privileged-templates"
+	ps := d.podSecurity()
+	var items []string
+	err := d.eachOptedIn(ctx, func() client.ObjectList { return &appsv1.DeploymentList{} }, func(l client.ObjectList) {
+		for i := range l.(*appsv1.DeploymentList).Items {
+			dep := &l.(*appsv1.DeploymentList).Items[i]
+			ns := d.isOptedIn(dep.Namespace)
+			if ns == nil || !policies.CarriesSysctlContainer(&dep.Spec.Template) ||
+				policies.PrivilegedAllowed(policies.Namespace{Name: ns.Name, Labels: ns.Labels}, ps) {
+				continue
+			}
+			items = append(items, dep.Namespace+"/Deployment "+dep.Name)
+		}
+	})
+	if err != nil {
+		d.report.add(cannotRead(name, "deployments", err))
+		return
+	}
+	if len(items) == 0 {
+		return
+	}
+	sort.Strings(items)
+	c := Check{Name: name, Status: Warn,
+		Message: fmt.Sprintf("%d Deployments carry the privileged %s init container in their pod template, in namespaces whose Pod Security level now rejects it: %s", len(items), policies.SysctlContainerName, listed(items)),
+		Fix:     "the webhook removes it from each new pod (with a warning and ha_injector_fallbacks_total{reason=\"pod-security\"}); restart them (kubectl -n NAMESPACE rollout restart deployment/NAME) to take it out of the template too"}
+	if d.opts.Workloads {
+		c.Items = items
+	}
+	d.report.add(c)
+}
+
 // checkWorkloads: the workloads of opted-in namespaces whose injection is not what the
 // current policy would give (not injected, injected from an older policy, or by other
 // cluster facts): a restart would change them. The webhook never restarts them itself.
@@ -347,6 +383,15 @@ func (d *doctor) podSecurity() policies.PodSecurityDefault {
 		ps.Level = level
 	}
 	return ps
+}
+
+// allowedSysctlImages is the webhook's --allowed-sysctl-images, or --sysctl-image
+// alone.
+func (d *doctor) allowedSysctlImages() []string {
+	if d.install != nil && d.install.Settings.AllowedSysctlImages != nil {
+		return d.install.Settings.AllowedSysctlImages
+	}
+	return []string{d.sysctlImage()}
 }
 
 // sysctlImage is the webhook's --sysctl-image.

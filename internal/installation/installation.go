@@ -70,6 +70,9 @@ type Installation struct {
 type Settings struct {
 	// SysctlImage is --sysctl-image.
 	SysctlImage string
+	// AllowedSysctlImages is --allowed-sysctl-images, every occurrence (nil when
+	// absent: --sysctl-image alone).
+	AllowedSysctlImages []string
 	// PodSecurity is --pod-security-default-level and -version ("auto" is kept as
 	// it is: the caller resolves it).
 	PodSecurity policies.PodSecurityDefault
@@ -197,8 +200,10 @@ func settingsOf(d *appsv1.Deployment) Settings {
 	if ctr == nil {
 		return s
 	}
-	args := flagValues(append(append([]string{}, ctr.Command...), ctr.Args...))
+	all := append(append([]string{}, ctr.Command...), ctr.Args...)
+	args := flagValues(all)
 	s.SysctlImage = args["sysctl-image"]
+	s.AllowedSysctlImages = flagList(all, "allowed-sysctl-images")
 	s.PodSecurity = policies.PodSecurityDefault{Level: args["pod-security-default-level"], Version: args["pod-security-default-version"]}
 	s.CertMode = args["cert-mode"]
 	s.CertSecret = args["cert-secret-name"]
@@ -213,6 +218,25 @@ func settingsOf(d *appsv1.Deployment) Settings {
 		}
 	}
 	return s
+}
+
+// flagList collects every value of a repeatable list flag (--name=a,b --name c), in
+// order, as pflag's StringSlice does.
+func flagList(args []string, name string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		rest, ok := strings.CutPrefix(args[i], "--"+name)
+		switch {
+		case !ok:
+			continue
+		case strings.HasPrefix(rest, "="):
+			out = append(out, strings.Split(rest[1:], ",")...)
+		case rest == "" && i+1 < len(args):
+			out = append(out, strings.Split(args[i+1], ",")...)
+			i++
+		}
+	}
+	return out
 }
 
 // flagValues maps the long flags in args (--name=value or --name value) to their

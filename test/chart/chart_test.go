@@ -245,7 +245,7 @@ func checkInvariants(t *testing.T, in installation) {
 		assert.True(t, bound[main.Name], "the read-only ClusterRole is bound")
 		assert.ElementsMatch(t, []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"namespaces", "nodes"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"apps"}, Resources: []string{"replicasets"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"apps"}, Resources: []string{"replicasets", "statefulsets"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"ha-injector.io"}, Resources: []string{"hapolicies"}, Verbs: []string{"get", "list", "watch"}},
 		}, main.Rules, "read-only, and only what the cache watches")
 		// Anything that can write is limited to the named objects of the release.

@@ -3,8 +3,10 @@ package podsecurity
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,14 +158,102 @@ func TestClusterDefaultBaseline(t *testing.T) {
 			assert.NotEqual(t, "FailedCreate", e.Reason, "event on %s %s: %s", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Message)
 		}
 	})
+
+	t.Run("a namespace raised to baseline after its Deployment was injected: replacement pods are created, without the privileged ha-sysctl", func(t *testing.T) {
+		raisedPodSecurity(t, c)
+	})
+}
+
+// raisedPodSecurity: a namespace that allowed privileged pods when its Deployment was
+// injected is raised to baseline. The template keeps the privileged ha-sysctl (no rollout
+// is started), but each replacement pod comes to the webhook with it, as the
+// ReplicaSet's template holds it and with the token mount the ServiceAccount plugin
+// added: the webhook recognises its own container and removes it, so Pod Security
+// admits the pod.
+func raisedPodSecurity(t *testing.T, c *cluster) {
+	c.serve(t, "baseline")
+	ctx := context.Background()
+	ns := c.namespaceWith(t, "raised", map[string]string{policies.PodSecurityEnforceLabel: "privileged"})
+	dep := c.createWebServer(t, ns)
+	require.NotEmpty(t, dep.Spec.Template.Spec.InitContainers)
+	require.Equal(t, policies.SysctlContainerName, dep.Spec.Template.Spec.InitContainers[0].Name)
+	c.waitReplicaSet(t, dep)
+
+	var before corev1.PodList
+	require.NoError(t, c.client.List(ctx, &before, client.InNamespace(ns), client.MatchingLabels(dep.Spec.Selector.MatchLabels)))
+	require.Len(t, before.Items, int(*dep.Spec.Replicas))
+	first := before.Items[0]
+	require.Equal(t, policies.SysctlContainerName, first.Spec.InitContainers[0].Name, "created while privileged pods were allowed")
+	hasToken := false
+	for _, m := range first.Spec.InitContainers[0].VolumeMounts {
+		hasToken = hasToken || strings.HasPrefix(m.Name, "kube-api-access-")
+	}
+	require.True(t, hasToken, "the ServiceAccount plugin mounted its token into the injected container too")
+
+	var namespace corev1.Namespace
+	require.NoError(t, c.client.Get(ctx, client.ObjectKey{Name: ns}, &namespace))
+	namespace.Labels[policies.PodSecurityEnforceLabel] = "baseline"
+	require.NoError(t, c.client.Update(ctx, &namespace))
+	// Not scheduled (no nodes here), the pod is deleted at once and replaced.
+	require.NoError(t, c.client.Delete(ctx, &first))
+
+	var replacement *corev1.Pod
+	c.poll(t, "a replacement pod", func() (bool, error) {
+		var pods corev1.PodList
+		if err := c.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(dep.Spec.Selector.MatchLabels)); err != nil {
+			return false, err
+		}
+		for i := range pods.Items {
+			if !containsPod(before.Items, pods.Items[i].Name) {
+				replacement = &pods.Items[i]
+				return true, nil
+			}
+		}
+		return false, nil
+	}, func() string { return "events: " + c.eventMessages(t, ns) })
+	for _, ctr := range replacement.Spec.InitContainers {
+		assert.NotEqual(t, policies.SysctlContainerName, ctr.Name, "the replacement pod carries no ha-sysctl")
+	}
+	got := map[string]string{}
+	for _, s := range replacement.Spec.SecurityContext.Sysctls {
+		got[s.Name] = s.Value
+	}
+	assert.Equal(t, keepaliveSysctls, got, "the safe sysctls stay")
+	rec := policies.ReadRecord(replacement.Annotations)
+	require.NotNil(t, rec)
+	assert.Nil(t, rec.InitContainer, "its record no longer claims the init container")
+	assert.Contains(t, rec.Skipped[policies.FeatureSysctls], "removed the ha-sysctl init container")
+}
+
+func containsPod(pods []corev1.Pod, name string) bool {
+	for _, p := range pods {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// eventMessages lists the events of ns, for a failure message.
+func (c *cluster) eventMessages(t *testing.T, ns string) string {
+	var list corev1.EventList
+	if err := c.client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, e := range list.Items {
+		out = append(out, e.Reason+": "+e.Message)
+	}
+	return strings.Join(out, "; ")
 }
 
 // startCluster starts etcd and kube-apiserver (envtest, the HAPolicy CRD installed) with
-// the AdmissionConfiguration above, and kube-controller-manager with only the
-// Deployment and ReplicaSet controllers: the rest (garbage collector, namespaces,
-// nodes, service accounts...) has nothing to do with pod creation and would only slow
-// the start. envtest turns the ServiceAccount admission plugin off, so pods need no
-// token controller. Everything stops when the test ends.
+// the AdmissionConfiguration above and the ServiceAccount admission plugin on, and
+// kube-controller-manager with only the Deployment and ReplicaSet controllers: the rest
+// (garbage collector, namespaces, nodes, service accounts...) has nothing to do with pod
+// creation and would only slow the start. The default ServiceAccount of each namespace,
+// which that plugin looks up, is created with the namespace. Everything stops when the
+// test ends.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	root, err := testenv.RepoRoot()
@@ -180,6 +270,10 @@ func startCluster(t *testing.T) *cluster {
 	env, err := controlplane.New(root)
 	require.NoError(t, err)
 	env.ControlPlane.GetAPIServer().Configure().Append("admission-control-config-file", admission)
+	// The ServiceAccount plugin on, as in real clusters (envtest turns it off): every
+	// container of a pod, the injected one included, gets the token mount before the
+	// webhooks run.
+	env.ControlPlane.GetAPIServer().Configure().Set("disable-admission-plugins", "")
 	cfg, err := env.Start()
 	require.NoError(t, err, "starting kube-apiserver and etcd")
 	t.Cleanup(func() { assert.NoError(t, env.Stop(), "stopping kube-apiserver and etcd") })
@@ -200,11 +294,7 @@ func startCluster(t *testing.T) *cluster {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = logFile.Close() })
 
-	ctx := context.Background()
-	require.NoError(t, c.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: probeNamespace, Labels: map[string]string{
-		policies.PolicyLabel:             "default",
-		policies.PodSecurityEnforceLabel: "privileged",
-	}}}))
+	c.namespaceWith(t, probeNamespace, map[string]string{policies.PodSecurityEnforceLabel: "privileged"})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last lines of %s:\n%s", c.kcm.Log, proc.Tail(c.kcm.Log, 30))
@@ -249,10 +339,18 @@ func (c *cluster) serve(t *testing.T, level string) {
 // namespace creates an opted-in namespace with no Pod Security label: the cluster's
 // default applies.
 func (c *cluster) namespace(t *testing.T, name string) string {
+	return c.namespaceWith(t, name, nil)
+}
+
+// namespaceWith creates an opted-in namespace with more labels, and its default
+// ServiceAccount (the serviceaccount controller does not run here).
+func (c *cluster) namespaceWith(t *testing.T, name string, labels map[string]string) string {
 	t.Helper()
-	require.NoError(t, c.client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name: name, Labels: map[string]string{policies.PolicyLabel: "default"},
-	}}))
+	all := map[string]string{policies.PolicyLabel: "default"}
+	maps.Copy(all, labels)
+	ctx := context.Background()
+	require.NoError(t, c.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: all}}))
+	require.NoError(t, c.client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "default"}}))
 	return name
 }
 
