@@ -58,15 +58,18 @@ type Sizes struct {
 	// Namespaces, Policies and ReplicaSets (spread over the namespaces) fill the cache
 	// for the memory scenario.
 	Namespaces, Policies, ReplicaSets int
+	// CrowdedReplicaSets are in the namespace of the crowded-UPDATE scenario, which sends
+	// CrowdedUpdates template-changing Deployment UPDATEs a round.
+	CrowdedReplicaSets, CrowdedUpdates int
 	// ResilienceTime is the length of each resilience run.
 	ResilienceTime time.Duration
 }
 
 // Full is what `make bench` runs.
-var Full = Sizes{Concurrency: 8, Rounds: 3, RoundTime: 5 * time.Second, LargeRequests: 100, BurstRounds: 10, PodsPerNamespace: 2000, Namespaces: 10000, Policies: 100, ReplicaSets: 50000, ResilienceTime: 9 * time.Second}
+var Full = Sizes{Concurrency: 8, Rounds: 3, RoundTime: 5 * time.Second, LargeRequests: 100, BurstRounds: 10, PodsPerNamespace: 2000, Namespaces: 10000, Policies: 100, ReplicaSets: 50000, CrowdedReplicaSets: 5000, CrowdedUpdates: 50, ResilienceTime: 9 * time.Second}
 
 // Short is the version `make test` runs: every scenario, little load.
-var Short = Sizes{Concurrency: 4, Rounds: 1, RoundTime: time.Second, LargeRequests: 10, BurstRounds: 2, PodsPerNamespace: 100, Namespaces: 300, Policies: 10, ReplicaSets: 600, ResilienceTime: 4 * time.Second}
+var Short = Sizes{Concurrency: 4, Rounds: 1, RoundTime: time.Second, LargeRequests: 10, BurstRounds: 2, PodsPerNamespace: 100, Namespaces: 300, Policies: 10, ReplicaSets: 600, CrowdedReplicaSets: 200, CrowdedUpdates: 5, ResilienceTime: 4 * time.Second}
 
 // Row is one line of the report.
 type Row struct {
@@ -234,6 +237,11 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 		return nil, err
 	}
 	rows = append(rows, updateRows...)
+	crowdedRows, err := s.crowdedUpdate(ctx, sizes, step, ours)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, crowdedRows...)
 	burstRows, err := s.burst(ctx, sizes, step, benchNamespace)
 	if err != nil {
 		return nil, err

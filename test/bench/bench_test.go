@@ -67,6 +67,7 @@ func TestShortBench(t *testing.T) {
 		{"admission, all runs", "failed requests"},
 		{"large pod (1000 env vars)", "failed requests"},
 		{"deployment UPDATE", "failed requests"},
+		{"deployment UPDATE changing the template", "failed requests"},
 		{"burst, ", "failed requests"},
 		{"pod creation through kube-apiserver", "opted-in pods stored without the injections"},
 		{"resilience, one of two replicas gets SIGTERM", "failed requests"},
@@ -93,6 +94,12 @@ func TestShortBench(t *testing.T) {
 	assert.True(t, *peak.Met, "peak RSS %.1f MiB, limit %v MiB", peak.Ours, peak.Baseline)
 	assert.Equal(t, find("burst, ", "requests sent").Ours, find("burst, ", "mutated").Ours+find("burst, ", "admitted unchanged, budget full").Ours)
 	assert.Positive(t, find("burst, ", "mutated").Ours)
+
+	crowded := find("deployment UPDATE changing the template", "heap allocated per UPDATE")
+	assert.Contains(t, crowded.Scenario, fmt.Sprintf("namespace of %d ReplicaSets", Short.CrowdedReplicaSets))
+	assert.Positive(t, crowded.Ours)
+	assert.Equal(t, "<= 16 (the large-request budget)", crowded.Target)
+	find("deployment UPDATE changing the template", "p99 latency")
 
 	alloc := find("large pod (1000 env vars)", "heap allocated per request / request body")
 	assert.Positive(t, alloc.Ours, "serve allocates at least a copy of the body")

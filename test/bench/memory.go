@@ -116,6 +116,9 @@ func fill(ctx context.Context, c client.Client, sizes Sizes) (annotationBytes in
 			objs <- replicaSet(fmt.Sprintf("team-%05d", ns), fmt.Sprintf("app-%d", i/sizes.Namespaces), fmt.Sprintf("%09x", uint64(i)*0x9e3779b1%(1<<36)), policyOf(ns), i+1)
 		}
 	})
+	if err == nil {
+		err = fillCrowded(ctx, c, sizes)
+	}
 	for k, v := range replicaSet("team-00000", "app-0", benchReplicaSetHash, policyOf(0), 1).Annotations {
 		annotationBytes += len(k) + len(v)
 	}
