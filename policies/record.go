@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -369,18 +370,42 @@ func removeInitContainer(spec *corev1.PodSpec, c *corev1.Container) *corev1.Cont
 // terminationMessagePath and imagePullPolicy, and the ServiceAccount token
 // mount that the ServiceAccount admission plugin adds before webhooks run.
 func isRecordedContainer(recorded, x *corev1.Container) bool {
-	return x.Name == SysctlContainerName && equality.Semantic.DeepEqual(withoutServerDefaults(recorded), withoutServerDefaults(x))
+	if x.Name != SysctlContainerName || x.Image != recorded.Image {
+		return false
+	}
+	a, b := withoutServerDefaults(recorded), withoutServerDefaults(x)
+	// Quantities compare by value ("16Mi" is 16777216), the rest as it is.
+	if !sameQuantities(a.Resources.Requests, b.Resources.Requests) || !sameQuantities(a.Resources.Limits, b.Resources.Limits) {
+		return false
+	}
+	a.Resources.Requests, a.Resources.Limits = nil, nil
+	b.Resources.Requests, b.Resources.Limits = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// sameQuantities compares two resource lists by value.
+func sameQuantities(x, y corev1.ResourceList) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for name, q := range x {
+		if other, ok := y[name]; !ok || q.Cmp(other) != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // serviceAccountMountPath is where the ServiceAccount admission plugin mounts
 // the token volume (kube-api-access-<random>) into every container.
 const serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-// withoutServerDefaults returns c without what the API server sets on every
-// container it stores: the defaults of SetDefaults_Container and the
-// ServiceAccount token mount.
-func withoutServerDefaults(c *corev1.Container) *corev1.Container {
-	out := c.DeepCopy()
+// withoutServerDefaults returns a shallow copy of c without what the API
+// server sets on every container it stores: the defaults of
+// SetDefaults_Container and the ServiceAccount token mount. It shares c's
+// lists but the mounts, which it copies only to leave the token out.
+func withoutServerDefaults(c *corev1.Container) corev1.Container {
+	out := *c
 	if out.TerminationMessagePath == corev1.TerminationMessagePathDefault {
 		out.TerminationMessagePath = ""
 	}
@@ -390,9 +415,12 @@ func withoutServerDefaults(c *corev1.Container) *corev1.Container {
 	if out.ImagePullPolicy == defaultPullPolicy(out.Image) {
 		out.ImagePullPolicy = ""
 	}
-	out.VolumeMounts = slices.DeleteFunc(out.VolumeMounts, func(m corev1.VolumeMount) bool {
+	token := func(m corev1.VolumeMount) bool {
 		return m.MountPath == serviceAccountMountPath && m.ReadOnly && strings.HasPrefix(m.Name, "kube-api-access-")
-	})
+	}
+	if slices.ContainsFunc(out.VolumeMounts, token) {
+		out.VolumeMounts = slices.DeleteFunc(slices.Clone(out.VolumeMounts), token)
+	}
 	if len(out.VolumeMounts) == 0 {
 		out.VolumeMounts = nil
 	}
