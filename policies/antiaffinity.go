@@ -2,49 +2,71 @@ package policies
 
 import (
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
-// perPodLabels are labels that differ between replicas of one workload, or
-// between revisions of it; selecting on them would select only the pod itself.
-var perPodLabels = map[string]bool{
-	templateHashLabel:                          true,
-	"controller-revision-hash":                 true,
-	"statefulset.kubernetes.io/pod-name":       true,
-	"apps.kubernetes.io/pod-index":             true,
-	"controller-uid":                           true,
-	"batch.kubernetes.io/controller-uid":       true,
-	"batch.kubernetes.io/job-completion-index": true,
+// FeatureAntiAffinity spreads a workload's replicas across nodes.
+const FeatureAntiAffinity Feature = "antiAffinity"
+
+// antiAffinityInjection adds a pod anti-affinity term that keeps a
+// workload's replicas on different topology domains (nodes, by default).
+type antiAffinityInjection struct{}
+
+var _ Injection = antiAffinityInjection{}
+
+// antiAffinityRecord is the key of its part of the record.
+const antiAffinityRecord = "antiAffinity"
+
+// RecordedTerm is an anti-affinity term ha-injector added: a required term,
+// or a preferred one with its weight. It is the anti-affinity's part of the
+// record.
+type RecordedTerm struct {
+	Weight int32                  `json:"weight,omitempty"`
+	Term   corev1.PodAffinityTerm `json:"term"`
 }
 
-func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map[string]string, spec *corev1.PodSpec, rec *Record) []Decision {
+var podAntiAffinityPart = nestedField("affinity", "podAntiAffinity",
+	func(s *corev1.PodSpec) **corev1.Affinity { return &s.Affinity },
+	func(a *corev1.Affinity) any { return a.PodAntiAffinity })
+
+func (antiAffinityInjection) Feature() Feature { return FeatureAntiAffinity }
+
+func (antiAffinityInjection) Parts() []Part { return []Part{podAntiAffinityPart} }
+
+// Needs: the number of domains of its topology key, to downgrade a Required
+// term that would leave replicas Pending; only for a Required policy and a
+// workload whose replica count is known.
+func (antiAffinityInjection) Needs(policy *v1alpha1.HAPolicy, w Workload) Needs {
 	a := policy.Spec.AntiAffinity
+	if _, known := w.replicas(); !known || a.Type != v1alpha1.AntiAffinityRequired || !enabled(a.Enabled) {
+		return Needs{}
+	}
+	return Needs{TopologyKeys: []string{a.TopologyKey}}
+}
+
+func (antiAffinityInjection) Apply(in *Input) []Decision {
+	a := in.Policy.Spec.AntiAffinity
 	skip := func(reason string) []Decision {
 		return []Decision{{Feature: FeatureAntiAffinity, Action: Skipped, Reason: reason}}
 	}
 	if !enabled(a.Enabled) {
 		return skip("disabled by the policy")
 	}
-
-	// A Deployment's replica count is known (unset means 1); a Pod's only
-	// when the webhook found its owner.
-	replicas, known := int32(1), w.Kind == KindDeployment
-	if w.Replicas != nil {
-		replicas, known = *w.Replicas, true
-	}
+	replicas, known := in.Workload.replicas()
 	if known && replicas < *a.MinReplicas {
 		return skip(fmt.Sprintf("%d replica(s), fewer than minReplicas %d", replicas, *a.MinReplicas))
 	}
-
-	selector := replicaSelector(w, labels)
+	selector := in.Workload.replicaSelector(in.Labels)
 	if selector == nil {
 		return skip("no labels that identify the workload's replicas, so no selector to spread them by")
 	}
-
+	spec := in.Spec
 	if existing := podAntiAffinityOn(spec, a.TopologyKey); existing != "" {
 		return []Decision{{Feature: FeatureAntiAffinity, Action: Kept, Reason: fmt.Sprintf("the workload already has %s pod anti-affinity on %s", existing, a.TopologyKey)}}
 	}
@@ -67,11 +89,11 @@ func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map
 			Feature:  FeatureAntiAffinity,
 			Action:   Noted,
 			Fallback: FallbackDowngrade,
-			Reason:   fmt.Sprintf("Required made Preferred: the number of replicas of this pod's workload is unknown (%s), so a required term could leave some of them Pending", unknownReplicas(w)),
+			Reason:   fmt.Sprintf("Required made Preferred: the number of replicas of this pod's workload is unknown (%s), so a required term could leave some of them Pending", in.Workload.unknownReplicas()),
 		})
 	}
 	if kind == v1alpha1.AntiAffinityRequired {
-		if domains, known := ctx.Cluster.TopologyDomains[a.TopologyKey]; known && int(replicas) > domains {
+		if domains, known := in.Context.Cluster.TopologyDomains[a.TopologyKey]; known && int(replicas) > domains {
 			kind = v1alpha1.AntiAffinityPreferred
 			decisions = append(decisions, Decision{
 				Feature:  FeatureAntiAffinity,
@@ -92,51 +114,67 @@ func antiAffinity(policy *v1alpha1.HAPolicy, ctx Context, w Workload, labels map
 	var reason string
 	if kind == v1alpha1.AntiAffinityRequired {
 		paa.RequiredDuringSchedulingIgnoredDuringExecution = append(paa.RequiredDuringSchedulingIgnoredDuringExecution, term)
-		rec.AntiAffinity = &RecordedTerm{Term: *term.DeepCopy()}
+		in.Record.Put(antiAffinityRecord, RecordedTerm{Term: term})
 		reason = fmt.Sprintf("Required pod anti-affinity on %s", a.TopologyKey)
 	} else {
 		paa.PreferredDuringSchedulingIgnoredDuringExecution = append(paa.PreferredDuringSchedulingIgnoredDuringExecution,
 			corev1.WeightedPodAffinityTerm{Weight: *a.Weight, PodAffinityTerm: term})
-		rec.AntiAffinity = &RecordedTerm{Weight: *a.Weight, Term: *term.DeepCopy()}
+		in.Record.Put(antiAffinityRecord, RecordedTerm{Weight: *a.Weight, Term: term})
 		reason = fmt.Sprintf("Preferred pod anti-affinity (weight %d) on %s", *a.Weight, a.TopologyKey)
 	}
 	return append([]Decision{{Feature: FeatureAntiAffinity, Action: Applied, Reason: reason}}, decisions...)
 }
 
-// unknownReplicas says why a pod's replica count is unknown.
-func unknownReplicas(w Workload) string {
-	for _, ref := range w.OwnerReferences {
-		if ref.Controller == nil || !*ref.Controller {
-			continue
-		}
-		switch ref.Kind {
-		case "ReplicaSet", "StatefulSet":
-			return fmt.Sprintf("its %s %s could not be read", ref.Kind, ref.Name)
-		}
-		return fmt.Sprintf("owned by %s %s, whose replicas ha-injector does not count", ref.Kind, ref.Name)
-	}
-	return "a pod without a controller"
-}
-
-// replicaSelector returns the selector that matches the workload's replicas:
-// a Deployment's own selector, or a Pod's labels without the per-pod ones.
-func replicaSelector(w Workload, labels map[string]string) *metav1.LabelSelector {
-	if w.Kind == KindDeployment {
-		if w.Selector == nil || (len(w.Selector.MatchLabels) == 0 && len(w.Selector.MatchExpressions) == 0) {
-			return nil
-		}
-		return w.Selector.DeepCopy()
-	}
-	match := map[string]string{}
-	for k, v := range labels {
-		if !perPodLabels[k] {
-			match[k] = v
-		}
-	}
-	if len(match) == 0 {
+// Undo removes the recorded term. One that is gone, or was never there, was
+// undone by the user (a manifest re-applied whole): nothing to note; a term
+// on the same key that is not the recorded one is the user's now.
+func (antiAffinityInjection) Undo(rec *Record, spec *corev1.PodSpec) []Decision {
+	var t RecordedTerm
+	if !rec.Part(antiAffinityRecord, &t) {
 		return nil
 	}
-	return &metav1.LabelSelector{MatchLabels: match}
+	if !removeTerm(spec, &t) && podAntiAffinityOn(spec, t.Term.TopologyKey) != "" {
+		return []Decision{keptByUser(FeatureAntiAffinity, "the recorded anti-affinity term on %s", t.Term.TopologyKey)}
+	}
+	return nil
+}
+
+func removeTerm(spec *corev1.PodSpec, t *RecordedTerm) bool {
+	if spec.Affinity == nil || spec.Affinity.PodAntiAffinity == nil {
+		return false
+	}
+	paa := spec.Affinity.PodAntiAffinity
+	removed := false
+	if t.Weight == 0 {
+		if i := slices.IndexFunc(paa.RequiredDuringSchedulingIgnoredDuringExecution, func(x corev1.PodAffinityTerm) bool {
+			return equality.Semantic.DeepEqual(x, t.Term)
+		}); i >= 0 {
+			paa.RequiredDuringSchedulingIgnoredDuringExecution = slices.Delete(paa.RequiredDuringSchedulingIgnoredDuringExecution, i, i+1)
+			removed = true
+		}
+	} else if i := slices.IndexFunc(paa.PreferredDuringSchedulingIgnoredDuringExecution, func(x corev1.WeightedPodAffinityTerm) bool {
+		return x.Weight == t.Weight && equality.Semantic.DeepEqual(x.PodAffinityTerm, t.Term)
+	}); i >= 0 {
+		paa.PreferredDuringSchedulingIgnoredDuringExecution = slices.Delete(paa.PreferredDuringSchedulingIgnoredDuringExecution, i, i+1)
+		removed = true
+	}
+	if !removed {
+		return false
+	}
+	// What ha-injector created to hold the term goes with it.
+	if len(paa.RequiredDuringSchedulingIgnoredDuringExecution) == 0 {
+		paa.RequiredDuringSchedulingIgnoredDuringExecution = nil
+	}
+	if len(paa.PreferredDuringSchedulingIgnoredDuringExecution) == 0 {
+		paa.PreferredDuringSchedulingIgnoredDuringExecution = nil
+	}
+	if paa.RequiredDuringSchedulingIgnoredDuringExecution == nil && paa.PreferredDuringSchedulingIgnoredDuringExecution == nil {
+		spec.Affinity.PodAntiAffinity = nil
+	}
+	if equality.Semantic.DeepEqual(*spec.Affinity, corev1.Affinity{}) {
+		spec.Affinity = nil
+	}
+	return true
 }
 
 func selectsOn(s *metav1.LabelSelector, key string) bool {

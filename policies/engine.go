@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -31,12 +30,9 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 	res := Result{Template: ownTouched(tmpl)}
 	spec := &res.Template.Spec
 
-	var storedInit *corev1.Container
 	if w.Kind == KindDeployment {
 		if prior := ReadRecord(tmpl.Annotations); prior.injected() {
-			var notes []Decision
-			notes, storedInit = undo(prior, spec)
-			res.Decisions = append(res.Decisions, notes...)
+			res.Decisions = append(res.Decisions, undo(prior, spec)...)
 			res.Undone = true
 		}
 	}
@@ -59,43 +55,34 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 		return audited(ctx, policy, tmpl, res)
 	}
 
-	rec := &Record{Version: RecordVersion, Policy: policyName(ctx), Hash: policyHash(policy)}
-	var prior *Record
+	in := &Input{
+		Policy: policy, Context: ctx, Workload: w, Labels: tmpl.Labels, Spec: spec,
+		Record:   &Record{Version: RecordVersion, Policy: policyName(ctx), Hash: policyHash(policy), parts: make([]recordPart, 0, len(registered)+1)},
+		original: &tmpl.Spec,
+	}
 	if w.Kind == KindPod {
-		var notes []Decision
-		notes, prior = dropPrivilegedInit(ctx, tmpl, spec)
-		res.Decisions = append(res.Decisions, notes...)
+		in.Prior = ReadRecord(tmpl.Annotations)
 	}
-	res.Decisions = append(res.Decisions, antiAffinity(policy, ctx, w, tmpl.Labels, spec, rec)...)
-	res.Decisions = append(res.Decisions, tolerations(policy, spec, rec)...)
-	res.Decisions = append(res.Decisions, sysctls(policy, ctx, spec, rec)...)
-	if note, ok := statefulSetNote(policy, w); ok {
-		res.Decisions = append(res.Decisions, note)
+	for _, inj := range registered {
+		res.Decisions = append(res.Decisions, inj.Apply(in)...)
 	}
+	rec := in.Record
 	rec.Applied, rec.Skipped = summarize(res.Decisions)
-	// The same container injected again: keep it as stored, with the
-	// defaults the API server added, so nothing changes.
-	if storedInit != nil && rec.InitContainer != nil && isRecordedContainer(rec.InitContainer, storedInit) && len(spec.InitContainers) > 0 {
-		spec.InitContainers[0] = *storedInit
+	dropped := in.Prior != nil && len(in.Prior.dropped) > 0
+	if dropped {
+		// The pod's record is its template's, less what was taken back, with
+		// what this admission added, and why a feature lost a part.
+		rec = in.Prior.absorb(rec)
+		for _, f := range in.Prior.dropped {
+			if rec.Skipped == nil {
+				rec.Skipped = map[Feature]string{}
+			}
+			rec.Skipped[f] = fallbackReasons(res.Decisions, f)
+		}
 	}
 
-	if prior != nil {
-		// The pod's record is its template's, less what was removed, with
-		// what this admission added, and why sysctls are missing.
-		rec = prior.absorb(rec)
-		var why []string
-		for _, d := range res.Decisions {
-			if d.Feature == FeatureSysctls && d.Fallback == FallbackPodSecurity {
-				why = append(why, d.Reason)
-			}
-		}
-		if rec.Skipped == nil {
-			rec.Skipped = map[Feature]string{}
-		}
-		rec.Skipped[FeatureSysctls] = strings.Join(why, "; ")
-	}
 	switch {
-	case rec.injected() || prior != nil:
+	case rec.injected() || dropped:
 		res.Record = rec
 		setAnnotation(&res.Template.ObjectMeta, StatusAnnotation, rec.encode())
 	case res.Undone:
@@ -103,26 +90,6 @@ func MutateTemplate(ctx Context, w Workload, tmpl *corev1.PodTemplateSpec) Resul
 	}
 	res.Changed = !sameTouched(&res.Template, tmpl)
 	return audited(ctx, policy, tmpl, res)
-}
-
-// dropPrivilegedInit removes from a Pod the ha-sysctl init container that its
-// template's injection put there, when the namespace's Pod Security level now
-// rejects privileged containers: injected while the namespace allowed them, it
-// would get every replacement pod refused (after a drain or a node loss,
-// exactly when replacements matter). Only the container the record describes
-// is removed, never a user's. It returns the record without that container.
-func dropPrivilegedInit(ctx Context, tmpl *corev1.PodTemplateSpec, spec *corev1.PodSpec) ([]Decision, *Record) {
-	prior := ReadRecord(tmpl.Annotations)
-	if prior == nil || prior.InitContainer == nil {
-		return nil, nil
-	}
-	ps := effectivePodSecurity(ctx.Namespace, ctx.Cluster.PodSecurity)
-	if ps.level == PodSecurityPrivileged || removeInitContainer(spec, prior.InitContainer) == nil {
-		return nil, nil
-	}
-	prior.InitContainer = nil
-	return []Decision{sysctlDecision(Skipped, FallbackPodSecurity,
-		"%s, which rejects privileged containers: removed the %s init container of the pod template's injection (the template keeps it until its next change)", ps, SysctlContainerName)}, prior
 }
 
 // refusePolicy returns the decision that nothing is applied when the policy
@@ -162,30 +129,33 @@ func policyName(ctx Context) string {
 	return ctx.Policy.Name
 }
 
-// ownTouched returns a copy of t that owns what the engine may change (the
-// annotations, affinity, tolerations, pod securityContext and init
-// containers) and shares the rest with t: the containers, volumes and the
-// rest of a large pod are never copied, and t is never modified.
+// ownTouched returns a copy of t that owns what the engine may change (its
+// annotations and the registered injections' parts) and shares the rest
+// with t: the containers, volumes and the rest of a large pod are never
+// copied, and t is never modified.
 func ownTouched(t *corev1.PodTemplateSpec) corev1.PodTemplateSpec {
 	out := *t
 	out.Annotations = maps.Clone(t.Annotations)
-	out.Spec.Affinity = t.Spec.Affinity.DeepCopy()
-	out.Spec.SecurityContext = t.Spec.SecurityContext.DeepCopy()
-	out.Spec.Tolerations = deepCopySlice(t.Spec.Tolerations)
-	out.Spec.InitContainers = deepCopySlice(t.Spec.InitContainers)
+	for _, p := range parts() {
+		p.own(&out.Spec)
+	}
 	return out
 }
 
 // sameTouched reports whether a, a copy of b made by ownTouched and then
-// changed, still equals b: only the parts ownTouched owns can differ (the
-// rest is shared), so only they are compared, as equality.Semantic compares
-// them, instead of the whole template.
+// changed, still equals b: only what ownTouched owns can differ (the rest is
+// shared), so only that is compared, as equality.Semantic compares it,
+// instead of the whole template.
 func sameTouched(a, b *corev1.PodTemplateSpec) bool {
-	return maps.Equal(a.Annotations, b.Annotations) &&
-		equality.Semantic.DeepEqual(a.Spec.Affinity, b.Spec.Affinity) &&
-		equality.Semantic.DeepEqual(a.Spec.SecurityContext, b.Spec.SecurityContext) &&
-		equality.Semantic.DeepEqual(a.Spec.Tolerations, b.Spec.Tolerations) &&
-		equality.Semantic.DeepEqual(a.Spec.InitContainers, b.Spec.InitContainers)
+	if !maps.Equal(a.Annotations, b.Annotations) {
+		return false
+	}
+	for _, p := range parts() {
+		if !p.same(&a.Spec, &b.Spec) {
+			return false
+		}
+	}
+	return true
 }
 
 // deepCopySlice copies s and its elements; nil stays nil.
@@ -218,16 +188,6 @@ func setAnnotation(meta *metav1.ObjectMeta, key, value string) {
 	meta.Annotations[key] = value
 }
 
-// defaulted returns a copy of p with its defaults, or the built-in default
-// policy when p is nil. The copy of a stored policy's version is made once
-// and shared by every admission: it is read only.
-func defaulted(p *v1alpha1.HAPolicy) *v1alpha1.HAPolicy {
-	if p == nil {
-		return v1alpha1.NewDefault()
-	}
-	return versionOf(p).defaulted
-}
-
 // skipWorkload reports whether the whole workload is left alone, and why.
 func skipWorkload(w Workload, tmpl *corev1.PodTemplateSpec) (string, bool) {
 	if w.Annotations[InjectAnnotation] == "false" {
@@ -253,23 +213,59 @@ func skipWorkload(w Workload, tmpl *corev1.PodTemplateSpec) (string, bool) {
 	return "", false
 }
 
-// statefulSetNote warns that short tolerations alone do not replace a
-// StatefulSet pod on a dead node: the pod is only deleted once the kubelet
-// confirms it or the node object is removed, so its identity stays taken.
-func statefulSetNote(policy *v1alpha1.HAPolicy, w Workload) (Decision, bool) {
-	if w.Kind != KindPod || !enabled(policy.Spec.Tolerations.Enabled) {
-		return Decision{}, false
-	}
-	for _, ref := range w.OwnerReferences {
-		if ref.Kind == "StatefulSet" {
-			return Decision{
-				Feature: FeatureTolerations,
-				Action:  Noted,
-				Reason:  "StatefulSet pod: after eviction it stays Terminating until the dead node is deleted or shut down (non-graceful node shutdown), so short tolerations alone do not move it",
-			}, true
+// summarize lists the features applied and, for the others, why not.
+func summarize(decisions []Decision) ([]Feature, map[Feature]string) {
+	applied := AppliedFeatures(decisions)
+	var skipped map[Feature]string
+	for _, d := range decisions {
+		// A feature can be applied in part (some sysctls dropped under Pod
+		// Security): its Skipped decisions are still recorded.
+		if d.Action != Skipped && (d.Action != Kept || containsFeature(applied, d.Feature)) {
+			continue
+		}
+		if skipped == nil {
+			skipped = map[Feature]string{}
+		}
+		if prev, ok := skipped[d.Feature]; ok {
+			skipped[d.Feature] = prev + "; " + d.Reason
+		} else {
+			skipped[d.Feature] = d.Reason
 		}
 	}
-	return Decision{}, false
+	return applied, skipped
+}
+
+// AppliedFeatures lists, in order, the features with an Applied decision
+// (under Audit: the features that would be applied).
+func AppliedFeatures(decisions []Decision) []Feature {
+	var out []Feature
+	for _, d := range decisions {
+		if d.Action == Applied && !containsFeature(out, d.Feature) {
+			out = append(out, d.Feature)
+		}
+	}
+	return out
+}
+
+func containsFeature(fs []Feature, f Feature) bool {
+	for _, x := range fs {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// fallbackReasons joins the reasons of the decisions of feature f that
+// depart from the policy (those with a fallback).
+func fallbackReasons(decisions []Decision, f Feature) string {
+	var why []string
+	for _, d := range decisions {
+		if d.Feature == f && d.Fallback != "" {
+			why = append(why, d.Reason)
+		}
+	}
+	return strings.Join(why, "; ")
 }
 
 func enabled(b *bool) bool { return ptr.Deref(b, false) }

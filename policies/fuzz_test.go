@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/ha-injector/ha-injector/internal/preview"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
-	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 
 // FuzzMutateDocument feeds arbitrary documents, under each golden case's
@@ -20,7 +20,7 @@ func FuzzMutateDocument(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, doc []byte, which uint8) {
 		ctx := cases[int(which)%len(cases)].ctx
-		once, m, err := patch.Document(ctx, doc)
+		once, m, err := preview.Document(ctx, doc)
 		if err != nil || m == nil {
 			return
 		}
@@ -28,7 +28,7 @@ func FuzzMutateDocument(f *testing.F) {
 		if err := json.Unmarshal(once, &decoded); err != nil {
 			t.Fatalf("the mutated document is not JSON: %v", err)
 		}
-		_, m2, err := patch.Document(ctx, once)
+		_, m2, err := preview.Document(ctx, once)
 		if err != nil {
 			t.Fatalf("the mutated document is rejected: %v", err)
 		}

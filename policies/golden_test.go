@@ -15,6 +15,7 @@ import (
 
 	"github.com/ha-injector/ha-injector/internal/golden"
 	"github.com/ha-injector/ha-injector/internal/manifest"
+	"github.com/ha-injector/ha-injector/internal/preview"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/webhook/patch"
@@ -94,7 +95,7 @@ func loadCases(t testing.TB) []loadedCase {
 // preview prints it.
 func render(t *testing.T, c loadedCase) []byte {
 	t.Helper()
-	out, m, err := patch.Document(c.ctx, c.object.JSON)
+	out, m, err := preview.Document(c.ctx, c.object.JSON)
 	require.NoError(t, err)
 	require.NotNil(t, m, "the object of a golden case must be a Pod or a Deployment")
 	var buf bytes.Buffer
@@ -126,9 +127,9 @@ func TestGolden(t *testing.T) {
 func TestIdempotent(t *testing.T) {
 	for _, c := range loadCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			once, m1, err := patch.Document(c.ctx, c.object.JSON)
+			once, m1, err := preview.Document(c.ctx, c.object.JSON)
 			require.NoError(t, err)
-			twice, m2, err := patch.Document(c.ctx, once)
+			twice, m2, err := preview.Document(c.ctx, once)
 			require.NoError(t, err)
 			assert.False(t, m2.Changed, "the second pass changed the object: %v", m2.Decisions)
 			assert.JSONEq(t, string(once), string(twice))

@@ -29,8 +29,7 @@ func TestNoInitContainerWritesANodeSysctl(t *testing.T) {
 	}
 	ctx := Context{Policy: policy, SysctlImage: "registry.example/ha-injector:v1", AllowedSysctlImages: []string{"busybox:1.36"}}
 	spec := &corev1.PodSpec{}
-	rec := &Record{}
-	decisions := sysctls(policy, ctx, spec, rec)
+	decisions := sysctlsInjection{}.Apply(&Input{Policy: policy, Context: ctx, Workload: Workload{Kind: KindPod}, Spec: spec, Record: &Record{}, original: &corev1.PodSpec{}})
 
 	require.Len(t, spec.InitContainers, 1)
 	assert.Equal(t, []string{"sysctl", "-w", "net.ipv4.tcp_retries2=9"}, spec.InitContainers[0].Command)

@@ -1,21 +1,15 @@
 package policies
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
-	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
 // RecordVersion is the version of the Record format written in the
@@ -34,79 +28,186 @@ const recordVersion1 = 1
 // it. It is the product's memory: the next admission first undoes what the
 // record says, then applies the current policy, so a changed policy, an
 // opt-out or a namespace that stops opting in reaches the workload.
+//
+// Besides its header, a record is made of parts, each an injection's own
+// (antiAffinity, tolerations, ...), written and read only by that injection:
+// in JSON, each part is a key of the record's object, after the header.
 type Record struct {
-	// Version is RecordVersion.
-	Version int `json:"v"`
+	// Version is RecordVersion (or recordVersion1, for a record read).
+	Version int
 	// Policy is the HAPolicy applied; Hash is a short hash of its spec.
-	Policy string `json:"policy"`
-	Hash   string `json:"hash,omitempty"`
+	Policy string
+	Hash   string
 	// Applied lists the features that changed the template.
-	Applied []Feature `json:"applied,omitempty"`
+	Applied []Feature
 	// Skipped maps each feature that did not change the template to why.
+	Skipped map[Feature]string
+
+	parts []recordPart
+	// dropped are the features whose part was taken back from the record as
+	// it was read.
+	dropped []Feature
+	// encoded is the record as last encoded; "" once anything changed.
+	encoded string
+}
+
+// recordPart is one injection's part of a record: its key, and its value as
+// put (encoded with the record) or, for a record read, its JSON.
+type recordPart struct {
+	key   string
+	value any
+}
+
+// recordHeader is the JSON of what every record has.
+type recordHeader struct {
+	Version int                `json:"v"`
+	Policy  string             `json:"policy"`
+	Hash    string             `json:"hash,omitempty"`
+	Applied []Feature          `json:"applied,omitempty"`
 	Skipped map[Feature]string `json:"skipped,omitempty"`
-
-	// AntiAffinity is the term added, if any.
-	AntiAffinity *RecordedTerm `json:"antiAffinity,omitempty"`
-	// Tolerations are the not-ready / unreachable tolerations added or shortened.
-	Tolerations []RecordedToleration `json:"tolerations,omitempty"`
-	// Sysctls are the name=value pairs added to the pod securityContext.
-	Sysctls []string `json:"sysctls,omitempty"`
-	// InitContainer is the ha-sysctl container inserted first, whole (a
-	// version-1 record holds only its image and command).
-	InitContainer *corev1.Container `json:"initContainer,omitempty"`
 }
 
-// RecordedTerm is an anti-affinity term ha-injector added: a required term,
-// or a preferred one with its weight.
-type RecordedTerm struct {
-	Weight int32                  `json:"weight,omitempty"`
-	Term   corev1.PodAffinityTerm `json:"term"`
+// Put sets the part key of the record to v, a value of plain fields and API
+// types, encoded with the record. An injection puts only what it injected: a
+// record with a part says something was injected.
+func (r *Record) Put(key string, v any) {
+	r.encoded = ""
+	for i := range r.parts {
+		if r.parts[i].key == key {
+			r.parts[i].value = v
+			return
+		}
+	}
+	r.parts = append(r.parts, recordPart{key: key, value: v})
 }
 
-// RecordedToleration is a NoExecute toleration of Key set to Seconds: added
-// when Was is nil, else shortened from Was.
-type RecordedToleration struct {
-	Key     string `json:"key"`
-	Seconds int64  `json:"seconds"`
-	Was     *int64 `json:"was,omitempty"`
+// Part decodes the part key of the record into v; false when the record has
+// no such part, or one that does not decode (a record the user wrote).
+func (r *Record) Part(key string, v any) bool {
+	if r == nil {
+		return false
+	}
+	for _, p := range r.parts {
+		if p.key == key {
+			return json.Unmarshal(rawOf(p.value), v) == nil
+		}
+	}
+	return false
+}
+
+// rawOf is a part's JSON.
+func rawOf(v any) json.RawMessage {
+	if raw, ok := v.(json.RawMessage); ok {
+		return raw
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		// Parts are plain values and API types; this cannot fail.
+		panic(fmt.Sprintf("encoding a record's part: %v", err))
+	}
+	return raw
+}
+
+// Drop takes feature f's part key out of the record.
+func (r *Record) Drop(f Feature, key string) {
+	r.encoded = ""
+	n := len(r.parts)
+	r.parts = slices.DeleteFunc(r.parts, func(p recordPart) bool { return p.key == key })
+	if len(r.parts) != n && !containsFeature(r.dropped, f) {
+		r.dropped = append(r.dropped, f)
+	}
 }
 
 // injected reports whether the record says anything was changed.
-func (r *Record) injected() bool {
-	return r != nil && (r.AntiAffinity != nil || len(r.Tolerations) > 0 || len(r.Sysctls) > 0 || r.InitContainer != nil)
+func (r *Record) injected() bool { return r != nil && len(r.parts) > 0 }
+
+// MarshalJSON writes the header, then the parts in the order they were put,
+// with one encoder.
+func (r *Record) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.Grow(1024) // a full record is under 1 KiB
+	enc := json.NewEncoder(&b)
+	if err := enc.Encode(recordHeader{Version: r.Version, Policy: r.Policy, Hash: r.Hash, Applied: r.Applied, Skipped: r.Skipped}); err != nil {
+		return nil, err
+	}
+	b.Truncate(b.Len() - 2) // the header's "}\n"
+	for _, p := range r.parts {
+		b.WriteByte(',')
+		if err := enc.Encode(p.key); err != nil {
+			return nil, err
+		}
+		b.Truncate(b.Len() - 1)
+		b.WriteByte(':')
+		if err := enc.Encode(p.value); err != nil {
+			return nil, err
+		}
+		b.Truncate(b.Len() - 1)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
-// CarriesSysctlContainer reports whether a pod template holds the ha-sysctl
-// init container its own record says ha-injector injected (not a user's
-// container of that name).
-func CarriesSysctlContainer(tmpl *corev1.PodTemplateSpec) bool {
-	rec := ReadRecord(tmpl.Annotations)
-	if rec == nil || rec.InitContainer == nil {
-		return false
+// UnmarshalJSON reads the header's keys into it and keeps every other key as a
+// part, in order, in one pass.
+func (r *Record) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("a record is a JSON object")
 	}
-	return slices.ContainsFunc(tmpl.Spec.InitContainers, func(c corev1.Container) bool { return isRecordedContainer(rec.InitContainer, &c) })
+	var head recordHeader
+	var parts []recordPart
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := t.(string)
+		switch key {
+		case "v":
+			err = dec.Decode(&head.Version)
+		case "policy":
+			err = dec.Decode(&head.Policy)
+		case "hash":
+			err = dec.Decode(&head.Hash)
+		case "applied":
+			err = dec.Decode(&head.Applied)
+		case "skipped":
+			err = dec.Decode(&head.Skipped)
+		default:
+			var raw json.RawMessage
+			if err = dec.Decode(&raw); err == nil && !bytes.Equal(raw, []byte("null")) {
+				parts = append(parts, recordPart{key: key, value: raw})
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	*r = Record{Version: head.Version, Policy: head.Policy, Hash: head.Hash, Applied: head.Applied, Skipped: head.Skipped, parts: parts}
+	return nil
 }
 
 // absorb returns r with the parts of later, an injection made on top of the
-// one r records; later's policy and hash, as the last applied. A feature r
+// one r records: later's policy and hash, as the last applied; a part in
+// both is later's, or both lists' elements when it is a list. A feature r
 // applied keeps r's account of it.
 func (r *Record) absorb(later *Record) *Record {
 	out := *r
-	out.Version, out.Policy, out.Hash = RecordVersion, later.Policy, later.Hash
-	if out.AntiAffinity == nil {
-		out.AntiAffinity = later.AntiAffinity
-	}
-	out.Tolerations = append(slices.Clone(r.Tolerations), later.Tolerations...)
-	out.Sysctls = append(slices.Clone(r.Sysctls), later.Sysctls...)
-	if out.InitContainer == nil {
-		out.InitContainer = later.InitContainer
+	out.Version, out.Policy, out.Hash, out.encoded = RecordVersion, later.Policy, later.Hash, ""
+	out.parts = slices.Clone(r.parts)
+	for _, p := range later.parts {
+		i := slices.IndexFunc(out.parts, func(q recordPart) bool { return q.key == p.key })
+		if i < 0 {
+			out.parts = append(out.parts, p)
+			continue
+		}
+		out.parts[i].value = joinLists(rawOf(out.parts[i].value), rawOf(p.value))
 	}
 	for _, f := range later.Applied {
 		if !slices.Contains(out.Applied, f) {
 			out.Applied = append(out.Applied, f)
 		}
 	}
-	// What the earlier injection applied, a later one only finds there (kept).
 	out.Skipped = maps.Clone(r.Skipped)
 	for f, why := range later.Skipped {
 		if !slices.Contains(r.Applied, f) {
@@ -119,324 +220,107 @@ func (r *Record) absorb(later *Record) *Record {
 	return &out
 }
 
+// joinLists returns the elements of two JSON lists in one; b alone when either
+// is not a list.
+func joinLists(a, b json.RawMessage) json.RawMessage {
+	var x, y []json.RawMessage
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return b
+	}
+	joined, _ := json.Marshal(append(x, y...))
+	return joined
+}
+
 // ReadRecord decodes the StatusAnnotation of annotations. It returns nil when
-// there is none, or when it is not a record of the current format (the
-// earlier, unversioned one carries no undo data: nothing of it is undone).
+// there is none, or when it is not a record of a format this release reads
+// (the earlier, unversioned one carries no undo data: nothing of it is undone).
+// The caller owns the record it gets.
 func ReadRecord(annotations map[string]string) *Record {
 	raw, ok := annotations[StatusAnnotation]
 	if !ok {
 		return nil
 	}
-	var r Record
-	if err := json.Unmarshal([]byte(raw), &r); err != nil || (r.Version != RecordVersion && r.Version != recordVersion1) {
+	r, ok := decodedRecords.get(raw)
+	if !ok {
+		var decoded Record
+		if err := json.Unmarshal([]byte(raw), &decoded); err != nil || (decoded.Version != RecordVersion && decoded.Version != recordVersion1) {
+			decodedRecords.put(raw, nil)
+			return nil
+		}
+		r = &decoded
+		decodedRecords.put(raw, r)
+	}
+	if r == nil {
 		return nil
 	}
-	if r.Version == recordVersion1 && r.InitContainer != nil {
-		// The container that release injected for this image and command,
-		// which was this release's.
-		c := sysctlContainerRun(r.InitContainer.Image, r.InitContainer.Command)
-		r.InitContainer = &c
-	}
-	return &r
+	own := *r
+	own.parts = slices.Clone(r.parts)
+	return &own
 }
 
-// encode renders the record as the annotation's value.
+// decodedRecords keeps the records last decoded, by their annotation: one
+// admission reads the same record several times (a Deployment UPDATE's stored
+// template and the one sent, and the Deployment's), and the pods of a
+// Deployment all carry their template's. Records held are never changed.
+var decodedRecords = recordCache{byText: map[string]*Record{}}
+
+type recordCache struct {
+	sync.Mutex
+	byText map[string]*Record
+}
+
+// maxDecodedRecords bounds the cache: a few distinct records per Deployment
+// being rolled out.
+const maxDecodedRecords = 1024
+
+func (c *recordCache) get(text string) (*Record, bool) {
+	c.Lock()
+	defer c.Unlock()
+	r, ok := c.byText[text]
+	return r, ok
+}
+
+func (c *recordCache) put(text string, r *Record) {
+	c.Lock()
+	defer c.Unlock()
+	if len(c.byText) >= maxDecodedRecords {
+		clear(c.byText)
+	}
+	c.byText[text] = r
+}
+
+// encode renders the record as the annotation's value (once: a Deployment's
+// goes on the Deployment and in its template). The header is the engine's to
+// set before the first encode.
 func (r *Record) encode() string {
-	b, err := json.Marshal(r)
+	if r.encoded != "" {
+		return r.encoded
+	}
+	b, err := r.MarshalJSON()
 	if err != nil {
-		// Every field is a plain value; this cannot fail.
+		// Parts are plain values and API types; this cannot fail.
 		panic(fmt.Sprintf("encoding the status record: %v", err))
 	}
-	return string(b)
+	r.encoded = string(b)
+	return r.encoded
 }
 
-// policyHash is a short hash of a policy's spec, so a record says which
-// version of the policy made it.
-func policyHash(p *v1alpha1.HAPolicy) string {
-	if !stored(p) {
-		return hashSpec(p)
-	}
-	return versionOf(p).hash
-}
-
-func hashSpec(p *v1alpha1.HAPolicy) string {
-	b, _ := json.Marshal(p.Spec)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:4])
-}
-
-// stored reports whether p is a version of a policy the API server holds: it
-// has a UID and a resourceVersion.
-func stored(p *v1alpha1.HAPolicy) bool { return p.UID != "" && p.ResourceVersion != "" }
-
-// policyVersion is what the engine derives from one version of a policy: the
-// policy with its defaults (shared, read only), the hash of its spec, and
-// what Validate finds wrong with it.
-type policyVersion struct {
-	resourceVersion string
-	defaulted       *v1alpha1.HAPolicy
-	hash            string
-	invalid         error
-}
-
-// versionOf returns what the engine derives from p: once per version of a
-// stored policy, the webhook handing the engine the same few policies on
-// every admission; on every call for any other (a file given to preview).
-func versionOf(p *v1alpha1.HAPolicy) policyVersion {
-	if stored(p) {
-		policyVersions.Lock()
-		v, ok := policyVersions.byUID[p.UID]
-		policyVersions.Unlock()
-		if ok && v.resourceVersion == p.ResourceVersion {
-			return v
-		}
-	}
-	d := p.DeepCopy()
-	d.Default()
-	v := policyVersion{resourceVersion: p.ResourceVersion, defaulted: d, hash: hashSpec(d)}
-	if errs := d.Validate(); len(errs) > 0 {
-		v.invalid = &InvalidPolicyError{Policy: p.Name, Errs: errs}
-	}
-	if stored(p) {
-		policyVersions.Lock()
-		defer policyVersions.Unlock()
-		if len(policyVersions.byUID) >= maxPolicyVersions {
-			clear(policyVersions.byUID) // policies deleted over the years
-		}
-		policyVersions.byUID[p.UID] = v
-	}
-	return v
-}
-
-// policyVersions holds the last version seen of each stored policy.
-var policyVersions = struct {
-	sync.Mutex
-	byUID map[types.UID]policyVersion
-}{byUID: map[types.UID]policyVersion{}}
-
-const maxPolicyVersions = 4096
-
-// undo removes from spec what rec says ha-injector injected, part by part. A
-// part the user has changed since (it no longer matches the record) is the
-// user's and stays; each such part gets a Kept decision. It returns the
-// removed init container as stored (with the API server's defaults), so an
-// identical re-injection can put it back unchanged.
-func undo(rec *Record, spec *corev1.PodSpec) ([]Decision, *corev1.Container) {
+// undo removes from spec what rec says ha-injector injected, injection by
+// injection. A part the user has changed since (it no longer matches the
+// record) is the user's and stays; each such part gets a Kept decision.
+func undo(rec *Record, spec *corev1.PodSpec) []Decision {
 	if !rec.injected() {
-		return nil, nil
-	}
-	var notes []Decision
-	userKept := func(f Feature, format string, args ...any) {
-		notes = append(notes, Decision{Feature: f, Action: Kept, Reason: fmt.Sprintf(format, args...) + ": changed since ha-injector set it, so it is the workload's own now"})
-	}
-
-	// A part that is gone, or back at the workload's own value, was undone by
-	// the user (a manifest re-applied whole): nothing to note. A part still
-	// there with another value is the user's now.
-	if t := rec.AntiAffinity; t != nil && !removeTerm(spec, t) && podAntiAffinityOn(spec, t.Term.TopologyKey) != "" {
-		userKept(FeatureAntiAffinity, "the recorded anti-affinity term on %s", t.Term.TopologyKey)
-	}
-	for _, rt := range rec.Tolerations {
-		if !undoToleration(spec, rt) && tolerationChanged(spec, rt) {
-			userKept(FeatureTolerations, "the %s toleration", rt.Key)
-		}
-	}
-	for _, s := range rec.Sysctls {
-		if !removeSysctl(spec, s) && hasSysctlNamed(spec, s) {
-			userKept(FeatureSysctls, "securityContext sysctl %s", s)
-		}
-	}
-	var removed *corev1.Container
-	if c := rec.InitContainer; c != nil {
-		if removed = removeInitContainer(spec, c); removed == nil && hasContainer(spec, SysctlContainerName) {
-			userKept(FeatureSysctls, "the %s init container", SysctlContainerName)
-		}
-	}
-	return notes, removed
-}
-
-func removeTerm(spec *corev1.PodSpec, t *RecordedTerm) bool {
-	if spec.Affinity == nil || spec.Affinity.PodAntiAffinity == nil {
-		return false
-	}
-	paa := spec.Affinity.PodAntiAffinity
-	removed := false
-	if t.Weight == 0 {
-		if i := slices.IndexFunc(paa.RequiredDuringSchedulingIgnoredDuringExecution, func(x corev1.PodAffinityTerm) bool {
-			return equality.Semantic.DeepEqual(x, t.Term)
-		}); i >= 0 {
-			paa.RequiredDuringSchedulingIgnoredDuringExecution = slices.Delete(paa.RequiredDuringSchedulingIgnoredDuringExecution, i, i+1)
-			removed = true
-		}
-	} else if i := slices.IndexFunc(paa.PreferredDuringSchedulingIgnoredDuringExecution, func(x corev1.WeightedPodAffinityTerm) bool {
-		return x.Weight == t.Weight && equality.Semantic.DeepEqual(x.PodAffinityTerm, t.Term)
-	}); i >= 0 {
-		paa.PreferredDuringSchedulingIgnoredDuringExecution = slices.Delete(paa.PreferredDuringSchedulingIgnoredDuringExecution, i, i+1)
-		removed = true
-	}
-	if !removed {
-		return false
-	}
-	// What ha-injector created to hold the term goes with it.
-	if len(paa.RequiredDuringSchedulingIgnoredDuringExecution) == 0 {
-		paa.RequiredDuringSchedulingIgnoredDuringExecution = nil
-	}
-	if len(paa.PreferredDuringSchedulingIgnoredDuringExecution) == 0 {
-		paa.PreferredDuringSchedulingIgnoredDuringExecution = nil
-	}
-	if paa.RequiredDuringSchedulingIgnoredDuringExecution == nil && paa.PreferredDuringSchedulingIgnoredDuringExecution == nil {
-		spec.Affinity.PodAntiAffinity = nil
-	}
-	if equality.Semantic.DeepEqual(*spec.Affinity, corev1.Affinity{}) {
-		spec.Affinity = nil
-	}
-	return true
-}
-
-// undoToleration finds the first NoExecute toleration of rt.Key (the one the
-// taint manager uses) and, if it still has the recorded seconds, removes it
-// (added) or gives it back its original seconds (shortened).
-func undoToleration(spec *corev1.PodSpec, rt RecordedToleration) bool {
-	i := firstNoExecute(spec, rt.Key)
-	if i < 0 || spec.Tolerations[i].Key != rt.Key || spec.Tolerations[i].TolerationSeconds == nil || *spec.Tolerations[i].TolerationSeconds != rt.Seconds {
-		return false
-	}
-	if rt.Was == nil {
-		spec.Tolerations = slices.Delete(spec.Tolerations, i, i+1)
-		if len(spec.Tolerations) == 0 {
-			spec.Tolerations = nil
-		}
-		return true
-	}
-	was := *rt.Was
-	spec.Tolerations[i].TolerationSeconds = &was
-	return true
-}
-
-// tolerationChanged reports whether the first NoExecute toleration of rt.Key
-// has seconds that are neither the recorded ones nor the workload's own.
-func tolerationChanged(spec *corev1.PodSpec, rt RecordedToleration) bool {
-	i := firstNoExecute(spec, rt.Key)
-	if i < 0 || spec.Tolerations[i].Key != rt.Key {
-		return false
-	}
-	secs := spec.Tolerations[i].TolerationSeconds
-	return !(rt.Was != nil && secs != nil && *secs == *rt.Was)
-}
-
-func hasSysctlNamed(spec *corev1.PodSpec, pair string) bool {
-	if spec.SecurityContext == nil {
-		return false
-	}
-	name, _, _ := strings.Cut(pair, "=")
-	return slices.ContainsFunc(spec.SecurityContext.Sysctls, func(s corev1.Sysctl) bool { return s.Name == name })
-}
-
-func removeSysctl(spec *corev1.PodSpec, pair string) bool {
-	if spec.SecurityContext == nil {
-		return false
-	}
-	list := spec.SecurityContext.Sysctls
-	i := slices.IndexFunc(list, func(s corev1.Sysctl) bool { return s.Name+"="+s.Value == pair })
-	if i < 0 {
-		return false
-	}
-	spec.SecurityContext.Sysctls = slices.Delete(list, i, i+1)
-	if len(spec.SecurityContext.Sysctls) == 0 {
-		spec.SecurityContext.Sysctls = nil
-	}
-	return true
-}
-
-func removeInitContainer(spec *corev1.PodSpec, c *corev1.Container) *corev1.Container {
-	i := slices.IndexFunc(spec.InitContainers, func(x corev1.Container) bool { return isRecordedContainer(c, &x) })
-	if i < 0 {
 		return nil
 	}
-	removed := spec.InitContainers[i].DeepCopy()
-	spec.InitContainers = slices.Delete(spec.InitContainers, i, i+1)
-	if len(spec.InitContainers) == 0 {
-		spec.InitContainers = nil
+	var notes []Decision
+	for _, inj := range registered {
+		notes = append(notes, inj.Undo(rec, spec)...)
 	}
-	return removed
+	return notes
 }
 
-// isRecordedContainer reports whether x is the init container the record
-// describes: the whole container, not only its name, image and command, so
-// that a record copied onto a workload of its own (the annotation is the
-// user's to write) never makes ha-injector take the user's container of that
-// name, with its own args, mounts or privileges, for its own. What the API
-// server adds to every container does not count: the defaults of
-// terminationMessagePath and imagePullPolicy, and the ServiceAccount token
-// mount that the ServiceAccount admission plugin adds before webhooks run.
-func isRecordedContainer(recorded, x *corev1.Container) bool {
-	if x.Name != SysctlContainerName || x.Image != recorded.Image {
-		return false
-	}
-	a, b := withoutServerDefaults(recorded), withoutServerDefaults(x)
-	// Quantities compare by value ("16Mi" is 16777216), the rest as it is.
-	if !sameQuantities(a.Resources.Requests, b.Resources.Requests) || !sameQuantities(a.Resources.Limits, b.Resources.Limits) {
-		return false
-	}
-	a.Resources.Requests, a.Resources.Limits = nil, nil
-	b.Resources.Requests, b.Resources.Limits = nil, nil
-	return reflect.DeepEqual(a, b)
-}
-
-// sameQuantities compares two resource lists by value.
-func sameQuantities(x, y corev1.ResourceList) bool {
-	if len(x) != len(y) {
-		return false
-	}
-	for name, q := range x {
-		if other, ok := y[name]; !ok || q.Cmp(other) != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// serviceAccountMountPath is where the ServiceAccount admission plugin mounts
-// the token volume (kube-api-access-<random>) into every container.
-const serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-// withoutServerDefaults returns a shallow copy of c without what the API
-// server sets on every container it stores: the defaults of
-// SetDefaults_Container and the ServiceAccount token mount. It shares c's
-// lists but the mounts, which it copies only to leave the token out.
-func withoutServerDefaults(c *corev1.Container) corev1.Container {
-	out := *c
-	if out.TerminationMessagePath == corev1.TerminationMessagePathDefault {
-		out.TerminationMessagePath = ""
-	}
-	if out.TerminationMessagePolicy == corev1.TerminationMessageReadFile {
-		out.TerminationMessagePolicy = ""
-	}
-	if out.ImagePullPolicy == defaultPullPolicy(out.Image) {
-		out.ImagePullPolicy = ""
-	}
-	token := func(m corev1.VolumeMount) bool {
-		return m.MountPath == serviceAccountMountPath && m.ReadOnly && strings.HasPrefix(m.Name, "kube-api-access-")
-	}
-	if slices.ContainsFunc(out.VolumeMounts, token) {
-		out.VolumeMounts = slices.DeleteFunc(slices.Clone(out.VolumeMounts), token)
-	}
-	if len(out.VolumeMounts) == 0 {
-		out.VolumeMounts = nil
-	}
-	return out
-}
-
-// defaultPullPolicy is the imagePullPolicy the API server gives a container
-// that sets none (SetDefaults_Container, with ParseImageName): Always when the
-// tag is latest, or when there is neither a tag nor a digest (latest is then
-// implied); IfNotPresent otherwise.
-func defaultPullPolicy(image string) corev1.PullPolicy {
-	name, digest, _ := strings.Cut(image, "@")
-	name = name[strings.LastIndex(name, "/")+1:]
-	_, tag, _ := strings.Cut(name, ":")
-	if tag == "latest" || (tag == "" && digest == "") {
-		return corev1.PullAlways
-	}
-	return corev1.PullIfNotPresent
+// keptByUser is the decision that a recorded part was changed by the user since
+// ha-injector set it, so it stays, as the workload's own.
+func keptByUser(f Feature, format string, args ...any) Decision {
+	return Decision{Feature: f, Action: Kept, Reason: fmt.Sprintf(format, args...) + ": changed since ha-injector set it, so it is the workload's own now"}
 }

@@ -3,6 +3,7 @@ package policies
 import (
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -66,30 +67,124 @@ type sysctl struct{ name, value string }
 
 func (s sysctl) String() string { return s.name + "=" + s.value }
 
-// sysctls sets the policy's sysctls through the pod securityContext, the
-// ha-sysctl init container (inserted first), or both: it splits them between
-// the two, lets Pod Security move or drop what the namespace's level rejects,
-// then sets each part.
-func sysctls(policy *v1alpha1.HAPolicy, ctx Context, spec *corev1.PodSpec, rec *Record) []Decision {
-	c := policy.Spec.Sysctls
+// FeatureSysctls sets TCP sysctls in the pod's network namespace.
+const FeatureSysctls Feature = "sysctls"
+
+// sysctlsInjection sets the policy's sysctls through the pod securityContext,
+// the ha-sysctl init container (inserted first), or both: it splits them
+// between the two, lets Pod Security and the installation's allowed images
+// move or drop what they reject, then sets each part.
+type sysctlsInjection struct{}
+
+var _ Injection = sysctlsInjection{}
+
+// The keys of its parts of the record: the name=value pairs added to the
+// securityContext, and the init container inserted, whole (a version-1
+// record holds only its image and command).
+const (
+	sysctlsRecord       = "sysctls"
+	initContainerRecord = "initContainer"
+)
+
+var (
+	sysctlsPart = nestedField("securityContext", "sysctls",
+		func(s *corev1.PodSpec) **corev1.PodSecurityContext { return &s.SecurityContext },
+		func(c *corev1.PodSecurityContext) any { return c.Sysctls })
+	initContainersPart = func() Part {
+		p := specField("initContainers", func(s *corev1.PodSpec) *[]corev1.Container { return &s.InitContainers })
+		p.Head = func(c any) bool { return c.(corev1.Container).Name == SysctlContainerName }
+		return p
+	}()
+)
+
+func (sysctlsInjection) Feature() Feature { return FeatureSysctls }
+
+func (sysctlsInjection) Parts() []Part { return []Part{sysctlsPart, initContainersPart} }
+
+func (sysctlsInjection) Needs(*v1alpha1.HAPolicy, Workload) Needs { return Needs{} }
+
+func (sysctlsInjection) Apply(in *Input) []Decision {
+	var decisions []Decision
+	if in.Workload.Kind == KindPod {
+		decisions = dropPrivilegedInit(in)
+	}
+	c, spec := in.Policy.Spec.Sysctls, in.Spec
 	switch {
 	case !enabled(c.Enabled):
-		return []Decision{sysctlDecision(Skipped, "", "disabled by the policy")}
+		return append(decisions, sysctlDecision(Skipped, "", "disabled by the policy"))
 	case spec.HostNetwork:
-		return []Decision{sysctlDecision(Skipped, "", "hostNetwork pod: sysctls would change the node's own network settings")}
+		return append(decisions, sysctlDecision(Skipped, "", "hostNetwork pod: sysctls would change the node's own network settings"))
 	case isWindows(spec):
-		return []Decision{sysctlDecision(Skipped, "", "Windows pod: Linux sysctls do not apply")}
+		return append(decisions, sysctlDecision(Skipped, "", "Windows pod: Linux sysctls do not apply"))
 	}
 	plan := splitSysctls(c, spec)
-	decisions := plan.decisions()
-	decisions = append(decisions, plan.podSecurityFallback(effectivePodSecurity(ctx.Namespace, ctx.Cluster.PodSecurity))...)
-	decisions = append(decisions, plan.imageFallback(policy, ctx)...)
-	decisions = append(decisions, setContextSysctls(spec, plan.toContext, rec)...)
-	decisions = append(decisions, insertSysctlContainer(c.Image, ctx.SysctlImage, spec, plan.toInit, rec)...)
-	if len(decisions) == 0 {
+	n := len(decisions)
+	decisions = append(decisions, plan.decisions()...)
+	decisions = append(decisions, plan.podSecurityFallback(effectivePodSecurity(in.Context.Namespace, in.Context.Cluster.PodSecurity))...)
+	decisions = append(decisions, plan.imageFallback(in.Policy, in.Context)...)
+	decisions = append(decisions, setContextSysctls(spec, plan.toContext, in.Record)...)
+	decisions = append(decisions, insertSysctlContainer(in, plan.toInit)...)
+	if len(decisions) == n {
 		decisions = append(decisions, sysctlDecision(Skipped, "", "nothing to set"))
 	}
 	return decisions
+}
+
+// Undo removes the recorded sysctls from the securityContext and the
+// recorded init container, when they are still as ha-injector set them.
+func (sysctlsInjection) Undo(rec *Record, spec *corev1.PodSpec) []Decision {
+	var notes []Decision
+	var pairs []string
+	if rec.Part(sysctlsRecord, &pairs) {
+		for _, s := range pairs {
+			if !removeSysctl(spec, s) && hasSysctlNamed(spec, s) {
+				notes = append(notes, keptByUser(FeatureSysctls, "securityContext sysctl %s", s))
+			}
+		}
+	}
+	if c := recordedInitContainer(rec); c != nil {
+		if removeInitContainer(spec, c) == nil && hasContainer(spec, SysctlContainerName) {
+			notes = append(notes, keptByUser(FeatureSysctls, "the %s init container", SysctlContainerName))
+		}
+	}
+	return notes
+}
+
+// RecordedInitContainer returns the ha-sysctl init container a record says
+// ha-injector inserted, whole; nil when it says none.
+func RecordedInitContainer(rec *Record) *corev1.Container { return recordedInitContainer(rec) }
+
+func recordedInitContainer(rec *Record) *corev1.Container {
+	var c corev1.Container
+	if !rec.Part(initContainerRecord, &c) {
+		return nil
+	}
+	if rec.Version == recordVersion1 {
+		// Version 1 named it by image and command: the container that
+		// release injected for them, which was this release's.
+		c = sysctlContainerRun(c.Image, c.Command)
+	}
+	return &c
+}
+
+// dropPrivilegedInit removes from a Pod the ha-sysctl init container that its
+// template's injection put there, when the namespace's Pod Security level now
+// rejects privileged containers: injected while the namespace allowed them, it
+// would get every replacement pod refused (after a drain or a node loss,
+// exactly when replacements matter). Only the container the record describes
+// is removed, never a user's; it is taken out of the pod's record too.
+func dropPrivilegedInit(in *Input) []Decision {
+	c := recordedInitContainer(in.Prior)
+	if c == nil {
+		return nil
+	}
+	ps := effectivePodSecurity(in.Context.Namespace, in.Context.Cluster.PodSecurity)
+	if ps.level == PodSecurityPrivileged || removeInitContainer(in.Spec, c) == nil {
+		return nil
+	}
+	in.Prior.Drop(FeatureSysctls, initContainerRecord)
+	return []Decision{sysctlDecision(Skipped, FallbackPodSecurity,
+		"%s, which rejects privileged containers: removed the %s init container of the pod template's injection (the template keeps it until its next change)", ps, SysctlContainerName)}
 }
 
 func sysctlDecision(action Action, fallback Fallback, format string, args ...any) Decision {
@@ -248,14 +343,15 @@ func setContextSysctls(spec *corev1.PodSpec, sysctls []sysctl, rec *Record) []De
 	if spec.SecurityContext == nil {
 		spec.SecurityContext = &corev1.PodSecurityContext{}
 	}
-	var unsafe []string
+	var unsafe, pairs []string
 	for _, s := range sysctls {
 		spec.SecurityContext.Sysctls = append(spec.SecurityContext.Sysctls, corev1.Sysctl{Name: s.name, Value: s.value})
-		rec.Sysctls = append(rec.Sysctls, s.String())
+		pairs = append(pairs, s.String())
 		if !IsSafeSysctl(s.name) {
 			unsafe = append(unsafe, s.name)
 		}
 	}
+	rec.Put(sysctlsRecord, pairs)
 	decisions := []Decision{sysctlDecision(Applied, "", "securityContext.sysctls %s", joinSysctls(sysctls))}
 	if len(unsafe) > 0 {
 		decisions = append(decisions, sysctlDecision(Noted, "",
@@ -266,20 +362,29 @@ func setContextSysctls(spec *corev1.PodSpec, sysctls []sysctl, rec *Record) []De
 
 // insertSysctlContainer inserts the ha-sysctl init container that sets
 // sysctls, first, unless the pod has a container of that name or there is no
-// image for it.
-func insertSysctlContainer(policyImage, defaultImage string, spec *corev1.PodSpec, sysctls []sysctl, rec *Record) []Decision {
+// image for it. The same container injected again (a Deployment's template
+// undone and injected anew) is kept as it was stored, with the defaults the
+// API server added, so that nothing changes.
+func insertSysctlContainer(in *Input, sysctls []sysctl) []Decision {
 	if len(sysctls) == 0 {
 		return nil
 	}
-	container, ok := sysctlContainer(policyImage, defaultImage, sysctls)
+	spec := in.Spec
+	container, ok := sysctlContainer(in.Policy.Spec.Sysctls.Image, in.Context.SysctlImage, sysctls)
 	switch {
 	case hasContainer(spec, SysctlContainerName):
 		return []Decision{sysctlDecision(Kept, "", "a container named %s already exists", SysctlContainerName)}
 	case !ok:
 		return []Decision{sysctlDecision(Skipped, "", "no image for the %s init container (the policy names none and the installation's --sysctl-image is empty): not set %s", SysctlContainerName, joinSysctls(sysctls))}
 	}
+	in.Record.Put(initContainerRecord, container)
+	for _, stored := range in.Original().InitContainers {
+		if isRecordedContainer(&container, &stored) {
+			container = *stored.DeepCopy()
+			break
+		}
+	}
 	spec.InitContainers = append([]corev1.Container{container}, spec.InitContainers...)
-	rec.InitContainer = container.DeepCopy()
 	return []Decision{sysctlDecision(Applied, "", "init container %s sets %s", SysctlContainerName, joinSysctls(sysctls))}
 }
 
@@ -380,4 +485,132 @@ func joinComma(parts []string) string { return strings.Join(parts, ", ") }
 func SafeSysctlSince(name string) (minor int, safe bool) {
 	minor, safe = safeSysctls[canonicalSysctl(name)]
 	return minor, safe
+}
+
+// CarriesSysctlContainer reports whether a pod template holds the ha-sysctl
+// init container its own record says ha-injector injected (not a user's
+// container of that name).
+func CarriesSysctlContainer(tmpl *corev1.PodTemplateSpec) bool {
+	recorded := recordedInitContainer(ReadRecord(tmpl.Annotations))
+	if recorded == nil {
+		return false
+	}
+	return slices.ContainsFunc(tmpl.Spec.InitContainers, func(c corev1.Container) bool { return isRecordedContainer(recorded, &c) })
+}
+
+func hasSysctlNamed(spec *corev1.PodSpec, pair string) bool {
+	if spec.SecurityContext == nil {
+		return false
+	}
+	name, _, _ := strings.Cut(pair, "=")
+	return slices.ContainsFunc(spec.SecurityContext.Sysctls, func(s corev1.Sysctl) bool { return s.Name == name })
+}
+
+func removeSysctl(spec *corev1.PodSpec, pair string) bool {
+	if spec.SecurityContext == nil {
+		return false
+	}
+	list := spec.SecurityContext.Sysctls
+	i := slices.IndexFunc(list, func(s corev1.Sysctl) bool { return s.Name+"="+s.Value == pair })
+	if i < 0 {
+		return false
+	}
+	spec.SecurityContext.Sysctls = slices.Delete(list, i, i+1)
+	if len(spec.SecurityContext.Sysctls) == 0 {
+		spec.SecurityContext.Sysctls = nil
+	}
+	return true
+}
+
+func removeInitContainer(spec *corev1.PodSpec, c *corev1.Container) *corev1.Container {
+	i := slices.IndexFunc(spec.InitContainers, func(x corev1.Container) bool { return isRecordedContainer(c, &x) })
+	if i < 0 {
+		return nil
+	}
+	removed := spec.InitContainers[i].DeepCopy()
+	spec.InitContainers = slices.Delete(spec.InitContainers, i, i+1)
+	if len(spec.InitContainers) == 0 {
+		spec.InitContainers = nil
+	}
+	return removed
+}
+
+// isRecordedContainer reports whether x is the init container the record
+// describes: the whole container, not only its name, image and command, so
+// that a record copied onto a workload of its own (the annotation is the
+// user's to write) never makes ha-injector take the user's container of that
+// name, with its own args, mounts or privileges, for its own. What the API
+// server adds to every container does not count: the defaults of
+// terminationMessagePath and imagePullPolicy, and the ServiceAccount token
+// mount that the ServiceAccount admission plugin adds before webhooks run.
+func isRecordedContainer(recorded, x *corev1.Container) bool {
+	if x.Name != SysctlContainerName || x.Image != recorded.Image {
+		return false
+	}
+	a, b := withoutServerDefaults(recorded), withoutServerDefaults(x)
+	// Quantities compare by value ("16Mi" is 16777216), the rest as it is.
+	if !sameQuantities(a.Resources.Requests, b.Resources.Requests) || !sameQuantities(a.Resources.Limits, b.Resources.Limits) {
+		return false
+	}
+	a.Resources.Requests, a.Resources.Limits = nil, nil
+	b.Resources.Requests, b.Resources.Limits = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// sameQuantities compares two resource lists by value.
+func sameQuantities(x, y corev1.ResourceList) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for name, q := range x {
+		if other, ok := y[name]; !ok || q.Cmp(other) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// serviceAccountMountPath is where the ServiceAccount admission plugin mounts
+// the token volume (kube-api-access-<random>) into every container.
+const serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// withoutServerDefaults returns a shallow copy of c without what the API
+// server sets on every container it stores: the defaults of
+// SetDefaults_Container and the ServiceAccount token mount. It shares c's
+// lists but the mounts, which it copies only to leave the token out.
+func withoutServerDefaults(c *corev1.Container) corev1.Container {
+	out := *c
+	if out.TerminationMessagePath == corev1.TerminationMessagePathDefault {
+		out.TerminationMessagePath = ""
+	}
+	if out.TerminationMessagePolicy == corev1.TerminationMessageReadFile {
+		out.TerminationMessagePolicy = ""
+	}
+	if out.ImagePullPolicy == defaultPullPolicy(out.Image) {
+		out.ImagePullPolicy = ""
+	}
+	token := func(m corev1.VolumeMount) bool {
+		return m.MountPath == serviceAccountMountPath && m.ReadOnly && strings.HasPrefix(m.Name, "kube-api-access-")
+	}
+	if slices.ContainsFunc(out.VolumeMounts, token) {
+		out.VolumeMounts = slices.DeleteFunc(slices.Clone(out.VolumeMounts), token)
+	}
+	if len(out.VolumeMounts) == 0 {
+		out.VolumeMounts = nil
+	}
+	return out
+}
+
+// defaultPullPolicy is the imagePullPolicy the API server gives a container
+// that sets none (SetDefaults_Container, with ParseImageName): Always when the
+// tag is latest, or when there is neither a tag nor a digest (latest is then
+// implied); IfNotPresent otherwise.
+func defaultPullPolicy(image string) corev1.PullPolicy {
+	name, digest, _ := strings.Cut(image, "@")
+	name = name[strings.LastIndex(name, "/")+1:]
+	_, tag, _ := strings.Cut(name, ":")
+	if tag == "latest" || (tag == "" && digest == "") {
+		return corev1.PullAlways
+	}
+	return corev1.PullIfNotPresent
 }

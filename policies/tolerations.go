@@ -2,30 +2,68 @@ package policies
 
 import (
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
-// tolerations caps the not-ready and unreachable NoExecute tolerations at the
-// policy's seconds. For each taint the taint manager uses the first matching
-// toleration in list order (GetMatchingTolerations), so the DefaultTolerationSeconds
-// 300s toleration, or the user's own, is the one that counts: a toleration
-// appended after it would be ignored. Longer ones are therefore shortened in
-// place, shorter ones kept, and "tolerate forever" left alone.
-func tolerations(policy *v1alpha1.HAPolicy, spec *corev1.PodSpec, rec *Record) []Decision {
-	t := policy.Spec.Tolerations
+// FeatureTolerations caps how long pods stay on a node that is not ready or
+// unreachable.
+const FeatureTolerations Feature = "tolerations"
+
+// tolerationsInjection caps the not-ready and unreachable NoExecute
+// tolerations at the policy's seconds. For each taint the taint manager uses
+// the first matching toleration in list order (GetMatchingTolerations), so
+// the DefaultTolerationSeconds 300s toleration, or the user's own, is the one
+// that counts: a toleration appended after it would be ignored. Longer ones
+// are therefore shortened in place, shorter ones kept, and "tolerate
+// forever" left alone.
+type tolerationsInjection struct{}
+
+var _ Injection = tolerationsInjection{}
+
+// tolerationsRecord is the key of its part of the record.
+const tolerationsRecord = "tolerations"
+
+// RecordedToleration is a NoExecute toleration of Key set to Seconds: added
+// when Was is nil, else shortened from Was. A list of them is the
+// tolerations' part of the record.
+type RecordedToleration struct {
+	Key     string `json:"key"`
+	Seconds int64  `json:"seconds"`
+	Was     *int64 `json:"was,omitempty"`
+}
+
+var tolerationsPart = specField("tolerations", func(s *corev1.PodSpec) *[]corev1.Toleration { return &s.Tolerations })
+
+func (tolerationsInjection) Feature() Feature { return FeatureTolerations }
+
+func (tolerationsInjection) Parts() []Part { return []Part{tolerationsPart} }
+
+func (tolerationsInjection) Needs(*v1alpha1.HAPolicy, Workload) Needs { return Needs{} }
+
+func (tolerationsInjection) Apply(in *Input) []Decision {
+	t := in.Policy.Spec.Tolerations
 	if !enabled(t.Enabled) {
 		return []Decision{{Feature: FeatureTolerations, Action: Skipped, Reason: "disabled by the policy"}}
 	}
-	return []Decision{
-		capToleration(spec, NotReadyTaint, *t.NotReadySeconds, rec),
-		capToleration(spec, UnreachableTaint, *t.UnreachableSeconds, rec),
+	var recorded []RecordedToleration
+	decisions := []Decision{
+		capToleration(in.Spec, NotReadyTaint, *t.NotReadySeconds, &recorded),
+		capToleration(in.Spec, UnreachableTaint, *t.UnreachableSeconds, &recorded),
 	}
+	if len(recorded) > 0 {
+		in.Record.Put(tolerationsRecord, recorded)
+	}
+	if note, ok := statefulSetNote(in.Workload); ok {
+		decisions = append(decisions, note)
+	}
+	return decisions
 }
 
-func capToleration(spec *corev1.PodSpec, key string, limit int64, rec *Record) Decision {
+func capToleration(spec *corev1.PodSpec, key string, limit int64, recorded *[]RecordedToleration) Decision {
 	decision := func(action Action, format string, args ...any) Decision {
 		return Decision{Feature: FeatureTolerations, Action: action, Reason: key + " " + fmt.Sprintf(format, args...)}
 	}
@@ -38,7 +76,7 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64, rec *Record) D
 			Effect:            corev1.TaintEffectNoExecute,
 			TolerationSeconds: &limit,
 		})
-		rec.Tolerations = append(rec.Tolerations, RecordedToleration{Key: key, Seconds: limit})
+		*recorded = append(*recorded, RecordedToleration{Key: key, Seconds: limit})
 		return decision(Applied, "added with %ds", limit)
 	}
 
@@ -56,8 +94,74 @@ func capToleration(spec *corev1.PodSpec, key string, limit int64, rec *Record) D
 	}
 	was := *tol.TolerationSeconds
 	tol.TolerationSeconds = &limit
-	rec.Tolerations = append(rec.Tolerations, RecordedToleration{Key: key, Seconds: limit, Was: &was})
+	*recorded = append(*recorded, RecordedToleration{Key: key, Seconds: limit, Was: &was})
 	return decision(Applied, "shortened %ds -> %ds", was, limit)
+}
+
+// statefulSetNote warns that short tolerations alone do not replace a
+// StatefulSet pod on a dead node: the pod is only deleted once the kubelet
+// confirms it or the node object is removed, so its identity stays taken.
+func statefulSetNote(w Workload) (Decision, bool) {
+	if w.Kind != KindPod {
+		return Decision{}, false
+	}
+	for _, ref := range w.OwnerReferences {
+		if ref.Kind == "StatefulSet" {
+			return Decision{
+				Feature: FeatureTolerations,
+				Action:  Noted,
+				Reason:  "StatefulSet pod: after eviction it stays Terminating until the dead node is deleted or shut down (non-graceful node shutdown), so short tolerations alone do not move it",
+			}, true
+		}
+	}
+	return Decision{}, false
+}
+
+// Undo gives each recorded toleration back: an added one is removed, a
+// shortened one gets its seconds back, if it still has the recorded seconds.
+func (tolerationsInjection) Undo(rec *Record, spec *corev1.PodSpec) []Decision {
+	var recorded []RecordedToleration
+	if !rec.Part(tolerationsRecord, &recorded) {
+		return nil
+	}
+	var notes []Decision
+	for _, rt := range recorded {
+		if !undoToleration(spec, rt) && tolerationChanged(spec, rt) {
+			notes = append(notes, keptByUser(FeatureTolerations, "the %s toleration", rt.Key))
+		}
+	}
+	return notes
+}
+
+// undoToleration finds the first NoExecute toleration of rt.Key (the one the
+// taint manager uses) and, if it still has the recorded seconds, removes it
+// (added) or gives it back its original seconds (shortened).
+func undoToleration(spec *corev1.PodSpec, rt RecordedToleration) bool {
+	i := firstNoExecute(spec, rt.Key)
+	if i < 0 || spec.Tolerations[i].Key != rt.Key || spec.Tolerations[i].TolerationSeconds == nil || *spec.Tolerations[i].TolerationSeconds != rt.Seconds {
+		return false
+	}
+	if rt.Was == nil {
+		spec.Tolerations = slices.Delete(spec.Tolerations, i, i+1)
+		if len(spec.Tolerations) == 0 {
+			spec.Tolerations = nil
+		}
+		return true
+	}
+	was := *rt.Was
+	spec.Tolerations[i].TolerationSeconds = &was
+	return true
+}
+
+// tolerationChanged reports whether the first NoExecute toleration of rt.Key
+// has seconds that are neither the recorded ones nor the workload's own.
+func tolerationChanged(spec *corev1.PodSpec, rt RecordedToleration) bool {
+	i := firstNoExecute(spec, rt.Key)
+	if i < 0 || spec.Tolerations[i].Key != rt.Key {
+		return false
+	}
+	secs := spec.Tolerations[i].TolerationSeconds
+	return !(rt.Was != nil && secs != nil && *secs == *rt.Was)
 }
 
 // firstNoExecute returns the index of the first toleration of the NoExecute

@@ -5,7 +5,6 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
@@ -169,33 +168,12 @@ func NewUpdate(old, updated *corev1.PodTemplateSpec) *Update {
 	return &Update{Old: old, TemplateChanged: TemplateChanged(old, updated)}
 }
 
-// Workload describes the object whose pod template is mutated.
-type Workload struct {
-	Kind Kind
-	// Annotations are the object's own annotations (for a Pod, the same as
-	// its template's).
-	Annotations map[string]string
-	// Selector is the Deployment's; nil for a Pod.
-	Selector *metav1.LabelSelector
-	// Replicas is the Deployment's (nil: 1), or for a Pod its owner's
-	// desired count (nil: unknown).
-	Replicas *int32
-	// OwnerReferences are the Pod's; nil for a Deployment.
-	OwnerReferences []metav1.OwnerReference
-	// Owner is the Pod's controller as the cluster knows it, if known.
-	Owner *Owner
-}
-
 // Feature names one of the things ha-injector injects.
 type Feature string
 
-// The features, in the order they are applied and reported.
-const (
-	FeatureWorkload     Feature = "workload"
-	FeatureAntiAffinity Feature = "antiAffinity"
-	FeatureTolerations  Feature = "tolerations"
-	FeatureSysctls      Feature = "sysctls"
-)
+// FeatureWorkload is a decision about the whole workload (opted out, a
+// DaemonSet's pod...); each injection names its own feature.
+const FeatureWorkload Feature = "workload"
 
 // Action is what happened to a feature.
 type Action string

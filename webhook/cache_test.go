@@ -10,7 +10,6 @@ import (
 	"time"
 	"unique"
 
-	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -22,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 )
@@ -102,28 +102,32 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	index := newReplicaSets()
 	go func() { _ = index.run(ctx, restCfg) }()
 	require.Eventually(t, index.hasSynced, 30*time.Second, 50*time.Millisecond)
-	f, ok := index.get(rs.Namespace, rs.Name)
+	f, ok := index.Get(rs.Namespace, rs.Name)
 	require.True(t, ok)
-	assert.Equal(t, replicaSetFacts{replicas: 3, inject: "false", owner: unique.Make(rs.OwnerReferences[0].UID), revision: 2, labels: templateLabelsHash(rs.Spec.Template.Labels)}, f)
-	assert.Len(t, index.owned(rs.OwnerReferences[0].UID), 1)
+	assert.Equal(t, facts.ReplicaSetFacts{Replicas: 3, Inject: "false", Owner: unique.Make(rs.OwnerReferences[0].UID), Revision: 2, Labels: facts.TemplateLabelsHash(rs.Spec.Template.Labels)}, f)
+	assert.Len(t, index.Owned(rs.OwnerReferences[0].UID), 1)
 
 	// An update: the Deployment scaled to 5 and opted in again.
 	delete(rs.Annotations, policies.InjectAnnotation)
 	rs.Annotations[policies.DesiredReplicasAnnotation] = "5"
 	require.NoError(t, c.Update(ctx, rs))
 	require.Eventually(t, func() bool {
-		f, ok := index.get(rs.Namespace, rs.Name)
-		return ok && f.replicas == 5 && f.inject == ""
+		f, ok := index.Get(rs.Namespace, rs.Name)
+		return ok && f.Replicas == 5 && f.Inject == ""
 	}, 30*time.Second, 50*time.Millisecond, "the index follows the update")
 
 	// The Pod handler reads its owner from the index.
 	m := &Mutator{Kind: policies.KindPod, ReplicaSets: index, APIReader: c}
-	podOf := func(rsName string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: rsName + "-abcde", OwnerReferences: []metav1.OwnerReference{{
+	ownerOf := func(rsName string) *policies.Owner {
+		owner, err := m.gatherer().Source.Owner(ctx, ns.Name, &metav1.OwnerReference{
 			APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rsName, UID: rs.UID, Controller: ptr.To(true),
-		}}}}
+		})
+		if err != nil {
+			return nil
+		}
+		return owner
 	}
-	owner := m.owner(ctx, logr.Discard(), ns.Name, podOf(rs.Name))
+	owner := ownerOf(rs.Name)
 	require.NotNil(t, owner)
 	assert.Equal(t, ptr.To[int32](5), owner.Replicas)
 	assert.Empty(t, owner.Annotations)
@@ -133,16 +137,16 @@ func TestCacheKeepsOnlyWhatTheHandlersRead(t *testing.T) {
 	fresh.ResourceVersion, fresh.UID, fresh.Name = "", "", "web-7c9d8e6f5"
 	fresh.Annotations = map[string]string{policies.DesiredReplicasAnnotation: "2", policies.InjectAnnotation: "false"}
 	require.NoError(t, c.Create(ctx, fresh))
-	owner = m.owner(ctx, logr.Discard(), ns.Name, podOf(fresh.Name))
+	owner = ownerOf(fresh.Name)
 	require.NotNil(t, owner)
 	assert.Equal(t, ptr.To[int32](2), owner.Replicas)
 	assert.Equal(t, "false", owner.Annotations[policies.InjectAnnotation])
-	assert.Nil(t, m.owner(ctx, logr.Discard(), ns.Name, podOf("web-gone")), "no such ReplicaSet: unknown")
+	assert.Nil(t, ownerOf("web-gone"), "no such ReplicaSet: unknown")
 
 	// A deleted ReplicaSet leaves the index.
 	require.NoError(t, c.Delete(ctx, rs))
 	require.Eventually(t, func() bool {
-		_, ok := index.get(rs.Namespace, rs.Name)
+		_, ok := index.Get(rs.Namespace, rs.Name)
 		return !ok
 	}, 30*time.Second, 50*time.Millisecond, "the index follows the deletion")
 }
@@ -222,18 +226,18 @@ func TestReplicaSetsIndexTakesWhatTheReflectorGives(t *testing.T) {
 	assert.False(t, index.hasSynced())
 	require.NoError(t, index.Replace([]any{streamed, meta("web-2", map[string]string{policies.DesiredReplicasAnnotation: "x", policies.InjectAnnotation: "false"})}, "1"))
 	assert.True(t, index.hasSynced())
-	f, ok := index.get("team", "web-1")
+	f, ok := index.Get("team", "web-1")
 	assert.True(t, ok)
-	assert.Equal(t, [2]any{int32(4), ""}, [2]any{f.replicas, f.inject})
-	f, _ = index.get("team", "web-2")
-	assert.Equal(t, [2]any{int32(-1), "false"}, [2]any{f.replicas, f.inject}, "a count that is not a number is unknown")
+	assert.Equal(t, [2]any{int32(4), ""}, [2]any{f.Replicas, f.Inject})
+	f, _ = index.Get("team", "web-2")
+	assert.Equal(t, [2]any{int32(-1), "false"}, [2]any{f.Replicas, f.Inject}, "a count that is not a number is unknown")
 
 	require.NoError(t, index.Add(meta("web-3", nil)))
-	f, _ = index.get("team", "web-3")
-	assert.Equal(t, [2]any{int32(-1), ""}, [2]any{f.replicas, f.inject})
+	f, _ = index.Get("team", "web-3")
+	assert.Equal(t, [2]any{int32(-1), ""}, [2]any{f.Replicas, f.Inject})
 	require.NoError(t, index.Delete(toolscache.DeletedFinalStateUnknown{Key: "team/web-1", Obj: streamed}))
 	require.NoError(t, index.Delete(meta("web-2", nil)))
-	_, ok = index.get("team", "web-1")
+	_, ok = index.Get("team", "web-1")
 	assert.False(t, ok)
 	assert.Equal(t, 1, index.len())
 	require.NoError(t, index.Add("not an object"), "ignored")

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/internal/golden"
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
@@ -63,7 +64,7 @@ func clusterState() []client.Object {
 		ns("team-other-image", map[string]string{policies.PolicyLabel: "other-image"}),
 		node("worker-1", map[string]string{}),
 		node("worker-2", map[string]string{}),
-		node("control-plane-1", map[string]string{controlPlaneLabel: ""}),
+		node("control-plane-1", map[string]string{facts.ControlPlaneLabel: ""}),
 		replicaSet("web-7d4b9c8f5", map[string]string{policies.DesiredReplicasAnnotation: "3"}),
 		replicaSet("quiet-5f6d7c8b9", map[string]string{policies.DesiredReplicasAnnotation: "3", policies.InjectAnnotation: "false"}),
 		replicaSet("single-6d5c4b3a2", map[string]string{policies.DesiredReplicasAnnotation: "1"}),

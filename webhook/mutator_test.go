@@ -43,7 +43,7 @@ func TestFallsBackToTheAPIServerOnCacheMiss(t *testing.T) {
 	assert.True(t, resp.Allowed)
 	assert.NotEmpty(t, resp.Patch, "found through the API reader and mutated")
 
-	m.APIReader = emptyCache
+	m = &Mutator{Kind: policies.KindPod, Cache: emptyCache, APIReader: emptyCache, SysctlImage: testSysctlImage}
 	resp = m.Handle(context.Background(), readRequest(t, "testdata/pod-create.json"))
 	assert.True(t, resp.Allowed)
 	assert.Empty(t, resp.Patch)
@@ -181,7 +181,7 @@ func TestDecode(t *testing.T) {
 	m := &Mutator{Kind: policies.KindDeployment}
 	obj, err := m.decode(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{Object: runtime.RawExtension{Raw: []byte(`{"Spec": {"replicas": 5}}`)}}})
 	require.NoError(t, err)
-	assert.Nil(t, obj.(*appsv1.Deployment).Spec.Replicas)
+	assert.Nil(t, obj.Object.(*appsv1.Deployment).Spec.Replicas)
 	_, err = m.decode(admission.Request{})
 	assert.ErrorContains(t, err, "carries no object")
 }

@@ -2,10 +2,7 @@ package webhook
 
 import (
 	"context"
-	"hash/fnv"
-	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"unique"
@@ -19,28 +16,8 @@ import (
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 
-	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/facts"
 )
-
-// replicaSetFacts is what the handlers read of a ReplicaSet: the two
-// annotations the Deployment controller copies from its Deployment (for the
-// Pod handler), and what tells which of a Deployment's ReplicaSets a rollback
-// could be returning to (for the Deployment handler).
-type replicaSetFacts struct {
-	// replicas is the desired-replicas annotation, -1 when absent or not a
-	// number.
-	replicas int32
-	// inject is the ha-injector.io/inject annotation ("" when absent).
-	inject string
-	// owner is the UID of its controller (zero when it has none).
-	owner unique.Handle[types.UID]
-	// revision is the deployment.kubernetes.io/revision annotation (0 when
-	// absent or not a number).
-	revision int64
-	// labels hashes its labels without pod-template-hash: the labels of the
-	// pod template it was made from, which a rollback to it restores.
-	labels uint64
-}
 
 // replicaSets holds the facts of every ReplicaSet of the cluster, fed by a
 // reflector over the metadata API. A cluster keeps many ReplicaSets (each
@@ -52,7 +29,7 @@ type replicaSetFacts struct {
 // TransformingStore so that the initial list is trimmed as it streams in).
 type replicaSets struct {
 	mu    sync.RWMutex
-	items map[string]replicaSetFacts // by namespace/name
+	items map[string]facts.ReplicaSetFacts // by namespace/name
 	// byOwner lists the namespace/name of each controller's ReplicaSets (a
 	// Deployment keeps a few: its revision history), sharing the keys' bytes
 	// with items.
@@ -61,37 +38,33 @@ type replicaSets struct {
 }
 
 func newReplicaSets() *replicaSets {
-	return &replicaSets{items: map[string]replicaSetFacts{}, byOwner: map[unique.Handle[types.UID]][]string{}}
+	return &replicaSets{items: map[string]facts.ReplicaSetFacts{}, byOwner: map[unique.Handle[types.UID]][]string{}}
 }
 
-// ownedReplicaSet is one of a Deployment's ReplicaSets, as the index holds it.
-type ownedReplicaSet struct {
-	name string
-	replicaSetFacts
-}
+var _ facts.ReplicaSetIndex = &replicaSets{}
 
-// owned returns the ReplicaSets whose controller has the UID owner.
-func (s *replicaSets) owned(owner types.UID) []ownedReplicaSet {
+// Owned returns the ReplicaSets whose controller has the UID owner.
+func (s *replicaSets) Owned(owner types.UID) []facts.NamedReplicaSet {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	keys := s.byOwner[unique.Make(owner)]
-	out := make([]ownedReplicaSet, 0, len(keys))
+	out := make([]facts.NamedReplicaSet, 0, len(keys))
 	for _, key := range keys {
 		_, name, _ := strings.Cut(key, "/")
-		out = append(out, ownedReplicaSet{name: name, replicaSetFacts: s.items[key]})
+		out = append(out, facts.NamedReplicaSet{Name: name, ReplicaSetFacts: s.items[key]})
 	}
 	return out
 }
 
 // put sets the facts of key and keeps byOwner in step. Call it locked.
-func (s *replicaSets) put(key string, f replicaSetFacts) {
+func (s *replicaSets) put(key string, f facts.ReplicaSetFacts) {
 	old, known := s.items[key]
-	if known && old.owner != f.owner {
-		s.unlinkOwner(key, old.owner)
+	if known && old.Owner != f.Owner {
+		s.unlinkOwner(key, old.Owner)
 	}
 	s.items[key] = f
-	if f.owner != (unique.Handle[types.UID]{}) && (!known || old.owner != f.owner) {
-		s.byOwner[f.owner] = append(s.byOwner[f.owner], key)
+	if f.Owner != (unique.Handle[types.UID]{}) && (!known || old.Owner != f.Owner) {
+		s.byOwner[f.Owner] = append(s.byOwner[f.Owner], key)
 	}
 }
 
@@ -110,8 +83,8 @@ var (
 	_ toolscache.TransformingStore = &replicaSets{}
 )
 
-// get returns the facts of a ReplicaSet, and whether the index has them.
-func (s *replicaSets) get(namespace, name string) (replicaSetFacts, bool) {
+// Get returns the facts of a ReplicaSet, and whether the index has them.
+func (s *replicaSets) Get(namespace, name string) (facts.ReplicaSetFacts, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	f, ok := s.items[namespace+"/"+name]
@@ -137,7 +110,7 @@ func (s *replicaSets) len() int {
 type replicaSetEntry struct {
 	metav1.TypeMeta
 	metav1.ObjectMeta
-	facts replicaSetFacts
+	facts facts.ReplicaSetFacts
 }
 
 func (e *replicaSetEntry) DeepCopyObject() runtime.Object {
@@ -147,7 +120,7 @@ func (e *replicaSetEntry) DeepCopyObject() runtime.Object {
 
 // factsOf reads the facts from a ReplicaSet's metadata; ok is false for
 // anything else.
-func factsOf(obj any) (key string, f replicaSetFacts, ok bool) {
+func factsOf(obj any) (key string, f facts.ReplicaSetFacts, ok bool) {
 	if tombstone, isTombstone := obj.(toolscache.DeletedFinalStateUnknown); isTombstone {
 		obj = tombstone.Obj
 	}
@@ -158,40 +131,7 @@ func factsOf(obj any) (key string, f replicaSetFacts, ok bool) {
 	if !isMeta {
 		return "", f, false
 	}
-	f.replicas = -1
-	if n, ok := policies.DesiredReplicas(m.GetAnnotations()); ok {
-		f.replicas = n
-	}
-	if v := m.GetAnnotations()[policies.InjectAnnotation]; v != "" {
-		f.inject = unique.Make(v).Value()
-	}
-	if ref := metav1.GetControllerOfNoCopy(m); ref != nil {
-		f.owner = unique.Make(ref.UID)
-	}
-	f.revision, _ = strconv.ParseInt(m.GetAnnotations()[revisionAnnotation], 10, 64)
-	f.labels = templateLabelsHash(m.GetLabels())
-	return m.GetNamespace() + "/" + m.GetName(), f, true
-}
-
-// revisionAnnotation is the Deployment controller's revision number of a
-// ReplicaSet (and of its Deployment).
-const revisionAnnotation = "deployment.kubernetes.io/revision"
-
-// templateLabelsHash hashes labels without pod-template-hash, in key order:
-// for a ReplicaSet, the labels of the template it was made from (the
-// Deployment controller gives it its template's labels).
-func templateLabelsHash(labels map[string]string) uint64 {
-	h := fnv.New64a()
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		if k == appsv1.DefaultDeploymentUniqueLabelKey {
-			continue
-		}
-		h.Write([]byte(k))
-		h.Write([]byte{0})
-		h.Write([]byte(labels[k]))
-		h.Write([]byte{0})
-	}
-	return h.Sum64()
+	return m.GetNamespace() + "/" + m.GetName(), facts.ReplicaSetFactsOf(m), true
 }
 
 func (s *replicaSets) Add(obj any) error { return s.Update(obj) }
@@ -209,7 +149,7 @@ func (s *replicaSets) Delete(obj any) error {
 	if key, _, ok := factsOf(obj); ok {
 		s.mu.Lock()
 		if old, ok := s.items[key]; ok {
-			s.unlinkOwner(key, old.owner)
+			s.unlinkOwner(key, old.Owner)
 		}
 		delete(s.items, key)
 		s.mu.Unlock()
@@ -219,7 +159,7 @@ func (s *replicaSets) Delete(obj any) error {
 
 // Replace swaps in a full list (the initial one, and after a watch expired).
 func (s *replicaSets) Replace(list []any, _ string) error {
-	fresh := &replicaSets{items: make(map[string]replicaSetFacts, len(list)), byOwner: map[unique.Handle[types.UID]][]string{}}
+	fresh := &replicaSets{items: make(map[string]facts.ReplicaSetFacts, len(list)), byOwner: map[unique.Handle[types.UID]][]string{}}
 	for _, obj := range list {
 		if key, f, ok := factsOf(obj); ok {
 			fresh.put(key, f)

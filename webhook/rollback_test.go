@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -48,7 +49,7 @@ func rollbackNamespace(t *testing.T, owner types.UID) (*replicaSets, *countingRe
 	add := func(name string, controller types.UID, revision int, labels map[string]string) {
 		rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{
 			Namespace: "team-a", Name: name, Labels: labels,
-			Annotations:     map[string]string{revisionAnnotation: fmt.Sprint(revision)},
+			Annotations:     map[string]string{facts.RevisionAnnotation: fmt.Sprint(revision)},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "d", UID: controller, Controller: ptr.To(true)}},
 		}}
 		rs.Spec.Template.Labels = labels
@@ -78,13 +79,13 @@ func rollbackNamespace(t *testing.T, owner types.UID) (*replicaSets, *countingRe
 func TestRollbackCheckReadsOnlyWhatCouldBeTheRevision(t *testing.T) {
 	const owner = types.UID("web-uid")
 	index, api := rollbackNamespace(t, owner)
-	m := &Mutator{Kind: "Deployment", ReplicaSets: index, APIReader: api}
+	m := &facts.Reader{ReplicaSets: index, API: api}
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web", UID: owner}}
 	d.Spec.RevisionHistoryLimit = ptr.To[int32](10)
 
 	// Labels of revisions 1..14: of the 11 newest (20..10), 10..14 match.
 	tmpl := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}}}
-	got, err := m.rollbackCandidates(context.Background(), "team-a", d, tmpl)
+	got, err := m.Revisions(context.Background(), "team-a", d, tmpl)
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{"web-h14", "web-h13", "web-h12", "web-h11", "web-h10"}, api.gets)
 	assert.Len(t, got, 5)
@@ -92,7 +93,7 @@ func TestRollbackCheckReadsOnlyWhatCouldBeTheRevision(t *testing.T) {
 	// The newer labels: revisions 15..20, all within the history.
 	api.gets = nil
 	tmpl.Labels = map[string]string{"app": "web", "tier": "front"}
-	got, err = m.rollbackCandidates(context.Background(), "team-a", d, tmpl)
+	got, err = m.Revisions(context.Background(), "team-a", d, tmpl)
 	require.NoError(t, err)
 	assert.Len(t, api.gets, 6)
 	assert.Len(t, got, 6)
@@ -100,7 +101,7 @@ func TestRollbackCheckReadsOnlyWhatCouldBeTheRevision(t *testing.T) {
 	// A Deployment that owns nothing reads nothing.
 	api.gets = nil
 	d.UID = "new-uid"
-	got, err = m.rollbackCandidates(context.Background(), "team-a", d, tmpl)
+	got, err = m.Revisions(context.Background(), "team-a", d, tmpl)
 	require.NoError(t, err)
 	assert.Empty(t, got)
 	assert.Empty(t, api.gets)
@@ -118,16 +119,16 @@ func TestReplicaSetIndexFollowsOwners(t *testing.T) {
 		return m
 	}
 	require.NoError(t, s.Add(rs("a")))
-	assert.Len(t, s.owned("a"), 1)
+	assert.Len(t, s.Owned("a"), 1)
 	require.NoError(t, s.Update(rs("b")))
-	assert.Empty(t, s.owned("a"))
-	assert.Len(t, s.owned("b"), 1)
+	assert.Empty(t, s.Owned("a"))
+	assert.Len(t, s.Owned("b"), 1)
 	require.NoError(t, s.Update(rs("")))
-	assert.Empty(t, s.owned("b"))
+	assert.Empty(t, s.Owned("b"))
 	require.NoError(t, s.Update(rs("c")))
 	require.NoError(t, s.Delete(rs("c")))
-	assert.Empty(t, s.owned("c"))
+	assert.Empty(t, s.Owned("c"))
 	assert.Empty(t, s.byOwner)
 	require.NoError(t, s.Replace([]any{rs("d")}, ""))
-	assert.Len(t, s.owned("d"), 1)
+	assert.Len(t, s.Owned("d"), 1)
 }

@@ -20,6 +20,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
@@ -43,7 +44,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	if cfg.PodSecurityDefaultLevel == PodSecurityAuto {
-		level, err := DetectPodSecurityDefault(cfg.RestConfig)
+		level, err := facts.DetectPodSecurityDefault(cfg.RestConfig)
 		if err != nil {
 			return fmt.Errorf("--pod-security-default-level=auto: %w (set the level explicitly)", err)
 		}

@@ -1,17 +1,20 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/internal/manifest"
+	"github.com/ha-injector/ha-injector/internal/preview"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
@@ -27,11 +30,11 @@ type previewConfig struct {
 	policyName      string
 	namespaceLabels map[string]string
 	output          string
-	topologyDomains int
+	topologyDomains domainCounts
 	sysctlImage     string
 	allowedImages   []string
 	podSecurity     policies.PodSecurityDefault
-	// cluster: the context of each document is read from the cluster (preview_cluster.go).
+	// cluster: the context of each document is read from the cluster.
 	cluster          bool
 	namespace        string
 	releaseNamespace string
@@ -74,14 +77,21 @@ reached.`,
 			if err := checkClusterFlags(cmd.Flags(), cfg.cluster); err != nil {
 				return usageError{err}
 			}
-			err := runPreview(cmd.Context(), cfg, stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
-			var unreachable unreachableError
-			var usage usageError
-			var failed failedError
-			if err != nil && !errors.As(err, &unreachable) && !errors.As(err, &usage) && !errors.As(err, &failed) {
-				return inputError{err}
+			opts, err := cfg.options()
+			if err != nil {
+				return err
 			}
-			return err
+			err = preview.Run(cmd.Context(), opts, cfg.exitCode, stdin, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			var unreachable *preview.UnreachableError
+			switch {
+			case err == nil:
+				return nil
+			case errors.Is(err, preview.ErrWouldChange):
+				return failedError{err}
+			case errors.As(err, &unreachable):
+				return unreachableError{err}
+			}
+			return inputError{err}
 		},
 	}
 	f := cmd.Flags()
@@ -94,7 +104,7 @@ reached.`,
 	f.StringVar(&cfg.policyName, "policy-name", "", "with --policy: the HAPolicy of the file to use when it has several")
 	f.StringToStringVar(&cfg.namespaceLabels, "namespace-labels", nil, "labels of the target namespace, e.g. pod-security.kubernetes.io/enforce=baseline")
 	f.StringVarP(&cfg.output, "output", "o", "yaml", "output format: yaml or json")
-	f.IntVar(&cfg.topologyDomains, "topology-domains", -1, "number of schedulable domains of the policy's topology key (nodes, for kubernetes.io/hostname); Required anti-affinity is downgraded when a Deployment has more replicas (default: unknown, never downgrade)")
+	f.Var(&cfg.topologyDomains, "topology-domains", "schedulable domains per topology key, KEY=N (repeatable): a Required anti-affinity is downgraded when a Deployment has more replicas than its key has, and the zone spread is skipped on fewer than 2 zones; a plain N is the anti-affinity's key (nodes, for kubernetes.io/hostname). Default: unknown, never downgraded, never skipped")
 	f.StringVar(&cfg.sysctlImage, "sysctl-image", cfg.sysctlImage, "image of the ha-sysctl init container for a policy that names none, as serve --sysctl-image (default: ha-injector's image at this binary's version)")
 	f.StringSliceVar(&cfg.allowedImages, "allowed-sysctl-images", nil, "images a policy may name for the ha-sysctl init container, as serve --allowed-sysctl-images (default: --sysctl-image alone)")
 	addPodSecurityFlags(f, &cfg.podSecurity.Level, &cfg.podSecurity.Version, false)
@@ -141,154 +151,81 @@ func (c previewConfig) validate() error {
 	if c.output != string(manifest.YAML) && c.output != string(manifest.JSON) {
 		return fmt.Errorf("--output must be yaml or json, not %q", c.output)
 	}
-	if c.topologyDomains < -1 {
-		return fmt.Errorf("--topology-domains must be 0 or more")
-	}
 	return nil
 }
 
-func runPreview(ctx context.Context, cfg previewConfig, stdin io.Reader, stdout, stderr io.Writer) error {
-	policy := v1alpha1.NewDefault()
-	if cfg.policyFile != "" {
-		var err error
-		if policy, err = readPolicy(cfg.policyFile, cfg.policyName); err != nil {
-			return err
-		}
+// options are what the command line asks preview to do.
+func (c previewConfig) options() (preview.Options, error) {
+	opts := preview.Options{
+		Files: c.files, Recursive: c.recursive, Report: c.report, Pods: c.pods, Output: manifest.Format(c.output),
+		PolicyFile: c.policyFile, PolicyName: c.policyName, NamespaceLabels: c.namespaceLabels,
+		TopologyDomains: c.topologyDomains,
+		Settings:        facts.Settings{SysctlImage: c.sysctlImage, AllowedSysctlImages: c.allowedImages, PodSecurity: c.podSecurity},
 	}
-	pctx := policies.Context{Policy: policy, Namespace: policies.Namespace{Labels: cfg.namespaceLabels}, SysctlImage: cfg.sysctlImage, AllowedSysctlImages: cfg.allowedImages}
-	pctx.Cluster.PodSecurity = cfg.podSecurity
-	if cfg.topologyDomains >= 0 {
-		pctx.Cluster.TopologyDomains = map[string]int{policy.Spec.AntiAffinity.TopologyKey: cfg.topologyDomains}
-	}
-	var cluster *clusterSource
-	if cfg.cluster {
-		var err error
-		if cluster, err = newClusterSource(cfg); err != nil {
-			return err
-		}
-		// The installation is the same for every document: a missing one is not a
-		// document's fault.
-		if err := cluster.loadInstallation(ctx); err != nil {
-			return err
-		}
-	}
-
-	docs, err := readInputs(cfg.files, cfg.recursive, stdin)
-	if err != nil {
-		return err
-	}
-
-	// Everything is computed before anything is written, so a bad document
-	// leaves stdout empty rather than half-written.
-	p := &previewer{ctx: ctx, cluster: cluster, pctx: pctx, pods: cfg.pods}
-	if cfg.policyFile != "" {
-		for _, w := range policy.Warnings() {
-			fmt.Fprintf(&p.log, "warning: %s: HAPolicy %s: %s\n", cfg.policyFile, policy.Name, w)
-			p.report = append(p.report, reportEntry{File: cfg.policyFile, Document: 1,
-				objectHead: objectHead{APIVersion: "ha-injector.io/v1alpha1", Kind: "HAPolicy", Name: policy.Name},
-				Feature:    policies.FeatureTolerations, Action: "warning", Reason: w})
-		}
-	}
-	out := make([][]byte, len(docs))
-	for i, d := range docs {
-		if out[i], err = p.documentOrList(d); err != nil {
-			return err
-		}
-		p.endOfDocument()
-	}
-	wouldChange := slices.ContainsFunc(out, func(b []byte) bool { return b != nil })
-	if cfg.pods {
-		// After each document, the pods its workloads' controllers would create.
-		docs, out = p.withPods(docs, out)
-	}
-	var buf bytes.Buffer
-	if err := manifest.Write(&buf, manifest.Format(cfg.output), docs, out); err != nil {
-		return err
-	}
-	// The report file is written first: a path that cannot be written is an error with
-	// nothing on stdout.
-	if cfg.report != "" && cfg.report != "-" {
-		if err := writeReportFile(cfg.report, p.report); err != nil {
-			return err
-		}
-	}
-	if _, err := stdout.Write(buf.Bytes()); err != nil {
-		return err
-	}
-	if cfg.report == "-" {
-		// The report replaces the text lines on stderr.
-		err = writeReport(stderr, p.report)
-	} else {
-		_, err = stderr.Write(p.log.Bytes())
-	}
-	if err != nil {
-		return err
-	}
-	if cfg.exitCode && wouldChange {
-		return failedError{errors.New("documents would change")}
-	}
-	return nil
-}
-
-// readPolicy reads the HAPolicy of a --policy file: its only one, or the one named name
-// among several. Each is decoded strictly, defaulted and validated; an error names the
-// document.
-func readPolicy(path, name string) (*v1alpha1.HAPolicy, error) {
-	docs, err := readSource(path, nil)
-	if err != nil {
-		return nil, err
-	}
-	var found []*v1alpha1.HAPolicy
-	var names []string
-	for _, d := range docs {
-		// One HAPolicy, or a List of them (kubectl get hapolicies -o yaml).
-		items, isList, err := listItems(d.JSON)
+	if c.cluster {
+		restConfig, err := c.conn.restConfig()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", d.Name(), err)
+			return opts, err
 		}
-		where := []string{d.Name()}
-		if !isList {
-			items = [][]byte{d.JSON}
-		} else {
-			where = make([]string, len(items))
-			for k := range items {
-				where[k] = fmt.Sprintf("%s: item %d", d.Name(), k+1)
-			}
-		}
-		for k, item := range items {
-			p, err := policies.ParsePolicy(item)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", where[k], err)
-			}
-			found = append(found, p)
-			names = append(names, p.Name)
-		}
+		opts.Cluster = &preview.ClusterOptions{RestConfig: restConfig, Namespace: c.namespace, ReleaseNamespace: c.releaseNamespace, DefaultSysctlImage: defaultSysctlImage()}
 	}
-	switch {
-	case len(found) == 0:
-		return nil, fmt.Errorf("%s: no HAPolicy", path)
-	case name != "":
-		var named []*v1alpha1.HAPolicy
-		for _, p := range found {
-			if p.Name == name {
-				named = append(named, p)
-			}
-		}
-		switch len(named) {
-		case 0:
-			return nil, fmt.Errorf("%s: no HAPolicy named %q (it has %s)", path, name, strings.Join(names, ", "))
-		case 1:
-			return named[0], nil
-		}
-		return nil, fmt.Errorf("%s: %d HAPolicies named %q", path, len(named), name)
-	case len(found) > 1:
-		return nil, fmt.Errorf("%s: %d HAPolicies (%s): pick one with --policy-name", path, len(found), strings.Join(names, ", "))
-	}
-	return found[0], nil
+	return opts, nil
 }
 
-// objectName renders "Deployment web-server" (or the generateName prefix and *).
-func objectName(m *policies.Mutation) string {
-	head := headOf(m)
-	return head.Kind + " " + head.Name
+// domainCounts is --topology-domains: KEY=N, repeatable; a plain N is the policy's
+// anti-affinity key (the key "").
+type domainCounts map[string]int
+
+func (d *domainCounts) String() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(*d)) {
+		if k == "" {
+			parts = append(parts, strconv.Itoa((*d)[k]))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, (*d)[k]))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func (d *domainCounts) Set(s string) error {
+	key, count, hasKey := strings.Cut(s, "=")
+	if !hasKey {
+		key, count = "", s
+	}
+	n, err := strconv.Atoi(count)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q: want N or KEY=N, N a count of 0 or more", s)
+	}
+	if hasKey && !v1alpha1.ValidTopologyKey(key) {
+		return fmt.Errorf("%q: %q is not a label key", s, key)
+	}
+	if *d == nil {
+		*d = domainCounts{}
+	}
+	(*d)[key] = n
+	return nil
+}
+
+func (d *domainCounts) Type() string { return "KEY=N" }
+
+// clusterOnlyFlags mean something only with --cluster; flagsCluster replaces the rest.
+var (
+	clusterOnlyFlags = []string{"namespace", "release-namespace", "kubeconfig", "context"}
+	flagsCluster     = []string{"policy", "policy-name", "namespace-labels", "topology-domains", "sysctl-image", "allowed-sysctl-images", "pod-security-default-level", "pod-security-default-version"}
+)
+
+// checkClusterFlags rejects a command line that mixes what --cluster reads with the flags
+// that would say it instead, or cluster flags without --cluster.
+func checkClusterFlags(fs *pflag.FlagSet, cluster bool) error {
+	names, problem := flagsCluster, "conflicts with --cluster, which reads that from the cluster"
+	if !cluster {
+		names, problem = clusterOnlyFlags, "needs --cluster"
+	}
+	for _, name := range names {
+		if fs.Changed(name) {
+			return fmt.Errorf("--%s %s", name, problem)
+		}
+	}
+	return nil
 }

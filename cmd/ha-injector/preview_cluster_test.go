@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
@@ -168,7 +169,7 @@ func TestPreviewClusterReadsTheNamespaceItsPolicyAndTheNodes(t *testing.T) {
 		Tolerations:  v1alpha1.TolerationsSpec{NotReadySeconds: ptr.To[int64](17)},
 	})
 	ns := p.namespace(ctx, t, "preview-strict", map[string]string{policies.PolicyLabel: policy, "pod-security.kubernetes.io/enforce": "restricted"})
-	before, err := webhook.CountTopologyDomains(ctx, p.c, corev1.LabelHostname)
+	before, _, err := (&facts.Reader{Cache: p.c}).TopologyDomains(ctx, corev1.LabelHostname)
 	require.NoError(t, err)
 	require.Less(t, before+2, 3, "precondition: the other tests left fewer than 3 schedulable nodes behind")
 	for _, role := range []string{"worker", "worker", "control-plane"} {
@@ -259,7 +260,7 @@ func TestPreviewClusterOutsideOptedInNamespaces(t *testing.T) {
 		"feature": "workload", "action": "skipped", "reason": fmt.Sprintf("namespace %s does not opt in (no ha-injector.io/policy label): the webhook is not called", plain)}, report[1])
 
 	// The pods of a StatefulSet are judged in its namespace, as the webhook judges them.
-	sts := "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: " + plain + "}\nspec: {serviceName: db, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: a, image: a}]}}}\n"
+	sts := "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: " + plain + "}\nspec: {replicas: 3, serviceName: db, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: a, image: a}]}}}\n"
 	r = runCLI(t, sts, args...)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, fmt.Sprintf("-: document 1: StatefulSet db: workload: skipped: namespace %s does not opt in (no ha-injector.io/policy label): the webhook is not called\n", plain), r.stderr)

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/internal/installation"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
@@ -143,6 +144,10 @@ type doctor struct {
 	// optedIn are the namespaces that name a policy and that the pods webhook's
 	// namespaceSelector sends to the webhook, by name.
 	optedIn []corev1.Namespace
+	// facts gathers the engine's context as the webhook would (gatherer),
+	// with the webhook's settings, resolved once (settings).
+	facts    *facts.Gatherer
+	resolved *facts.Settings
 }
 
 // Run runs every check against the cluster cfg connects to and returns the report. Its

@@ -11,12 +11,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/version"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ha-injector/ha-injector/facts"
+	"github.com/ha-injector/ha-injector/internal/installation"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
-	"github.com/ha-injector/ha-injector/webhook"
 )
 
 // sysctlContainer is the injected init container's name.
@@ -199,7 +201,7 @@ func (d *doctor) checkNodes(ctx context.Context) {
 // from each new pod; the template keeps it until its next change.
 func (d *doctor) checkPrivilegedTemplates(ctx context.Context) {
 	const name = "privileged-templates"
-	ps := d.podSecurity()
+	ps := d.settings().PodSecurity
 	var items []string
 	err := d.eachOptedIn(ctx, func() client.ObjectList { return &appsv1.DeploymentList{} }, func(l client.ObjectList) {
 		for i := range l.(*appsv1.DeploymentList).Items {
@@ -234,21 +236,27 @@ func (d *doctor) checkPrivilegedTemplates(ctx context.Context) {
 // cluster facts): a restart would change them. The webhook never restarts them itself.
 func (d *doctor) checkWorkloads(ctx context.Context) {
 	const name = "workloads"
-	contexts := map[string]*policies.Context{}
-	contextFor := func(namespace string) *policies.Context {
-		if c, ok := contexts[namespace]; ok {
-			return c
+	g := d.gatherer()
+	// The engine's context for obj, as the webhook would gather it; nil for an
+	// object the webhook would not inject (its namespace's policy is in Audit).
+	contextFor := func(obj runtime.Object) *policies.Context {
+		o, err := policies.ObjectOf(obj)
+		if err != nil {
+			return nil
 		}
-		ns := d.isOptedIn(namespace)
-		var c *policies.Context
-		if ns != nil {
-			p := d.policies[ns.Labels[policies.PolicyLabel]]
-			if p.Spec.Mode != v1alpha1.ModeAudit {
-				c = &policies.Context{Policy: p, Namespace: policies.Namespace{Name: ns.Name, Labels: ns.Labels}, Cluster: d.cluster(ctx, p), SysctlImage: d.sysctlImage()}
-			}
+		ns := d.isOptedIn(o.Meta.Namespace)
+		if ns == nil {
+			return nil
 		}
-		contexts[namespace] = c
-		return c
+		p := d.policies[ns.Labels[policies.PolicyLabel]]
+		if p == nil || p.Spec.Mode == v1alpha1.ModeAudit {
+			return nil
+		}
+		c, err := g.Context(ctx, &facts.Namespace{Name: ns.Name, Labels: ns.Labels, PolicyName: p.Name}, p, o, nil)
+		if err != nil {
+			return nil
+		}
+		return &c
 	}
 	var items []string
 	perNamespace := map[string]int{}
@@ -259,7 +267,7 @@ func (d *doctor) checkWorkloads(ctx context.Context) {
 	err := d.eachOptedIn(ctx, func() client.ObjectList { return &appsv1.DeploymentList{} }, func(l client.ObjectList) {
 		for i := range l.(*appsv1.DeploymentList).Items {
 			dep := &l.(*appsv1.DeploymentList).Items[i]
-			pctx := contextFor(dep.Namespace)
+			pctx := contextFor(dep)
 			if pctx == nil {
 				continue
 			}
@@ -288,7 +296,7 @@ func (d *doctor) checkWorkloads(ctx context.Context) {
 			if ref != nil && ref.Kind == "ReplicaSet" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 				continue
 			}
-			pctx := contextFor(pod.Namespace)
+			pctx := contextFor(pod)
 			if pctx == nil {
 				continue
 			}
@@ -358,46 +366,42 @@ func recordChange(before map[string]string, after string, policy *v1alpha1.HAPol
 	}
 }
 
-// cluster is what the webhook would know of the cluster for policy p.
-func (d *doctor) cluster(ctx context.Context, p *v1alpha1.HAPolicy) policies.Cluster {
-	c := policies.Cluster{PodSecurity: d.podSecurity()}
-	if key, needed := policies.NeedsTopologyDomains(p, policies.KindDeployment, nil); needed {
-		if n, err := webhook.CountTopologyDomains(ctx, d.c, key); err == nil {
-			c.TopologyDomains = map[string]int{key: n}
-		}
+// gatherer gathers the engine's facts as the webhook does, from the cluster
+// (each namespace, policy, owner and domain count read once) with the
+// webhook's settings.
+func (d *doctor) gatherer() *facts.Gatherer {
+	if d.facts == nil {
+		d.facts = &facts.Gatherer{Source: facts.Memo(&facts.Reader{Cache: d.c, API: d.c}), Settings: d.settings()}
 	}
-	return c
+	return d.facts
 }
 
-// podSecurity is the webhook's --pod-security-default-level/-version.
-func (d *doctor) podSecurity() policies.PodSecurityDefault {
-	var ps policies.PodSecurityDefault
+// settings are the webhook's: from its Deployment's arguments, serve's
+// defaults for the rest (an auto Pod Security level resolved as serve
+// resolves it; privileged when that fails).
+// Read once, after the webhook's Deployment was found (checkWebhookConfiguration).
+func (d *doctor) settings() facts.Settings {
+	if d.resolved != nil {
+		return *d.resolved
+	}
+	var s installation.Settings
 	if d.install != nil {
-		ps = d.install.Settings.PodSecurity
+		s = d.install.Settings
 	}
-	if ps.Level == webhook.PodSecurityAuto {
-		level, err := webhook.DetectPodSecurityDefault(d.cfg)
-		if err != nil {
-			level = policies.PodSecurityPrivileged
-		}
-		ps.Level = level
+	out, err := s.Facts(d.cfg, d.opts.DefaultSysctlImage)
+	if err != nil {
+		out.PodSecurity.Level = policies.PodSecurityPrivileged
 	}
-	return ps
+	d.resolved = &out
+	return out
 }
 
 // allowedSysctlImages is the webhook's --allowed-sysctl-images, or --sysctl-image
 // alone.
 func (d *doctor) allowedSysctlImages() []string {
-	if d.install != nil && d.install.Settings.AllowedSysctlImages != nil {
-		return d.install.Settings.AllowedSysctlImages
+	s := d.settings()
+	if s.AllowedSysctlImages != nil {
+		return s.AllowedSysctlImages
 	}
-	return []string{d.sysctlImage()}
-}
-
-// sysctlImage is the webhook's --sysctl-image.
-func (d *doctor) sysctlImage() string {
-	if d.install != nil && d.install.Settings.SysctlImage != "" {
-		return d.install.Settings.SysctlImage
-	}
-	return d.opts.DefaultSysctlImage
+	return []string{s.SysctlImage}
 }

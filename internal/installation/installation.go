@@ -18,8 +18,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/policies"
 )
 
@@ -259,3 +261,30 @@ func flagValues(args []string) map[string]string {
 	}
 	return out
 }
+
+// Facts returns the settings the webhook runs with, as the facts gatherer takes
+// them: serve's defaults for what its Deployment does not set (defaultImage
+// for --sysctl-image: the image of the binary's version), and a Pod Security
+// level of auto resolved as serve resolves it, by asking the cluster cfg
+// reaches.
+func (s Settings) Facts(cfg *rest.Config, defaultImage string) (facts.Settings, error) {
+	out := facts.Settings{SysctlImage: s.SysctlImage, AllowedSysctlImages: s.AllowedSysctlImages, PodSecurity: s.PodSecurity}
+	if out.SysctlImage == "" {
+		out.SysctlImage = defaultImage
+	}
+	if out.PodSecurity.Version == "" {
+		out.PodSecurity.Version = "latest"
+	}
+	if out.PodSecurity.Level == "" || out.PodSecurity.Level == PodSecurityAuto {
+		level, err := facts.DetectPodSecurityDefault(cfg)
+		if err != nil {
+			return out, fmt.Errorf("resolving the webhook's --pod-security-default-level=auto: %w", err)
+		}
+		out.PodSecurity.Level = level
+	}
+	return out, nil
+}
+
+// PodSecurityAuto is serve's --pod-security-default-level that asks it to find
+// the cluster's default itself.
+const PodSecurityAuto = "auto"

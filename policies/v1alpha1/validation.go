@@ -93,6 +93,12 @@ func (p *HAPolicy) Validate() field.ErrorList {
 	return errs
 }
 
+// ValidTopologyKey reports whether s is a topology key as the CRD accepts one:
+// a label key of at most 317 characters.
+func ValidTopologyKey(s string) bool {
+	return len(s) <= maxTopologyKeyLength && topologyKeyRE.MatchString(s)
+}
+
 // ValidImage reports whether s is an image reference as the CRD accepts one:
 // not empty, no whitespace. serve and preview hold --sysctl-image to it too.
 func ValidImage(s string) bool { return imageRE.MatchString(s) }

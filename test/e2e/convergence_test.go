@@ -231,9 +231,10 @@ func TestConvergeRecordOnDeploymentAndTemplate(t *testing.T) {
 	assert.Equal(t, "default", rec.Policy)
 	assert.NotEmpty(t, rec.Hash)
 	assert.Equal(t, []policies.Feature{policies.FeatureAntiAffinity, policies.FeatureTolerations, policies.FeatureSysctls}, rec.Applied)
-	assert.NotNil(t, rec.AntiAffinity, "the term added is recorded")
-	assert.Len(t, rec.Tolerations, 2, "both tolerations are recorded")
-	assert.NotNil(t, rec.InitContainer, "the init container is recorded")
+	var term policies.RecordedTerm
+	assert.True(t, rec.Part("antiAffinity", &term), "the term added is recorded")
+	assert.Len(t, recordedTolerations(rec), 2, "both tolerations are recorded")
+	assert.NotNil(t, policies.RecordedInitContainer(rec), "the init container is recorded")
 	raw := got.Annotations[policies.StatusAnnotation]
 	t.Logf("record (%d bytes): %s", len(raw), raw)
 	assert.Less(t, len(raw), 1024, "well under 1 KiB for the default policy: the Deployment controller copies it to every ReplicaSet")
@@ -466,7 +467,7 @@ func TestConvergeClientSideApplyWithOwnToleration(t *testing.T) {
 	created, _ := kubectlApply(t, f, v1)
 	assert.Equal(t, ptr.To[int64](30), templateSeconds(created, policies.UnreachableTaint), "the user's 600 s is shortened")
 	if rec := assertMarked(t, created); rec != nil {
-		assert.Contains(t, rec.Tolerations, policies.RecordedToleration{Key: policies.UnreachableTaint, Seconds: 30, Was: ptr.To[int64](600)})
+		assert.Contains(t, recordedTolerations(rec), policies.RecordedToleration{Key: policies.UnreachableTaint, Seconds: 30, Was: ptr.To[int64](600)})
 	}
 	assertSingle(t, created)
 	f.warnings.Take()
@@ -491,7 +492,7 @@ func TestConvergeClientSideApplyWithOwnToleration(t *testing.T) {
 	assert.Equal(t, ptr.To[int64](120), templateSeconds(changed, policies.NotReadyTaint), "the new template follows the current policy")
 	assert.Equal(t, ptr.To[int64](30), templateSeconds(changed, policies.UnreachableTaint))
 	if rec := assertMarked(t, changed); rec != nil {
-		assert.Contains(t, rec.Tolerations, policies.RecordedToleration{Key: policies.UnreachableTaint, Seconds: 30, Was: ptr.To[int64](600)}, "still shortened from the user's 600 s")
+		assert.Contains(t, recordedTolerations(rec), policies.RecordedToleration{Key: policies.UnreachableTaint, Seconds: 30, Was: ptr.To[int64](600)}, "still shortened from the user's 600 s")
 	}
 	assertSingle(t, changed)
 	t.Logf("warnings of the new image: %q", f.warnings.Take())
@@ -707,4 +708,11 @@ func TestConvergePodsCarryTheRecord(t *testing.T) {
 		// into a labelSelector requirement on the pod's pod-template-hash.)
 	}
 	assert.Empty(t, f.warnings.Take(), "controller-made pods get no warnings")
+}
+
+// recordedTolerations is the tolerations' part of a record.
+func recordedTolerations(rec *policies.Record) []policies.RecordedToleration {
+	var tolerations []policies.RecordedToleration
+	rec.Part("tolerations", &tolerations)
+	return tolerations
 }

@@ -221,7 +221,7 @@ func raisedPodSecurity(t *testing.T, c *cluster) {
 	assert.Equal(t, keepaliveSysctls, got, "the safe sysctls stay")
 	rec := policies.ReadRecord(replacement.Annotations)
 	require.NotNil(t, rec)
-	assert.Nil(t, rec.InitContainer, "its record no longer claims the init container")
+	assert.Nil(t, policies.RecordedInitContainer(rec), "its record no longer claims the init container")
 	assert.Contains(t, rec.Skipped[policies.FeatureSysctls], "removed the ha-sysctl init container")
 }
 

@@ -23,7 +23,6 @@ import (
 	"sync"
 
 	"gomodules.xyz/jsonpatch/v2"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -46,31 +45,22 @@ var (
 // newer cluster added; an operation is only emitted where its parent exists
 // in raw, or it creates that parent.
 func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
-	var before, after tree
-	var specPath string
-	var bs, as *corev1.PodSpec
-	switch i := in.(type) {
-	case *corev1.Pod:
-		o, ok := out.(*corev1.Pod)
-		if !ok {
-			return nil, fmt.Errorf("a Pod mutated into a %T", out)
-		}
-		bs, as, specPath = &i.Spec, &o.Spec, "/spec"
-		before = podTree(&i.ObjectMeta, &i.Spec)
-		after = podTree(&o.ObjectMeta, &o.Spec)
-	case *appsv1.Deployment:
-		o, ok := out.(*appsv1.Deployment)
-		if !ok {
-			return nil, fmt.Errorf("a Deployment mutated into a %T", out)
-		}
-		bs, as, specPath = &i.Spec.Template.Spec, &o.Spec.Template.Spec, "/spec/template/spec"
-		before = deploymentTree(i)
-		after = deploymentTree(o)
-	default:
-		return nil, fmt.Errorf("no patch for a %T", in)
+	i, err := policies.ObjectOf(in)
+	if err != nil {
+		return nil, fmt.Errorf("no patch: %w", err)
 	}
+	return BuildObject(raw, i, out)
+}
 
-	first, last, err := initContainerOps(specPath, bs, as, before.at(specPath), after.at(specPath))
+// BuildObject is Build for an object already decoded (policies.Decode).
+func BuildObject(raw []byte, i *policies.Object, out runtime.Object) ([]jsonpatch.Operation, error) {
+	o, err := policies.ObjectOf(out)
+	if err != nil || o.Kind != i.Kind {
+		return nil, fmt.Errorf("a %s mutated into a %T", i.Kind, out)
+	}
+	before, after := objectTree(i), objectTree(o)
+	specPath := i.TemplatePath + "/spec"
+	first, last, err := headOps(specPath, &i.Template.Spec, &o.Template.Spec, before.at(specPath), after.at(specPath))
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +74,7 @@ func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
 	// Only now, with something to patch, look at which parents the request
 	// has: an absent one is left out of the original parts, so the diff
 	// creates it instead of adding below it.
-	present, err := parents(raw, in)
+	present, err := parents(raw, i)
 	if err != nil {
 		return nil, err
 	}
@@ -94,13 +84,8 @@ func Build(raw []byte, in, out runtime.Object) ([]jsonpatch.Operation, error) {
 		}
 	}
 	sortOperations(ops)
-	if first != nil {
-		ops = append([]jsonpatch.Operation{*first}, ops...)
-	}
-	if last != nil {
-		ops = append(ops, *last)
-	}
-	return ops, nil
+	ops = append(first, ops...)
+	return append(ops, last...), nil
 }
 
 // diff returns the operations that turn b into a, two nodes of the trees at
@@ -364,15 +349,25 @@ func (t tree) prune(present map[string]bool, path string) bool {
 	return removed
 }
 
-func podTree(meta *metav1.ObjectMeta, spec *corev1.PodSpec) tree {
-	return tree{"metadata": metaTree(meta), "spec": specTree(spec)}
-}
-
-func deploymentTree(d *appsv1.Deployment) tree {
-	return tree{
-		"metadata": metaTree(&d.ObjectMeta),
-		"spec":     tree{"template": podTree(&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec)},
+// objectTree is what the engine may change of an object: the picked keys of
+// its metadata and of its template's, and the registered injections' parts of
+// its pod spec, at the paths where the object keeps them.
+func objectTree(o *policies.Object) tree {
+	root := tree{"metadata": metaTree(o.Meta)}
+	t := root
+	if o.TemplatePath != "" {
+		for _, k := range strings.Split(strings.TrimPrefix(o.TemplatePath, "/"), "/") {
+			sub := tree{}
+			t[k] = sub
+			t = sub
+		}
 	}
+	if o.TemplatePath != "" {
+		// A Pod's template metadata is its own, already there.
+		t["metadata"] = metaTree(&o.Template.ObjectMeta)
+	}
+	t["spec"] = specTree(&o.Template.Spec)
+	return root
 }
 
 func metaTree(m *metav1.ObjectMeta) tree {
@@ -386,6 +381,7 @@ func metaTree(m *metav1.ObjectMeta) tree {
 	return t
 }
 
+// pick returns the entries of m under keys.
 func pick(m map[string]string, keys []string) map[string]string {
 	out := map[string]string{}
 	for _, k := range keys {
@@ -396,85 +392,83 @@ func pick(m map[string]string, keys []string) map[string]string {
 	return out
 }
 
+// parts are the parts of a pod spec the registered injections may change.
+var parts = policies.Parts()
+
+// specTree projects a pod spec on the parts: a field of the spec when it is
+// set; a field of a struct the spec points to, under that struct when it is
+// there.
 func specTree(s *corev1.PodSpec) tree {
 	t := tree{}
-	if s.Affinity != nil {
-		a := tree{}
-		if s.Affinity.PodAntiAffinity != nil {
-			a["podAntiAffinity"] = s.Affinity.PodAntiAffinity
+	for _, p := range parts {
+		v, parent := p.Value(s)
+		switch len(p.Path) {
+		case 1:
+			if v != nil {
+				t[p.Path[0]] = v
+			}
+		case 2:
+			if !parent {
+				continue
+			}
+			sub, ok := t[p.Path[0]].(tree)
+			if !ok {
+				sub = tree{}
+				t[p.Path[0]] = sub
+			}
+			if v != nil {
+				sub[p.Path[1]] = v
+			}
 		}
-		t["affinity"] = a
-	}
-	if s.Tolerations != nil {
-		t["tolerations"] = s.Tolerations
-	}
-	if s.SecurityContext != nil {
-		sc := tree{}
-		if s.SecurityContext.Sysctls != nil {
-			sc["sysctls"] = s.SecurityContext.Sysctls
-		}
-		t["securityContext"] = sc
-	}
-	if s.InitContainers != nil {
-		t["initContainers"] = s.InitContainers
 	}
 	return t
 }
 
-// initContainerOps handles the one change a diff index by index gets wrong:
-// the ha-sysctl container inserted at (or removed from) the front of the init
-// containers would come out as a rewrite of every other init container,
-// moving their unknown fields onto the wrong container. That change is left
-// out of the trees' lists and expressed as one "add .../0" (applied after the
-// other operations) or "remove .../0" (before them).
-func initContainerOps(specPath string, bs, as *corev1.PodSpec, bt, at tree) (first, last *jsonpatch.Operation, err error) {
+// headOps handles the one change a diff index by index gets wrong: an element
+// an injection inserts at the front of a list part (the ha-sysctl init
+// container) would come out as a rewrite of every element after it, moving
+// their unknown fields onto the wrong element. That change is left out of the
+// trees' lists and expressed as one "add .../0" (applied after the other
+// operations) or "remove .../0" (before them).
+func headOps(specPath string, bs, as *corev1.PodSpec, bt, at tree) (first, last []jsonpatch.Operation, err error) {
 	if bt == nil || at == nil {
 		return nil, nil, fmt.Errorf("no pod spec in the parts")
 	}
-	path := specPath + "/initContainers"
-	switch {
-	case startsWithSysctl(as) && !startsWithSysctl(bs):
-		op := jsonpatch.NewOperation("add", path+"/0", as.InitContainers[0])
-		if bs.InitContainers == nil {
-			op = jsonpatch.NewOperation("add", path, as.InitContainers[:1])
+	for _, p := range parts {
+		if p.Head == nil || len(p.Path) != 1 {
+			continue
 		}
-		if rest := as.InitContainers[1:]; len(rest) > 0 || bs.InitContainers != nil {
-			at["initContainers"] = rest
-		} else {
-			delete(at, "initContainers")
+		key, path := p.Path[0], specPath+"/"+p.Path[0]
+		bv, _ := p.Value(bs)
+		av, _ := p.Value(as)
+		b, a := reflect.ValueOf(bv), reflect.ValueOf(av)
+		startsWithHead := func(v reflect.Value) bool { return v.IsValid() && v.Len() > 0 && p.Head(v.Index(0).Interface()) }
+		switch {
+		case startsWithHead(a) && !startsWithHead(b):
+			op := jsonpatch.NewOperation("add", path+"/0", a.Index(0).Interface())
+			if !b.IsValid() {
+				op = jsonpatch.NewOperation("add", path, a.Slice(0, 1).Interface())
+			}
+			if rest := a.Slice(1, a.Len()); rest.Len() > 0 || b.IsValid() {
+				at[key] = rest.Interface()
+			} else {
+				delete(at, key)
+			}
+			last = append(last, op)
+		case startsWithHead(b) && !startsWithHead(a):
+			op := jsonpatch.NewOperation("remove", path+"/0", nil)
+			rest := b.Slice(1, b.Len())
+			if rest.Len() == 0 && (!a.IsValid() || a.Len() == 0) {
+				op = jsonpatch.NewOperation("remove", path, nil)
+				delete(bt, key)
+				delete(at, key)
+			} else {
+				bt[key] = rest.Interface()
+			}
+			first = append(first, op)
 		}
-		return nil, &op, nil
-	case startsWithSysctl(bs) && !startsWithSysctl(as):
-		op := jsonpatch.NewOperation("remove", path+"/0", nil)
-		rest := bs.InitContainers[1:]
-		if len(rest) == 0 && len(as.InitContainers) == 0 {
-			op = jsonpatch.NewOperation("remove", path, nil)
-			delete(bt, "initContainers")
-			delete(at, "initContainers")
-		} else {
-			bt["initContainers"] = rest
-		}
-		return &op, nil, nil
 	}
-	return nil, nil, nil
-}
-
-func startsWithSysctl(spec *corev1.PodSpec) bool {
-	return len(spec.InitContainers) > 0 && spec.InitContainers[0].Name == policies.SysctlContainerName
-}
-
-// present records whether a JSON value is there and not null, without
-// keeping or decoding it.
-type present bool
-
-func (p *present) UnmarshalJSON(b []byte) error {
-	*p = present(!bytes.Equal(bytes.TrimSpace(b), []byte("null")))
-	return nil
-}
-
-type templateParents struct {
-	Metadata present `json:"metadata"`
-	Spec     present `json:"spec"`
+	return first, last, nil
 }
 
 // parents reports, for each struct parent of the touched parts, whether raw
@@ -483,68 +477,45 @@ type templateParents struct {
 // tell) is raw read again. What the API server sends has a name in its
 // metadata and containers in its pod spec, so that pass is for hand-written
 // manifests and the odd request.
-func parents(raw []byte, in runtime.Object) (map[string]bool, error) {
+func parents(raw []byte, in *policies.Object) (map[string]bool, error) {
 	all := map[string]bool{}
 	empty := false
-	note := func(path string, zero bool) {
-		all[path] = true
-		empty = empty || zero
-	}
-	switch o := in.(type) {
-	case *corev1.Pod:
-		note("/metadata", reflect.ValueOf(o.ObjectMeta).IsZero())
-		note("/spec", reflect.ValueOf(o.Spec).IsZero())
-	case *appsv1.Deployment:
-		note("/metadata", reflect.ValueOf(o.ObjectMeta).IsZero())
-		note("/spec", reflect.ValueOf(o.Spec).IsZero())
-		note("/spec/template", reflect.ValueOf(o.Spec.Template).IsZero())
-		note("/spec/template/metadata", reflect.ValueOf(o.Spec.Template.ObjectMeta).IsZero())
-		note("/spec/template/spec", reflect.ValueOf(o.Spec.Template.Spec).IsZero())
+	parents := in.Parents()
+	for _, p := range parents {
+		all[p.Path] = true
+		empty = empty || p.Empty
 	}
 	if !empty {
 		return all, nil
 	}
-	return scanParents(raw, in)
-}
-
-// scanParents reports, for each struct parent of the touched parts, whether
-// raw has it (a JSON object there, not null). The typed object cannot tell:
-// it has every struct, present in the request or not.
-func scanParents(raw []byte, in runtime.Object) (map[string]bool, error) {
-	var err error
-	switch in.(type) {
-	case *corev1.Pod:
-		var p templateParents
-		if err = kjson.UnmarshalCaseSensitivePreserveInts(raw, &p); err == nil {
-			return map[string]bool{"/metadata": bool(p.Metadata), "/spec": bool(p.Spec)}, nil
+	for _, p := range parents {
+		there, err := presentAt(raw, p.Path)
+		if err != nil {
+			return nil, fmt.Errorf("reading the object's structure: %w", err)
 		}
-	case *appsv1.Deployment:
-		var d struct {
-			Metadata present `json:"metadata"`
-			Spec     *struct {
-				Template *templateParents `json:"template"`
-			} `json:"spec"`
-		}
-		if err = kjson.UnmarshalCaseSensitivePreserveInts(raw, &d); err == nil {
-			tmpl := d.Spec != nil && d.Spec.Template != nil
-			return map[string]bool{
-				"/metadata":               bool(d.Metadata),
-				"/spec":                   d.Spec != nil,
-				"/spec/template":          tmpl,
-				"/spec/template/metadata": tmpl && bool(d.Spec.Template.Metadata),
-				"/spec/template/spec":     tmpl && bool(d.Spec.Template.Spec),
-			}, nil
-		}
+		all[p.Path] = there
 	}
-	return nil, fmt.Errorf("reading the object's structure: %w", err)
+	return all, nil
 }
 
-// sortOperations puts the operations in a stable order (jsonpatch/v2 emits
-// them in map order), so that the same input always gives the same patch and
-// new keys land in the same order. Removals keep their relative order and go
-// first: jsonpatch/v2 emits an array's removals from the end, which is the
-// order they must be applied in. Other operations are sorted by path, array
-// indexes numerically, so additions to one array stay ascending.
+// presentAt reports whether raw has a JSON object, not null, at path, its
+// keys matched case-sensitively as the API server matches them.
+func presentAt(raw []byte, path string) (bool, error) {
+	cur := json.RawMessage(raw)
+	for _, k := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		var fields map[string]json.RawMessage
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(cur, &fields); err != nil {
+			return false, err
+		}
+		v, ok := fields[k]
+		if !ok || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+			return false, nil
+		}
+		cur = v
+	}
+	return true, nil
+}
+
 func sortOperations(ops []jsonpatch.Operation) {
 	sort.SliceStable(ops, func(i, j int) bool {
 		ri, rj := ops[i].Operation == "remove", ops[j].Operation == "remove"

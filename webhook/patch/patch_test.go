@@ -15,8 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/webhook/patch"
 )
+
+// defaultCtx is the built-in default policy in an opted-in namespace.
+var defaultCtx = policies.Context{Policy: v1alpha1.NewDefault(), SysctlImage: "ghcr.io/ha-injector/ha-injector:test"}
 
 // touchedPaths are where an operation may point: the parts the engine may
 // change, or a parent it creates to hold them.

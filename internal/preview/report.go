@@ -1,8 +1,7 @@
-package main
+package preview
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 
@@ -12,7 +11,6 @@ import (
 
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
-	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 
 // objectHead names the object a decision is about.
@@ -46,6 +44,12 @@ func newReportEntry(d manifest.Document, item int, head objectHead, decision pol
 		File: d.Source, Document: d.Index, Item: item, objectHead: head,
 		Feature: decision.Feature, Action: action, Fallback: decision.Fallback, Reason: decision.Reason,
 	}
+}
+
+// objectName renders "Deployment web-server" (or the generateName prefix and *).
+func objectName(m *policies.Mutation) string {
+	head := headOf(m)
+	return head.Kind + " " + head.Name
 }
 
 // headOf names the object of a mutation (its generateName prefix and * when it has no name).
@@ -83,44 +87,14 @@ func writeReportFile(path string, entries []reportEntry) error {
 	return f.Close()
 }
 
-// podDecisions are the decisions for a document that is neither a Pod nor a Deployment:
-// for a workload whose controller creates pods (StatefulSet, DaemonSet, ReplicaSet,
-// ReplicationController, Job, CronJob), the webhook's decisions for those pods, each
-// reason prefixed "its pods: "; for anything else, one line saying the webhook leaves it
-// alone. Every document gets at least one.
-//
-// pod is that pod as the webhook makes it, as JSON (nil for other kinds).
-func podDecisions(ctx policies.Context, d manifest.Document) (decisions []policies.Decision, obj objectHead, pod []byte, err error) {
-	var head documentHead
-	_ = json.Unmarshal(d.JSON, &head)
-	obj = objectHead{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name}
-	if obj.Name == "" && head.Metadata.GenerateName != "" {
-		obj.Name = head.Metadata.GenerateName + "*"
-	}
-	in, owner, ok, err := patch.PodOf(d.JSON)
+// podJSON is a pod the webhook made, as --pods prints it: without the empty
+// creationTimestamp and status of a Go object that was never stored.
+func podJSON(pod runtime.Object) ([]byte, error) {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pod)
 	if err != nil {
-		return nil, obj, nil, err
-	}
-	if !ok {
-		return []policies.Decision{{Feature: policies.FeatureWorkload, Action: policies.Skipped,
-			Reason: fmt.Sprintf("the webhook mutates Pods and Deployments, and the pods of workloads; a %s is stored as it is", head.Kind)}}, obj, nil, nil
-	}
-	ctx.Owner = owner
-	m, err := policies.Mutate(ctx, in)
-	if err != nil {
-		return nil, obj, nil, err
-	}
-	decisions = make([]policies.Decision, len(m.Decisions))
-	for i, decision := range m.Decisions {
-		decision.Reason = "its pods: " + decision.Reason
-		decisions[i] = decision
-	}
-	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(m.Object)
-	if err != nil {
-		return nil, obj, nil, err
+		return nil, err
 	}
 	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
 	unstructured.RemoveNestedField(u, "status")
-	pod, err = json.Marshal(u)
-	return decisions, obj, pod, err
+	return json.Marshal(u)
 }

@@ -1,4 +1,4 @@
-package main
+package preview
 
 import (
 	"bytes"
@@ -7,19 +7,26 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
-	"github.com/ha-injector/ha-injector/webhook/patch"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // previewer runs documents through the webhook's path and keeps what it decided: the
 // text lines and the --report entries.
 type previewer struct {
-	ctx     context.Context
-	cluster *clusterSource // nil: the context comes from the flags
-	pctx    policies.Context
-	log     bytes.Buffer
-	report  []reportEntry
+	ctx context.Context
+	// cluster reads each document's context from a cluster; else offline gathers it
+	// from the flags.
+	cluster *clusterSource
+	offline *facts.Gatherer
+	// policy and labels are offline preview's policy and namespace labels.
+	policy *v1alpha1.HAPolicy
+	labels map[string]string
+	log    bytes.Buffer
+	report []reportEntry
 	// pods (--pods) collects, per input document, the pods its workloads' controllers
 	// would create, as the webhook makes them: current for the document being read,
 	// podsOf by document number once it is done.
@@ -91,38 +98,9 @@ func (p *previewer) withPods(docs []manifest.Document, out [][]byte) ([]manifest
 // document previews one object, named where in messages, and returns its new JSON, or
 // nil when it is unchanged.
 func (p *previewer) document(d manifest.Document, item int, where string) ([]byte, error) {
-	dctx := p.pctx
-	if p.cluster != nil {
-		var notCalled *skippedDocument
-		var err error
-		if dctx, notCalled, err = p.cluster.contextFor(p.ctx, d); err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
-		}
-		if notCalled != nil {
-			fmt.Fprintf(&p.log, "%s: %s\n", where, notCalled.line)
-			p.report = append(p.report, newReportEntry(d, item, notCalled.head, notCalled.decision))
-			return nil, nil
-		}
-	}
-	mutated, m, err := patch.Document(dctx, d.JSON)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
-	if m == nil {
-		// Not a Pod or a Deployment: the object is stored as it is, and the pods a
-		// controller of it creates get the webhook's decisions.
-		decisions, head, pod, err := podDecisions(dctx, d)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
-		}
-		if p.pods && pod != nil {
-			p.current = append(p.current, pod)
-		}
-		for _, decision := range decisions {
-			fmt.Fprintf(&p.log, "%s: %s %s: %s\n", where, head.Kind, head.Name, decision)
-			p.report = append(p.report, newReportEntry(d, item, head, decision))
-		}
-		return nil, nil
+	mutated, m, err := p.mutate(d, item, where)
+	if err != nil || m == nil {
+		return mutated, err
 	}
 	for _, decision := range m.Decisions {
 		fmt.Fprintf(&p.log, "%s: %s: %s\n", where, objectName(m), decision)
@@ -132,6 +110,127 @@ func (p *previewer) document(d manifest.Document, item int, where string) ([]byt
 		return nil, nil
 	}
 	return mutated, nil
+}
+
+// mutate runs a Pod or a Deployment through the webhook's path and returns its new
+// JSON and the mutation. Anything else is stored as it is: when a controller of it
+// creates pods, their decisions are reported here, and the mutation is nil.
+func (p *previewer) mutate(d manifest.Document, item int, where string) ([]byte, *policies.Mutation, error) {
+	fail := func(err error) ([]byte, *policies.Mutation, error) { return nil, nil, fmt.Errorf("%s: %w", where, err) }
+	var ns *facts.Namespace
+	var policy *v1alpha1.HAPolicy
+	g := p.offline
+	if p.cluster != nil {
+		var notCalled *skippedDocument
+		var err error
+		if ns, policy, notCalled, err = p.cluster.calledFor(p.ctx, d); err != nil {
+			return fail(err)
+		}
+		if notCalled != nil {
+			fmt.Fprintf(&p.log, "%s: %s\n", where, notCalled.line)
+			p.report = append(p.report, newReportEntry(d, item, notCalled.head, notCalled.decision))
+			return nil, nil, nil
+		}
+		g = p.cluster.facts
+	}
+	obj, err := decodeDocument(d.JSON)
+	if err != nil {
+		return fail(err)
+	}
+	if obj == nil {
+		// Not a Pod or a Deployment: the object is stored as it is, and the pods a
+		// controller of it creates get the webhook's decisions.
+		return nil, nil, p.controllerPods(d, item, where, g, ns, policy)
+	}
+	dctx, err := p.context(g, ns, policy, obj, nil)
+	if err != nil {
+		return fail(err)
+	}
+	mutated, m, err := Document(dctx, d.JSON)
+	if err != nil {
+		return fail(err)
+	}
+	return mutated, m, nil
+}
+
+// context gathers the engine's context for obj with g: in the namespace and under the
+// policy the cluster gave, or offline in the object's namespace under the flags' policy.
+// owner, when set, is what the document says of a pod's controller: what the webhook
+// would read of it.
+func (p *previewer) context(g *facts.Gatherer, ns *facts.Namespace, policy *v1alpha1.HAPolicy, obj *policies.Object, owner *policies.Owner) (policies.Context, error) {
+	if p.cluster == nil {
+		ns, policy = &facts.Namespace{Name: obj.Meta.Namespace, Labels: p.labels, PolicyName: p.policy.Name}, p.policy
+	}
+	if ns == nil {
+		return policies.Context{}, nil
+	}
+	if owner != nil {
+		documented := *g
+		documented.Source = documentedOwner{Source: g.Source, owner: owner}
+		g = &documented
+	}
+	return g.Context(p.ctx, ns, policy, obj, nil)
+}
+
+// documentedOwner is a Source whose pods' controller is the one a document describes.
+type documentedOwner struct {
+	facts.Source
+	owner *policies.Owner
+}
+
+func (d documentedOwner) Owner(context.Context, string, *metav1.OwnerReference) (*policies.Owner, error) {
+	return d.owner, nil
+}
+
+// controllerPods reports the webhook's decisions for a pod the controller of document
+// d creates (StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob),
+// each reason prefixed "its pods: ", and keeps that pod for --pods; for any other kind,
+// one line saying the webhook leaves it alone.
+func (p *previewer) controllerPods(d manifest.Document, item int, where string, g *facts.Gatherer, ns *facts.Namespace, policy *v1alpha1.HAPolicy) error {
+	var head documentHead
+	_ = json.Unmarshal(d.JSON, &head)
+	obj := objectHead{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name}
+	if obj.Name == "" && head.Metadata.GenerateName != "" {
+		obj.Name = head.Metadata.GenerateName + "*"
+	}
+	pod, owner, ok, err := PodOf(d.JSON)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	var decisions []policies.Decision
+	if !ok {
+		decisions = []policies.Decision{{Feature: policies.FeatureWorkload, Action: policies.Skipped,
+			Reason: fmt.Sprintf("the webhook mutates Pods and Deployments, and the pods of workloads; a %s is stored as it is", head.Kind)}}
+	} else {
+		o, err := policies.ObjectOf(pod)
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		pctx, err := p.context(g, ns, policy, o, owner)
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		m, err := policies.Mutate(pctx, pod)
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		for _, decision := range m.Decisions {
+			decision.Reason = "its pods: " + decision.Reason
+			decisions = append(decisions, decision)
+		}
+		if p.pods {
+			out, err := podJSON(m.Object)
+			if err != nil {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+			p.current = append(p.current, out)
+		}
+	}
+	for _, decision := range decisions {
+		fmt.Fprintf(&p.log, "%s: %s %s: %s\n", where, obj.Kind, obj.Name, decision)
+		p.report = append(p.report, newReportEntry(d, item, obj, decision))
+	}
+	return nil
 }
 
 // listItems returns the items of a v1 List document; isList is false for anything else.

@@ -1,4 +1,4 @@
-package patch_test
+package preview_test
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/ha-injector/ha-injector/internal/preview"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/webhook/patch"
@@ -27,7 +28,7 @@ func TestMutateDocumentErrorsNameTheProblem(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, _, err := patch.Document(defaultCtx, []byte(tc.doc))
+			_, _, err := preview.Document(defaultCtx, []byte(tc.doc))
 			if tc.want == "" {
 				// Field names are case-sensitive, as in the API server: an
 				// unknown "hostnetwork" is not decoded into hostNetwork.
@@ -43,7 +44,7 @@ func TestMutateDocumentErrorsNameTheProblem(t *testing.T) {
 
 func TestMutateDocumentLeavesOtherKindsAlone(t *testing.T) {
 	doc := []byte(`{"kind": "Service", "apiVersion": "v1", "metadata": {"name": "web"}}`)
-	out, m, err := patch.Document(defaultCtx, doc)
+	out, m, err := preview.Document(defaultCtx, doc)
 	require.NoError(t, err)
 	assert.Nil(t, m)
 	assert.Equal(t, doc, out)
@@ -111,7 +112,7 @@ func TestManagedFieldsAreNotDiffed(t *testing.T) {
 // operations the webhook would send for it.
 func documentAndOps(t *testing.T, doc []byte) ([]byte, []jsonpatch.Operation) {
 	t.Helper()
-	out, m, err := patch.Document(defaultCtx, doc)
+	out, m, err := preview.Document(defaultCtx, doc)
 	require.NoError(t, err)
 	require.NotNil(t, m)
 	var pod corev1.Pod

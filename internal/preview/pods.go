@@ -1,4 +1,4 @@
-package patch
+package preview
 
 import (
 	"encoding/json"
@@ -27,7 +27,8 @@ const DefaultTolerationSeconds int64 = 300
 // spec, the workload's namespace, a controller reference to the object that creates it
 // (a CronJob's pods are created by its Jobs) and the tolerations DefaultTolerationSeconds
 // adds; no other admission plugin is emulated. owner is what the webhook learns from a
-// ReplicaSet owner (its opt-out and desired-replicas annotations); nil otherwise. ok is
+// ReplicaSet owner (its opt-out and desired-replicas annotations) or a StatefulSet (its
+// replicas); nil otherwise. ok is
 // false for any other kind; a document of one of these kinds that does not decode is an
 // error naming the field.
 func PodOf(doc []byte) (pod *corev1.Pod, owner *policies.Owner, ok bool, err error) {
@@ -85,6 +86,10 @@ func PodOf(doc []byte) (pod *corev1.Pod, owner *policies.Owner, ok bool, err err
 		Spec: *tmpl.Spec.DeepCopy(),
 	}
 	addDefaultTolerations(&pod.Spec)
+	if s, ok := obj.(*appsv1.StatefulSet); ok {
+		// As the webhook reads it from the cluster: unset means 1.
+		owner = &policies.Owner{Kind: "StatefulSet", Name: name, Replicas: ptr.To(ptr.Deref(s.Spec.Replicas, 1))}
+	}
 	if meta.Kind == "ReplicaSet" {
 		owner = &policies.Owner{Kind: "ReplicaSet", Name: name}
 		if v, found := obj.GetAnnotations()[policies.InjectAnnotation]; found {
