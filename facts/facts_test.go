@@ -75,7 +75,8 @@ func TestGatherAPodsContext(t *testing.T) {
 	pctx, err := g.Context(ctx, ns, policy, pod(&metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", Controller: ptr.To(true)}), nil)
 	require.NoError(t, err)
 	assert.Equal(t, &policies.Owner{Kind: "StatefulSet", Name: "db", Replicas: ptr.To[int32](3)}, pctx.Owner)
-	assert.Equal(t, map[string]int{corev1.LabelHostname: 2}, pctx.Cluster.TopologyDomains, "control-plane nodes do not count")
+	assert.Equal(t, map[string]int{corev1.LabelHostname: 2, corev1.LabelTopologyZone: 0}, pctx.Cluster.TopologyDomains,
+		"control-plane nodes do not count; the zone spread asks for the zones, which no node names here")
 	assert.Equal(t, "img:1", pctx.SysctlImage)
 
 	pctx, err = g.Context(ctx, ns, policy, pod(&metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-1", Controller: ptr.To(true)}), nil)
@@ -88,7 +89,7 @@ func TestGatherAPodsContext(t *testing.T) {
 	pctx, err = g.Context(ctx, ns, policy, pod(&metav1.OwnerReference{APIVersion: "batch/v1", Kind: "Job", Name: "report", Controller: ptr.To(true)}), nil)
 	require.NoError(t, err)
 	assert.Nil(t, pctx.Owner)
-	assert.Nil(t, pctx.Cluster.TopologyDomains, "a pod whose replicas are unknown gets Preferred: no count needed")
+	assert.NotContains(t, pctx.Cluster.TopologyDomains, corev1.LabelHostname, "a pod whose replicas are unknown gets Preferred: no node count needed")
 	// A StatefulSet that is not there is unknown, and said so.
 	pctx, err = g.Context(ctx, ns, policy, pod(&metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "gone", Controller: ptr.To(true)}), nil)
 	require.NoError(t, err)

@@ -37,6 +37,7 @@ type Injection interface {
 // registered are the injections, in the order they are applied and reported.
 var registered = []Injection{
 	antiAffinityInjection{},
+	zoneSpreadInjection{},
 	tolerationsInjection{},
 	sysctlsInjection{},
 }

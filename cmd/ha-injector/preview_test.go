@@ -45,7 +45,7 @@ func splitDocs(out string) []string {
 	return strings.Split(out, "---\n")
 }
 
-func TestPreviewExampleGetsAllThreeInjections(t *testing.T) {
+func TestPreviewExampleGetsEveryInjection(t *testing.T) {
 	r := runCLI(t, "", "preview", "-f", "../../examples/web-server.yaml")
 	require.Equal(t, 0, r.code, r.stderr)
 
@@ -70,6 +70,11 @@ func TestPreviewExampleGetsAllThreeInjections(t *testing.T) {
 		{Name: "net.ipv4.tcp_keepalive_time", Value: "30"},
 	}, spec.SecurityContext.Sysctls)
 	require.Len(t, spec.InitContainers, 1)
+	require.Len(t, spec.TopologySpreadConstraints, 1)
+	spread := spec.TopologySpreadConstraints[0]
+	assert.Equal(t, corev1.LabelTopologyZone, spread.TopologyKey)
+	assert.Equal(t, corev1.ScheduleAnyway, spread.WhenUnsatisfiable)
+	assert.Equal(t, map[string]string{"app": "web-server"}, spread.LabelSelector.MatchLabels)
 	sysctl := spec.InitContainers[0]
 	assert.Equal(t, policies.SysctlContainerName, sysctl.Name)
 	assert.Equal(t, "ghcr.io/ha-injector/ha-injector:"+version, sysctl.Image, "ha-injector's own image at this binary's version")
@@ -79,7 +84,7 @@ func TestPreviewExampleGetsAllThreeInjections(t *testing.T) {
 	assert.NotContains(t, r.stdout, "busybox")
 
 	assert.Contains(t, docs[1], "kind: Service")
-	assert.Equal(t, 5, strings.Count(r.stderr, "Deployment web-server: "), "one line per decision:\n%s", r.stderr)
+	assert.Equal(t, 6, strings.Count(r.stderr, "Deployment web-server: "), "one line per decision:\n%s", r.stderr)
 	assert.Contains(t, r.stderr, "examples/web-server.yaml: document 1: Deployment web-server: tolerations: applied:")
 }
 
@@ -123,6 +128,7 @@ kind: HAPolicy
 metadata: {name: only-tolerations}
 spec:
   antiAffinity: {enabled: false}
+  zoneSpread: {enabled: false}
   sysctls: {enabled: false}
 `))
 	require.Equal(t, 0, r.code, r.stderr)
@@ -135,7 +141,7 @@ metadata:
   labels:
     app: p
   annotations:
-    ha-injector.io/status: '{"v":2,"policy":"only-tolerations","hash":"7f513868","applied":["tolerations"],"skipped":{"antiAffinity":"disabled by the policy","sysctls":"disabled by the policy"},"tolerations":[{"key":"node.kubernetes.io/not-ready","seconds":60},{"key":"node.kubernetes.io/unreachable","seconds":30}]}'
+    ha-injector.io/status: '{"v":2,"policy":"only-tolerations","hash":"dde563e0","applied":["tolerations"],"skipped":{"antiAffinity":"disabled by the policy","sysctls":"disabled by the policy","zoneSpread":"disabled by the policy"},"tolerations":[{"key":"node.kubernetes.io/not-ready","seconds":60},{"key":"node.kubernetes.io/unreachable","seconds":30}]}'
 spec:
   containers:
     - name: app

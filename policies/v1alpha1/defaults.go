@@ -6,6 +6,8 @@ import "k8s.io/utils/ptr"
 // schema by the kubebuilder markers on the types; a test checks both agree.
 const (
 	DefaultTopologyKey       = "kubernetes.io/hostname"
+	DefaultZoneKey           = "topology.kubernetes.io/zone"
+	DefaultMaxSkew     int32 = 1
 	DefaultWeight      int32 = 100
 	DefaultMinReplicas int32 = 2
 	DefaultNotReady    int64 = 60
@@ -59,6 +61,20 @@ func (p *HAPolicy) Default() {
 	}
 	if a.MinReplicas == nil {
 		a.MinReplicas = ptr.To(DefaultMinReplicas)
+	}
+
+	z := &s.ZoneSpread
+	if z.Enabled == nil {
+		z.Enabled = ptr.To(true)
+	}
+	if z.TopologyKey == "" {
+		z.TopologyKey = DefaultZoneKey
+	}
+	if z.MaxSkew == nil {
+		z.MaxSkew = ptr.To(DefaultMaxSkew)
+	}
+	if z.WhenUnsatisfiable == "" {
+		z.WhenUnsatisfiable = ScheduleAnyway
 	}
 
 	t := &s.Tolerations

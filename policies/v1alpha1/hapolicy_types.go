@@ -59,6 +59,13 @@ type HAPolicySpec struct {
 	// +optional
 	AntiAffinity AntiAffinitySpec `json:"antiAffinity,omitempty"`
 
+	// zoneSpread spreads the replicas of a workload across zones, so that the
+	// loss of a zone (or of another failure domain a node label names) leaves
+	// replicas in the others.
+	// +kubebuilder:default={}
+	// +optional
+	ZoneSpread ZoneSpreadSpec `json:"zoneSpread,omitempty"`
+
 	// tolerations caps how long pods stay bound to a node that is not ready or
 	// unreachable before they are evicted and replaced (Kubernetes' default is 300s).
 	// +kubebuilder:default={}
@@ -113,6 +120,50 @@ type AntiAffinitySpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MinReplicas *int32 `json:"minReplicas,omitempty"`
+}
+
+// WhenUnsatisfiable says what the scheduler does with a pod whose placement
+// would exceed the zone spread's maxSkew.
+// +kubebuilder:validation:Enum=ScheduleAnyway;DoNotSchedule
+type WhenUnsatisfiable string
+
+const (
+	// ScheduleAnyway places the pod anyway, preferring the placements that
+	// reduce the skew.
+	ScheduleAnyway WhenUnsatisfiable = "ScheduleAnyway"
+	// DoNotSchedule leaves the pod Pending rather than exceed the skew.
+	DoNotSchedule WhenUnsatisfiable = "DoNotSchedule"
+)
+
+// ZoneSpreadSpec configures the injected topologySpreadConstraints entry.
+type ZoneSpreadSpec struct {
+	// enabled turns the zone spread on or off.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// topologyKey is the node label whose values are the zones.
+	// +kubebuilder:default="topology.kubernetes.io/zone"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	// +optional
+	TopologyKey string `json:"topologyKey,omitempty"`
+
+	// maxSkew is the largest difference allowed between the number of a
+	// workload's replicas in any two zones.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxSkew *int32 `json:"maxSkew,omitempty"`
+
+	// whenUnsatisfiable is ScheduleAnyway (the default: a pod is never left
+	// Pending for the spread's sake) or DoNotSchedule (a hard rule; then the
+	// nodes of a zone that is lost stop counting, nodeTaintsPolicy Honor, so
+	// its pods' replacements schedule in the zones left).
+	// +kubebuilder:default=ScheduleAnyway
+	// +optional
+	WhenUnsatisfiable WhenUnsatisfiable `json:"whenUnsatisfiable,omitempty"`
 }
 
 // TolerationsSpec configures the node.kubernetes.io/not-ready and

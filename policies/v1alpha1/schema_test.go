@@ -97,6 +97,7 @@ func TestDefaultingMatchesSchema(t *testing.T) {
 		"explicit zero seconds are kept":              `{"tolerations": {"notReadySeconds": 0}}`,
 		"explicit values replace the default set":     `{"sysctls": {"values": {"net.ipv4.tcp_retries2": "8"}}}`,
 		"audit mode with a zone key":                  `{"mode": "Audit", "antiAffinity": {"topologyKey": "topology.kubernetes.io/zone", "type": "Required"}}`,
+		"a zone spread with one field set":            `{"zoneSpread": {"whenUnsatisfiable": "DoNotSchedule"}}`,
 	}
 	for name, spec := range specs {
 		t.Run(name, func(t *testing.T) {
@@ -154,6 +155,10 @@ func TestValidation(t *testing.T) {
 			"tolerations": {"enabled": true, "notReadySeconds": 0, "unreachableSeconds": 3600},
 			"sysctls": {"enabled": true, "method": "Auto", "image": "registry.example:5000/tools/busybox@sha256:abc", "values": {"net.ipv4.tcp_rmem": "4096 87380 6291456", "net/ipv4/tcp_retries2": "8"}}}`, ""},
 		{"accepts disabled sysctls with no values", `{"sysctls": {"enabled": false, "values": {}}}`, ""},
+		{"accepts a hard zone spread on a rack label", `{"zoneSpread": {"enabled": true, "topologyKey": "example.com/rack", "maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule"}}`, ""},
+		{"rejects zone spread maxSkew 0", `{"zoneSpread": {"maxSkew": 0}}`, "spec.zoneSpread.maxSkew"},
+		{"rejects an unknown whenUnsatisfiable", `{"zoneSpread": {"whenUnsatisfiable": "Never"}}`, "spec.zoneSpread.whenUnsatisfiable"},
+		{"rejects a zone key with a space", `{"zoneSpread": {"topologyKey": "topology.kubernetes.io/ zone"}}`, "spec.zoneSpread.topologyKey"},
 		{"rejects an unknown mode", `{"mode": "Enforcing"}`, "spec.mode"},
 		{"rejects an unknown anti-affinity type", `{"antiAffinity": {"type": "Hard"}}`, "spec.antiAffinity.type"},
 		{"rejects weight 0", `{"antiAffinity": {"weight": 0}}`, "spec.antiAffinity.weight"},

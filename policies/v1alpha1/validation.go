@@ -52,6 +52,15 @@ func (p *HAPolicy) Validate() field.ErrorList {
 		errs = append(errs, field.Invalid(ap.Child("minReplicas"), *a.MinReplicas, "must be at least 1"))
 	}
 
+	z, zp := s.ZoneSpread, spec.Child("zoneSpread")
+	if !ValidTopologyKey(z.TopologyKey) {
+		errs = append(errs, field.Invalid(zp.Child("topologyKey"), z.TopologyKey, "must be a label key such as topology.kubernetes.io/zone"))
+	}
+	if z.MaxSkew != nil && *z.MaxSkew < 1 {
+		errs = append(errs, field.Invalid(zp.Child("maxSkew"), *z.MaxSkew, "must be at least 1"))
+	}
+	errs = append(errs, oneOf(zp.Child("whenUnsatisfiable"), string(z.WhenUnsatisfiable), string(ScheduleAnyway), string(DoNotSchedule))...)
+
 	t, tp := s.Tolerations, spec.Child("tolerations")
 	errs = append(errs, inRange(tp.Child("notReadySeconds"), ptr.Deref(t.NotReadySeconds, 0), 0, maxTolerationSeconds)...)
 	errs = append(errs, inRange(tp.Child("unreachableSeconds"), ptr.Deref(t.UnreachableSeconds, 0), 0, maxTolerationSeconds)...)

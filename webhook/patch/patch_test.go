@@ -22,14 +22,18 @@ import (
 // defaultCtx is the built-in default policy in an opted-in namespace.
 var defaultCtx = policies.Context{Policy: v1alpha1.NewDefault(), SysctlImage: "ghcr.io/ha-injector/ha-injector:test"}
 
-// touchedPaths are where an operation may point: the parts the engine may
-// change, or a parent it creates to hold them.
-var touchedPaths = []string{
-	"/metadata/annotations", "/metadata/labels",
-	"/spec/affinity", "/spec/tolerations", "/spec/securityContext", "/spec/initContainers",
-	"/spec/template/metadata/annotations",
-	"/spec/template/spec/affinity", "/spec/template/spec/tolerations", "/spec/template/spec/securityContext", "/spec/template/spec/initContainers",
-}
+// touchedPaths are where an operation may point: the metadata the engine
+// writes, the registered injections' parts of a Pod's and a Deployment's pod
+// spec, or a parent it creates to hold them (a nested part's struct).
+var touchedPaths = func() []string {
+	paths := []string{"/metadata/annotations", "/metadata/labels", "/spec/template/metadata/annotations"}
+	for _, p := range policies.Parts() {
+		for _, spec := range []string{"/spec", "/spec/template/spec"} {
+			paths = append(paths, spec+"/"+p.Path[0])
+		}
+	}
+	return paths
+}()
 
 // parentPaths may only be the target of an "add" that creates them.
 var parentPaths = map[string]bool{"/metadata": true, "/spec": true, "/spec/template": true, "/spec/template/metadata": true, "/spec/template/spec": true}
