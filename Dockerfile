@@ -5,8 +5,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=dev
-RUN make build VERSION=${VERSION}
+# The version is the chart's appVersion, as for `make build` outside Docker.
+RUN make build
 
 # Run: no shell, no package manager, non-root (the init container that runs /ha-sysctl
 # sets its own user).

@@ -2,22 +2,38 @@
 
 GO ?= go
 BIN_DIR ?= bin
-# Version stamped into the binary; the Dockerfile passes the same flags.
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+OUTPUT ?= _output
+# The version, from one place: the chart's appVersion. The binaries print it, the image
+# is tagged with it (the tag the chart pulls by default), the release's chart and CLI
+# archives carry it, and a release is the git tag v$(VERSION) (docs/versioning.md).
+VERSION ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' charts/ha-injector/Chart.yaml)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# The platform make build builds for (default: this machine's), and which commands.
+GOOS ?= $(shell $(GO) env GOOS)
+GOARCH ?= $(shell $(GO) env GOARCH)
+CMDS ?= ha-injector ha-sysctl
+EXE := $(if $(filter windows,$(GOOS)),.exe,)
+# The image: the repository the chart pulls from, and the platforms of its index.
+IMAGE ?= ghcr.io/ha-injector/ha-injector
+IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
 
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/ha-injector and bin/ha-sysctl (static, as in the container image).
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/ha-injector ./cmd/ha-injector
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/ha-sysctl ./cmd/ha-sysctl
+build: ## Build bin/ha-injector and bin/ha-sysctl (static, as in the container image; GOOS=, GOARCH= to cross-compile).
+	@set -e; for cmd in $(CMDS); do \
+		echo "CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/$$cmd$(EXE) ./cmd/$$cmd"; \
+		CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/$$cmd$(EXE) ./cmd/$$cmd; \
+	done
 
 .PHONY: image-tar
-image-tar: build ## The container image without Docker (the Dockerfile's, from make build's binaries): _output/ha-injector-image.tar, for ctr images import.
-	$(GO) run ./hack/image -bin $(BIN_DIR) -o _output/ha-injector-image.tar -tag ha-injector:$(VERSION)
+image-tar: ## The container image without Docker, for linux/amd64 and linux/arm64 (make build's binaries): _output/ha-injector-image.tar, an OCI image layout named $(IMAGE):$(VERSION).
+	@set -e; for p in $(IMAGE_PLATFORMS); do \
+		$(MAKE) --no-print-directory build GOOS=$${p%/*} GOARCH=$${p#*/} BIN_DIR=$(OUTPUT)/bin/$${p%/*}_$${p#*/} VERSION=$(VERSION); \
+	done
+	$(GO) run ./hack/image -bin $(OUTPUT)/bin -platforms '$(IMAGE_PLATFORMS)' -o $(OUTPUT)/ha-injector-image.tar -tag $(IMAGE):$(VERSION)
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the HAPolicy CRD (controller-gen, pinned).

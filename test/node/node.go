@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
@@ -178,10 +180,15 @@ func Start(t *testing.T) *Node {
 	out, err := nodeSh.Output()
 	require.NoError(t, err, "hack/node.sh")
 	n.bins = strings.TrimSpace(string(out))
-	bin := filepath.Join(n.Dir, "bin")
-	build := exec.Command("make", "-C", root, "build", "BIN_DIR="+bin)
+	// ha-injector's image exactly as a release builds it: make image-tar's OCI layout of
+	// the linux/amd64 and linux/arm64 index, named as the chart is told to pull it.
+	repo, tag, _ := strings.Cut(ourImage, ":")
+	imageDir := filepath.Join(n.Dir, "image")
+	build := exec.Command("make", "-C", root, "image-tar", "OUTPUT="+imageDir, "IMAGE="+repo, "VERSION="+tag)
 	b, err := build.CombinedOutput()
-	require.NoError(t, err, "make build: %s", b)
+	require.NoError(t, err, "make image-tar: %s", b)
+	// The probe and the sandbox (pause) images, for this machine's platform only.
+	bin := filepath.Join(n.Dir, "bin")
 	for _, cmd := range []string{"probe", "runc-noseccomp"} {
 		build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bin, cmd), "./test/node/"+cmd)
 		build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
@@ -191,17 +198,25 @@ func Start(t *testing.T) *Node {
 	n.runtime = filepath.Join(bin, "runc-noseccomp")
 
 	n.startContainerd(t)
+	archives := map[string]string{ourImage: filepath.Join(imageDir, "ha-injector-image.tar")}
+	here := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	for ref, layout := range map[string]image.Layout{
-		ourImage:   image.Default,
 		probeImage: {Files: []image.File{{Source: "probe", Path: "/probe"}}, Entrypoint: []string{"/probe"}},
 		pauseImage: {Files: []image.File{{Source: "probe", Path: "/probe"}}, Entrypoint: []string{"/probe"}, Cmd: []string{"pause"}},
 	} {
-		img, err := image.Build(bin, layout)
+		img, err := image.Build(bin, layout, here)
 		require.NoError(t, err)
-		archive := filepath.Join(n.Dir, "images", strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
-		require.NoError(t, image.WriteTarball(archive, ref, img))
+		idx, err := image.Index(img)
+		require.NoError(t, err)
+		archives[ref] = filepath.Join(n.Dir, "images", strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+		require.NoError(t, image.WriteLayout(archives[ref], ref, idx))
+	}
+	for ref, archive := range archives {
+		// An OCI layout: the name comes from index.json's io.containerd.image.name; only
+		// this machine's platform is unpacked (ctr's default).
 		out, err := exec.Command(filepath.Join(n.bins, "ctr"), "-a", n.sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput()
 		require.NoError(t, err, "ctr images import %s: %s", ref, out)
+		require.Contains(t, string(out), ref, "ctr images import %s named it", archive)
 	}
 
 	n.env, err = controlplane.New(root)
