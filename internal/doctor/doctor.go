@@ -177,6 +177,7 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) (*Report, error) {
 		d.checkCertManager(ctx)
 		d.checkDeployment(ctx)
 	}
+	d.checkReleasePods(ctx)
 	if d.checkNamespaces(ctx) {
 		d.probe(ctx)
 		d.checkSysctlFailures(ctx)
