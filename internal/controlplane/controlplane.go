@@ -69,11 +69,16 @@ func New(root string) (*envtest.Environment, error) {
 }
 
 // StartControllerManager starts a real kube-controller-manager against env's API
-// server with only the Deployment and ReplicaSet controllers, its kubeconfig, log and
-// certificates in dir, and returns once its /healthz answers (bounded: 30 s). Tests
-// that judge what those controllers do with what the webhook stored (Pod Security
-// rejecting a ReplicaSet's pods, a rollback reusing a ReplicaSet) share it.
-func StartControllerManager(env *envtest.Environment, dir, bin string) (*proc.Process, error) {
+// server with only the named controllers (default: the Deployment and ReplicaSet
+// controllers), its kubeconfig, log and certificates in dir, and returns once its
+// /healthz answers (bounded: 30 s). Tests that judge what those controllers do with what
+// the webhook stored (Pod Security rejecting a ReplicaSet's pods, a rollback reusing a
+// ReplicaSet) or with the chart's hooks (the Job controller and the garbage collector)
+// share it.
+func StartControllerManager(env *envtest.Environment, dir, bin string, controllers ...string) (*proc.Process, error) {
+	if len(controllers) == 0 {
+		controllers = []string{"deployment-controller", "replicaset-controller"}
+	}
 	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return nil, err
@@ -97,7 +102,7 @@ func StartControllerManager(env *envtest.Environment, dir, bin string) (*proc.Pr
 		"--bind-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(ports[0]),
 		"--cert-dir="+filepath.Join(dir, "kube-controller-manager"),
-		"--controllers=deployment-controller,replicaset-controller",
+		"--controllers="+strings.Join(controllers, ","),
 		// One instance: taking the lease would only delay the start.
 		"--leader-elect=false",
 	)

@@ -31,7 +31,9 @@ func TestCRDUpgradeHook(t *testing.T) {
 		kinds = append(kinds, h.Object.GetKind())
 		annotations := h.Object.GetAnnotations()
 		assert.Equal(t, "pre-install,pre-upgrade", annotations["helm.sh/hook"], h.Object.GetKind())
-		assert.Equal(t, "before-hook-creation,hook-succeeded", annotations["helm.sh/hook-delete-policy"], "%s: nothing is left behind", h.Object.GetKind())
+		// helm uninstall never deletes a hook's objects: a failed hook's would outlive
+		// the release (TestHelmInstallWithAnUnpullableImage runs it).
+		assert.Equal(t, "before-hook-creation,hook-succeeded,hook-failed", annotations["helm.sh/hook-delete-policy"], "%s: nothing is left behind, whether the hook succeeded or failed", h.Object.GetKind())
 	}
 	assert.Equal(t, []string{"ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Job"}, kinds, "the Job runs last (hook weight), after what it needs (Helm's install order)")
 
@@ -71,6 +73,7 @@ func TestCRDUpgradeHook(t *testing.T) {
 	assert.True(t, *spec.SecurityContext.RunAsNonRoot)
 	assert.False(t, *c.SecurityContext.AllowPrivilegeEscalation)
 	assert.True(t, *c.SecurityContext.ReadOnlyRootFilesystem)
+	assert.Equal(t, corev1.TerminationMessageFallbackToLogsOnError, c.TerminationMessagePolicy, "a failed apply's error is in the pod's status, where doctor reads it")
 	assert.Equal(t, []corev1.Capability{"ALL"}, c.SecurityContext.Capabilities.Drop)
 
 	r, err = render(t, `crds: {upgrade: false}`)
