@@ -16,6 +16,8 @@ EXE := $(if $(filter windows,$(GOOS)),.exe,)
 # The image: the repository the chart pulls from, and the platforms of its index.
 IMAGE ?= ghcr.io/ha-injector/ha-injector
 IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+# The platforms of the released ha-injector CLI archives.
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
 .PHONY: help
 help: ## Show this help.
@@ -34,6 +36,10 @@ image-tar: ## The container image without Docker, for linux/amd64 and linux/arm6
 		$(MAKE) --no-print-directory build GOOS=$${p%/*} GOARCH=$${p#*/} BIN_DIR=$(OUTPUT)/bin/$${p%/*}_$${p#*/} VERSION=$(VERSION); \
 	done
 	$(GO) run ./hack/image -bin $(OUTPUT)/bin -platforms '$(IMAGE_PLATFORMS)' -o $(OUTPUT)/ha-injector-image.tar -tag $(IMAGE):$(VERSION)
+
+.PHONY: release-dry-run
+release-dry-run: image-tar ## Every artifact of a release in _output/release/, pushed nowhere: the image (OCI layout), the chart pinned to its digest, the CLI archives, the krew manifest, checksums.
+	$(GO) run ./hack/release build -version $(VERSION) -image-tar $(OUTPUT)/ha-injector-image.tar -bin $(OUTPUT)/bin -platforms '$(RELEASE_PLATFORMS)' -o $(OUTPUT)/release
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the HAPolicy CRD (controller-gen, pinned).
