@@ -18,6 +18,8 @@ IMAGE ?= ghcr.io/ha-injector/ha-injector
 IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
 # The platforms of the released ha-injector CLI archives.
 RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+# Pinned, run from its Go module (go run fetches it through the module proxy).
+ACTIONLINT_VERSION ?= v1.7.12
 
 .PHONY: help
 help: ## Show this help.
@@ -50,11 +52,14 @@ verify-generate: ## Fail if generated files are stale.
 	hack/verify-generate.sh
 
 .PHONY: lint
-lint: ## gofmt and go vet.
+lint: ## gofmt, go vet, and actionlint on .github/workflows.
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags node ./test/node/...
+	@# shellcheck and pyflakes off: actionlint runs them when they are installed, and the
+	@# result must not depend on the machine.
+	GOFLAGS= $(GO) run github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION) -shellcheck= -pyflakes= .github/workflows/*.yml
 
 .PHONY: control-plane
 control-plane: ## Build (once, cached outside the repo) kube-apiserver, etcd, kube-controller-manager, kube-scheduler and KWOK.

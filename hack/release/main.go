@@ -7,7 +7,8 @@
 //	go run ./hack/release check-chart            # the chart's version moved if the chart did
 //	go run ./hack/release notes 0.1.0            # the CHANGELOG's section: the release notes
 //	go run ./hack/release push-image -image-tar _output/ha-injector-image.tar \
-//	    ghcr.io/ha-injector/ha-injector:0.1.0    # the tested archive, pushed as it is
+//	    ghcr.io/ha-injector/ha-injector:0.1.0    # the tested archive, pushed as it is; prints
+//	                                             # the index's and each platform's digest
 //
 // `make release-dry-run` runs build after `make image-tar`. Only push-image writes
 // anywhere but the output folder; it prints the pushed digest.
@@ -21,11 +22,9 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/ha-injector/ha-injector/internal/image"
 	"github.com/ha-injector/ha-injector/internal/release"
 )
 
@@ -111,7 +110,8 @@ func build(args []string) error {
 }
 
 // pushImage pushes the image index of the archive to ref with the credentials of the
-// Docker config (docker/login-action, crane auth login), and prints ref@digest.
+// Docker config (docker/login-action, crane auth login), and prints REPOSITORY@DIGEST of
+// the index, then one line per platform: OS/ARCH REPOSITORY@DIGEST.
 func pushImage(args []string) error {
 	fs := flag.NewFlagSet("push-image", flag.ExitOnError)
 	imageTar := fs.String("image-tar", "_output/ha-injector-image.tar", "make image-tar's OCI layout archive")
@@ -119,29 +119,13 @@ func pushImage(args []string) error {
 	if fs.NArg() != 1 {
 		usage()
 	}
-	ref, err := name.NewTag(fs.Arg(0))
+	pushed, err := release.PushImage(context.Background(), *imageTar, fs.Arg(0), remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "ha-injector-push-")
-	if err != nil {
-		return err
+	fmt.Println(pushed.Index)
+	for _, p := range pushed.Platforms {
+		fmt.Printf("%s %s\n", p.Platform, p.Ref)
 	}
-	defer os.RemoveAll(dir)
-	idx, named, err := image.ReadLayout(*imageTar, dir)
-	if err != nil {
-		return err
-	}
-	if named != ref.Name() {
-		return fmt.Errorf("the archive holds %s, not %s", named, ref.Name())
-	}
-	if err := remote.WriteIndex(ref, idx, remote.WithAuthFromKeychain(authn.DefaultKeychain), remote.WithContext(context.Background())); err != nil {
-		return err
-	}
-	digest, err := idx.Digest()
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%s@%s\n", ref.Context().Name(), digest)
 	return nil
 }
