@@ -39,6 +39,10 @@ image-tar: ## The container image without Docker, for linux/amd64 and linux/arm6
 	done
 	$(GO) run ./hack/image -bin $(OUTPUT)/bin -platforms '$(IMAGE_PLATFORMS)' -o $(OUTPUT)/ha-injector-image.tar -tag $(IMAGE):$(VERSION)
 
+.PHONY: image-push
+image-push: image-tar ## Push make image-tar's image, byte for byte, to $(IMAGE):$(VERSION) with the credentials of ~/.docker/config.json (no Docker engine needed); prints its digests.
+	$(GO) run ./hack/release push-image -image-tar $(OUTPUT)/ha-injector-image.tar $(IMAGE):$(VERSION)
+
 .PHONY: release-dry-run
 release-dry-run: image-tar ## Every artifact of a release in _output/release/, pushed nowhere: the image (OCI layout), the chart pinned to its digest, the CLI archives, the krew manifest, checksums.
 	$(GO) run ./hack/release build -version $(VERSION) -image-tar $(OUTPUT)/ha-injector-image.tar -bin $(OUTPUT)/bin -platforms '$(RELEASE_PLATFORMS)' -o $(OUTPUT)/release

@@ -280,3 +280,42 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// TestDocsVersionStrings: the documentation writes the version one way, the chart's
+// appVersion without a v, wherever it names an image tag, a chart version, a release's
+// files or the checkout of a release (whose git tag alone has the v).
+func TestDocsVersionStrings(t *testing.T) {
+	md, err := release.ChartMetadata(root)
+	require.NoError(t, err)
+	v := md.AppVersion
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	require.NoError(t, err)
+	docs = append(docs, filepath.Join(root, "README.md"), filepath.Join(root, "SECURITY.md"), filepath.Join(root, "CONTRIBUTING.md"))
+	// Placeholders, and "dev": what an unstamped `go run` build calls itself in the output
+	// the README quotes.
+	placeholder := map[string]bool{"<appVersion>": true, "<version>": true, "X.Y.Z": true, "dev": true}
+	rules := []struct {
+		what string
+		re   *regexp.Regexp
+	}{
+		{"an image tag", regexp.MustCompile(`(?:ghcr\.io/ha-injector|registry\.example\.com)/ha-injector:([^\s"'` + "`" + `,)]+)`)},
+		{"a chart version", regexp.MustCompile(`--version ([0-9v][^\s` + "`" + `]*)`)},
+		{"a release's download folder", regexp.MustCompile(`releases/download/v([^/\s]+)/`)},
+		{"a release's file", regexp.MustCompile(`ha-injector_([0-9v][^_\s]*)_`)},
+		{"a release's checkout", regexp.MustCompile(`git checkout v(\S+)`)},
+		{"an image.tag value", regexp.MustCompile(`image\.tag=([^\s` + "`" + `]+)`)},
+	}
+	found := 0
+	for _, doc := range docs {
+		data, err := os.ReadFile(doc)
+		require.NoError(t, err)
+		for _, r := range rules {
+			for _, m := range r.re.FindAllStringSubmatch(string(data), -1) {
+				found++
+				tag := strings.TrimSuffix(m[1], ".")
+				assert.True(t, tag == v || placeholder[tag], "%s: %s %q is not %s", filepath.Base(doc), r.what, m[0], v)
+			}
+		}
+	}
+	assert.Greater(t, found, 10, "the rules find the versions the docs give")
+}
