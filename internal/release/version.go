@@ -147,7 +147,9 @@ func CheckTag(root, tag string) error {
 // CHANGELOG's dated sections and the repository's vX.Y.Z tags, which must agree (a clone
 // without the tags of the releases its CHANGELOG lists cannot be checked, and fails);
 // when charts/ha-injector differs from the last tag's, Chart.yaml's version must differ
-// from (be above) the one at that tag. It returns what it compared.
+// from (be above) the one at that tag. The CHANGELOG is what a shallow clone without tags
+// still knows: with no dated section there was no release (CheckTag publishes none
+// without one). It returns what it compared.
 func CheckChartVersion(root string) (string, error) {
 	md, err := ChartMetadata(root)
 	if err != nil {
@@ -202,13 +204,16 @@ func CheckChartVersion(root string) (string, error) {
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return "", fmt.Errorf("%s lists releases whose tags this clone lacks (%s): fetch them (git fetch --tags; actions/checkout with fetch-depth: 0)",
-			ChangelogFile, strings.Join(missing, ", "))
+		fetch := "git fetch --tags"
+		if shallow == "true" {
+			fetch = "git fetch --unshallow --tags"
+		}
+		return "", fmt.Errorf("%s lists releases whose tags this clone lacks (%s): fetch them (%s; actions/checkout with fetch-depth: 0)",
+			ChangelogFile, strings.Join(missing, ", "), fetch)
 	}
 	if len(tags) == 0 {
-		if shallow == "true" {
-			return "", fmt.Errorf("a shallow clone without tags cannot tell whether anything was released: fetch the history and tags (git fetch --unshallow --tags)")
-		}
+		// Every release has its dated section (CheckTag refuses to publish one that has
+		// not), so none there and no tag means none was made, shallow clone or not.
 		return fmt.Sprintf("no release yet (no v* tag, no dated section in %s): chart %s is the first", ChangelogFile, md.Version), nil
 	}
 	semver.Sort(tags)
