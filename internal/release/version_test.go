@@ -243,3 +243,16 @@ func run(t *testing.T, dir string, args ...string) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%v: %s", args, out)
 }
+
+// TestCheckTag: the release workflow's first step refuses a tag Chart.yaml or the
+// CHANGELOG does not agree with.
+func TestCheckTag(t *testing.T) {
+	repo := t.TempDir()
+	write(t, repo, "charts/ha-injector/Chart.yaml", chartYAML("0.2.0", "0.2.0"))
+	write(t, repo, "CHANGELOG.md", "# Changelog\n\n## [Unreleased]\n\n## [0.2.0] - 2027-01-15\n\n### Fixed\n\n- A bug.\n")
+	require.NoError(t, CheckTag(repo, "v0.2.0"))
+	assert.ErrorContains(t, CheckTag(repo, "0.2.0"), "a release tag is vX.Y.Z")
+	assert.ErrorContains(t, CheckTag(repo, "v0.3.0"), "a release of 0.3.0 needs both to be 0.3.0")
+	write(t, repo, "charts/ha-injector/Chart.yaml", chartYAML("0.3.0", "0.3.0"))
+	assert.ErrorContains(t, CheckTag(repo, "v0.3.0"), `CHANGELOG.md has no section "## [0.3.0] - YYYY-MM-DD"`)
+}
