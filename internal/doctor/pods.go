@@ -44,7 +44,7 @@ func (d *doctor) checkReleasePods(ctx context.Context) {
 	}
 	if ns == "" {
 		// No installation found and none named: the webhook-configuration check failed
-		// and says to pass --release-namespace.
+		// and says to pass --release-namespace after a failed install.
 		return
 	}
 	var pods corev1.PodList

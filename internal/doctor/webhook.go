@@ -39,7 +39,7 @@ func (d *doctor) checkWebhookConfiguration(ctx context.Context) bool {
 		switch {
 		case errors.Is(err, installation.ErrNotInstalled):
 			d.report.add(Check{Name: name, Status: Fail, Message: shortErr(err),
-				Fix: "helm install ha-injector charts/ha-injector -n ha-injector --create-namespace (README, Install on a cluster)"})
+				Fix: "helm install ha-injector charts/ha-injector -n ha-injector --create-namespace (README, Install on a cluster); after an install that failed, run doctor with --release-namespace: its release-pods check says why"})
 		case apierrors.IsForbidden(err):
 			d.report.add(cannotRead(name, "mutatingwebhookconfigurations", err))
 		default:
