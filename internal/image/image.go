@@ -164,7 +164,7 @@ func WriteLayout(path, ref string, idx v1.ImageIndex) error {
 		Add: idx,
 		Descriptor: v1.Descriptor{Annotations: map[string]string{
 			AnnotationRefName:        tag.TagStr(),
-			AnnotationContainerdName: tag.Name(),
+			AnnotationContainerdName: FullName(tag),
 		}},
 	})
 	if _, err := layout.Write(dir, top); err != nil {
@@ -174,6 +174,17 @@ func WriteLayout(path, ref string, idx v1.ImageIndex) error {
 		return err
 	}
 	return tarDir(dir, path)
+}
+
+// FullName is the full name of an image as containerd and the kubelet spell it:
+// Docker Hub is docker.io (go-containerregistry says index.docker.io), its official
+// images are under library/: "ha-injector:dev" is docker.io/library/ha-injector:dev.
+func FullName(tag name.Tag) string {
+	registry := tag.Context().RegistryStr()
+	if registry == name.DefaultRegistry {
+		registry = "docker.io"
+	}
+	return registry + "/" + tag.Context().RepositoryStr() + ":" + tag.TagStr()
 }
 
 // ReadLayout extracts an archive WriteLayout wrote into dir and returns the image index

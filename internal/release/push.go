@@ -41,8 +41,8 @@ func PushImage(ctx context.Context, archive, ref string, opts ...remote.Option) 
 	if err != nil {
 		return nil, err
 	}
-	if named != tag.Name() {
-		return nil, fmt.Errorf("the archive holds %s, not %s", named, tag.Name())
+	if named != image.FullName(tag) {
+		return nil, fmt.Errorf("the archive holds %s, not %s", named, image.FullName(tag))
 	}
 	if err := remote.WriteIndex(tag, idx, append(opts, remote.WithContext(ctx))...); err != nil {
 		return nil, err

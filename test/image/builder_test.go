@@ -175,6 +175,18 @@ func TestImageBuilderAgreesWithTheDockerfile(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(a, b2), "the same image gives the same archive")
 
+	// Named as containerd and the kubelet spell it, Docker Hub's short names included.
+	for ref, want := range map[string]string{
+		"docker.io/library/ha-injector:node-test": "docker.io/library/ha-injector:node-test",
+		"ha-injector:dev":                         "docker.io/library/ha-injector:dev",
+		"registry.example.com/ha-injector:0.1.0":  "registry.example.com/ha-injector:0.1.0",
+	} {
+		require.NoError(t, image.WriteLayout(second, ref, again))
+		_, named, err := image.ReadLayout(second, t.TempDir())
+		require.NoError(t, err)
+		assert.Equal(t, want, named, ref)
+	}
+
 	_, err = image.BuildIndex(t.TempDir(), image.Default, image.Platforms)
 	assert.ErrorContains(t, err, "the image's /ha-injector", "a missing binary is named")
 	_, err = image.BuildIndex(filepath.Join(out, "bin"), image.Default, nil)

@@ -211,12 +211,19 @@ func Start(t *testing.T) *Node {
 		archives[ref] = filepath.Join(n.Dir, "images", strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
 		require.NoError(t, image.WriteLayout(archives[ref], ref, idx))
 	}
+	ctr := func(args ...string) ([]byte, error) {
+		return exec.Command(filepath.Join(n.bins, "ctr"), append([]string{"-a", n.sock, "-n", "k8s.io"}, args...)...).CombinedOutput()
+	}
 	for ref, archive := range archives {
 		// An OCI layout: the name comes from index.json's io.containerd.image.name; only
 		// this machine's platform is unpacked (ctr's default).
-		out, err := exec.Command(filepath.Join(n.bins, "ctr"), "-a", n.sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput()
+		out, err := ctr("images", "import", archive)
 		require.NoError(t, err, "ctr images import %s: %s", ref, out)
-		require.Contains(t, string(out), ref, "ctr images import %s named it", archive)
+	}
+	out, err = ctr("images", "ls", "-q")
+	require.NoError(t, err, "ctr images ls: %s", out)
+	for ref := range archives {
+		require.Contains(t, strings.Fields(string(out)), ref, "ctr images import named the image from index.json")
 	}
 
 	n.env, err = controlplane.New(root)
