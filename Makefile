@@ -106,5 +106,5 @@ preview: ## Preview the example Deployment with all three injections (no cluster
 	$(GO) run ./cmd/ha-injector preview -f examples/web-server.yaml
 
 .PHONY: failover
-failover: ## Kill a node of a simulated cluster (real control plane + KWOK) and time recovery with and without ha-injector (~6 min); table on stdout, rows in _output/failover.json.
+failover: ## Kill a node, then a zone, of a simulated cluster (real control plane + KWOK) and time recovery with and without ha-injector (~12 min); tables on stdout, rows in _output/failover.json.
 	$(GO) run ./test/failover/cmd/failover -json _output/failover.json

@@ -11,10 +11,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -352,6 +354,18 @@ func (c *Cluster) withLog(name string, err error) error {
 // AddNodes registers fake nodes for KWOK to run, labelled like a kubelet labels its
 // node, and waits until they are Ready.
 func (c *Cluster) AddNodes(ctx context.Context, names ...string) error {
+	zoneOf := make(map[string]string, len(names))
+	for _, n := range names {
+		zoneOf[n] = ""
+	}
+	return c.AddZonedNodes(ctx, zoneOf)
+}
+
+// AddZonedNodes is AddNodes for nodes in zones: each node of zoneOf also gets the
+// label topology.kubernetes.io/zone, as a cloud provider's node controller sets it (a
+// node whose zone is "" gets none).
+func (c *Cluster) AddZonedNodes(ctx context.Context, zoneOf map[string]string) error {
+	names := slices.Sorted(maps.Keys(zoneOf))
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU:    resource.MustParse("32"),
 		corev1.ResourceMemory: resource.MustParse("256Gi"),
@@ -370,6 +384,9 @@ func (c *Cluster) AddNodes(ctx context.Context, names ...string) error {
 				Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
 			},
 			Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+		}
+		if zone := zoneOf[name]; zone != "" {
+			node.Labels[corev1.LabelTopologyZone] = zone
 		}
 		if _, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 			return err

@@ -174,3 +174,54 @@ func TestTheHiccupIsShorterThanTheNotReadyToleration(t *testing.T) {
 	assert.Greater(t, Short().NotReadyHiccup, Short().Settings.NodeMonitorGracePeriod,
 		"the short hiccup outlasts the grace period: a NotReady node with a live Lease is never taken for a dead one")
 }
+
+// TestShortZoneLoss is the quick version of the zone loss: 3 + 1 + 1 nodes, every node
+// of one zone killed at once. The default policy's spread leaves replicas in every zone,
+// so one is always Running; a DoNotSchedule spread (nodeTaintsPolicy Honor) replaces the
+// lost replica in the zones left, while the same spread without Honor, the control,
+// leaves it Pending.
+func TestShortZoneLoss(t *testing.T) {
+	t.Parallel()
+	root, err := controlplane.RepoRoot()
+	require.NoError(t, err)
+	bins, err := FindBinaries(root)
+	require.NoError(t, err, "building the cluster's binaries (hack/control-plane.sh, hack/cluster.sh)")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	dir := t.TempDir()
+	opts := ShortZoneLoss()
+	opts.Log = t.Logf
+	rep, err := RunZoneLoss(ctx, root, bins, opts, dir)
+	require.NoError(t, err)
+	t.Logf("%.0f s in all\n%s", rep.WallSeconds, rep.Table())
+	assert.Empty(t, rep.Problems())
+
+	for _, ns := range []string{OptedIn, HardZoneNS} {
+		row, ok := rep.Find(ScenarioZoneLoss, ns)
+		require.True(t, ok, ns)
+		assert.Len(t, row.Zones, 3, "%s: one replica per zone (placement %v)", ns, row.Placement)
+		assert.Equal(t, 1, row.Victims, "%s: the lost zone held one replica", ns)
+		require.NotNil(t, row.MinReady, ns)
+		assert.Equal(t, 2, *row.MinReady, "%s: the other two stayed Running", ns)
+		require.NotNil(t, row.RecoverySeconds, "%s: all 3 Running again off the lost zone", ns)
+		assert.NotEqual(t, row.DeadZone, zoneOfNode(row.ReplacementNode), "%s: the replacement runs in a zone left", ns)
+	}
+	spread, _ := rep.Find(ScenarioZoneLoss, OptedIn)
+	assert.Equal(t, "maxSkew 1, ScheduleAnyway", spread.ZoneSpread, "the default policy's zone spread, as stored")
+	hard, _ := rep.Find(ScenarioZoneLoss, HardZoneNS)
+	assert.Equal(t, "maxSkew 1, DoNotSchedule, nodeTaintsPolicy Honor", hard.ZoneSpread)
+	control, ok := rep.Find(ScenarioZoneLoss, NotOptedIn)
+	require.True(t, ok)
+	assert.Nil(t, control.RecoverySeconds, "the control's replacement stays Pending: %s", control.Outcome)
+	assert.Contains(t, control.Outcome, "topology spread", "the scheduler says the spread is why")
+	assert.Empty(t, processesMentioning(t, dir), "processes left running")
+}
+
+// zoneOfNode is the zone a zone loss's node is named after (zone-b-1: zone-b).
+func zoneOfNode(node string) string {
+	if i := strings.LastIndex(node, "-"); i > 0 {
+		return node[:i]
+	}
+	return node
+}

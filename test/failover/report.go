@@ -106,6 +106,20 @@ type Row struct {
 	// pods would have been evicted had the taint stayed.
 	WatchedSeconds *float64 `json:"watchedSeconds,omitempty"`
 
+	// Zone loss only (Placement, Node: the lost zone's nodes, Victims, LastHeartbeat:
+	// the zone's last, RecoverySeconds and ReplacementNode too).
+	// Zones are the zones the workload's replicas ran in before the loss.
+	Zones []string `json:"zones,omitempty"`
+	// ZoneSpread is the pods' topology spread constraint on the zone key, as stored
+	// ("" when they had none).
+	ZoneSpread string `json:"zoneSpread,omitempty"`
+	// DeadZone is the zone whose every node was killed at once.
+	DeadZone string `json:"deadZone,omitempty"`
+	// MinReady is the fewest of the workload's replicas Running at any moment after the
+	// loss; SecondsWithoutReady how long none was.
+	MinReady            *int     `json:"minReady,omitempty"`
+	SecondsWithoutReady *float64 `json:"secondsWithoutReady,omitempty"`
+
 	ControllerSettings ControllerSettings `json:"controllerSettings"`
 }
 
@@ -162,11 +176,15 @@ func (r *Report) Find(scenario, namespace string) (Row, bool) {
 // and the settings.
 func (r *Report) Table() string {
 	var b strings.Builder
-	b.WriteString("| scenario | namespace | ha-injector | unreachable toleration | node marked unreachable | pod evicted | replacement Running | all replicas Running (recovery) | without / with |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	first := true
 	for _, row := range r.Rows {
 		if row.Scenario != ScenarioNodeLoss && row.Scenario != ScenarioStatefulSet {
 			continue
+		}
+		if first {
+			b.WriteString("| scenario | namespace | ha-injector | unreachable toleration | node marked unreachable | pod evicted | replacement Running | all replicas Running (recovery) | without / with |\n")
+			b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+			first = false
 		}
 		tol := "none"
 		if row.TolerationSeconds != nil {
@@ -185,6 +203,7 @@ func (r *Report) Table() string {
 			secs(row.UnreachableSeconds), secs(row.EvictedSeconds), replacement, recovery, ratio)
 	}
 	r.hiccupTable(&b)
+	r.zoneTable(&b)
 	r.tcpTable(&b)
 	b.WriteString("\n")
 	for _, row := range r.Rows {
@@ -247,6 +266,34 @@ func (r *Report) hiccupTable(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, "| %s | `%s` | %s | %s | %s | %s | %d | %s |\n",
 			row.Title, row.Namespace, yesNo(row.OptedIn), tol, notReady, taint, row.Victims, evicted)
+	}
+}
+
+// zoneTable is the zone loss's rows as a Markdown table.
+func (r *Report) zoneTable(b *strings.Builder) {
+	first := true
+	for _, row := range r.Rows {
+		if row.Scenario != ScenarioZoneLoss {
+			continue
+		}
+		if first {
+			fmt.Fprintf(b, "\n| zone loss (%s: %s) | namespace | ha-injector | replicas' zones | replicas in the lost zone | fewest Running after the loss | none Running for | all Running again | zone spread |\n", row.DeadZone, row.Node)
+			b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+			first = false
+		}
+		minReady, without := "?", "?"
+		if row.MinReady != nil {
+			minReady = fmt.Sprint(*row.MinReady)
+		}
+		if row.SecondsWithoutReady != nil {
+			without = fmt.Sprintf("%.1f s", *row.SecondsWithoutReady)
+		}
+		spread := row.ZoneSpread
+		if spread == "" {
+			spread = "none of its own"
+		}
+		fmt.Fprintf(b, "| %s | `%s` | %s | %s | %d | %s | %s | %s | %s |\n",
+			row.Title, row.Namespace, yesNo(row.OptedIn), strings.Join(row.Zones, ", "), row.Victims, minReady, without, secs(row.RecoverySeconds), spread)
 	}
 }
 

@@ -2,7 +2,8 @@
 // package failover in a simulated cluster with Kubernetes' default timings, and beside
 // them the TCP leg in network namespaces (root only; -tcp=false leaves it out), prints
 // the tables (Markdown, as the README quotes them) and writes the rows as JSON. It
-// exits 1 if a scenario did not turn out as documented. It takes about 6 minutes.
+// exits 1 if a scenario did not turn out as documented. Then, in a second cluster, the
+// zone loss (-zone=false leaves it out). It takes about 12 minutes.
 package main
 
 import (
@@ -23,16 +24,18 @@ func main() {
 	jsonPath := flag.String("json", "_output/failover.json", "where to write the rows as JSON (relative to the repository)")
 	dir := flag.String("dir", "_output/failover", "folder for the components' logs (relative to the repository; emptied first)")
 	tcp := flag.Bool("tcp", true, "also measure the TCP leg: real sockets in network namespaces, which needs root")
+	nodes := flag.Bool("nodes", true, "run the node scenarios (placement, Required, node loss, not-ready hiccup) and the TCP leg")
+	zone := flag.Bool("zone", true, "also run the zone loss: every node of one zone killed at once, in a second cluster of 3 + 1 + 1 nodes")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *jsonPath, *dir, *tcp); err != nil {
+	if err := run(ctx, *jsonPath, *dir, *nodes, *tcp, *zone); err != nil {
 		fmt.Fprintln(os.Stderr, "failover:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, jsonPath, dir string, tcp bool) error {
+func run(ctx context.Context, jsonPath, dir string, nodes, tcp, zone bool) error {
 	root, err := controlplane.RepoRoot()
 	if err != nil {
 		return err
@@ -58,13 +61,28 @@ func run(ctx context.Context, jsonPath, dir string, tcp bool) error {
 	opts.Log = func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.0fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
-	rep, err := failover.Run(ctx, root, bins, opts, dir)
-	if err != nil {
-		return err
+	rep := &failover.Report{}
+	if nodes {
+		if rep, err = failover.Run(ctx, root, bins, opts, dir); err != nil {
+			return err
+		}
+	}
+	if zone {
+		zopts := failover.MeasuredZoneLoss()
+		zopts.Log = opts.Log
+		zrep, err := failover.RunZoneLoss(ctx, root, bins, zopts, filepath.Join(dir, "zone-loss"))
+		if err != nil {
+			return fmt.Errorf("the zone loss: %w", err)
+		}
+		rep.Settings = zrep.Settings
+		rep.Rows = append(rep.Rows, zrep.Rows...)
+		rep.WallSeconds += zrep.WallSeconds
 	}
 	// etcd's data is of no use after the run; the logs stay for reading.
-	if err := os.RemoveAll(filepath.Join(dir, "etcd")); err != nil {
-		return err
+	for _, d := range []string{filepath.Join(dir, "etcd"), filepath.Join(dir, "zone-loss", "etcd")} {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
 	}
 	data, err := rep.JSON()
 	if err != nil {
