@@ -208,3 +208,42 @@ func podAntiAffinityOn(spec *corev1.PodSpec, topologyKey string) string {
 	}
 	return ""
 }
+
+// Native: a Preferred term (native mode does not know the replica count, so
+// a Required policy gets Preferred, as the engine gives a pod whose owner it
+// cannot read), selecting the pod's labels without the per-pod ones, unless
+// the pod has a term on the key already or no labels to select by.
+func (antiAffinityInjection) Native(NativeSettings) Native {
+	d := v1alpha1.NewDefault().Spec.AntiAffinity
+	paa := "object.spec.?affinity.?podAntiAffinity"
+	return Native{
+		Variables: []NativeExpression{
+			{"aaOn", `variables.spec.?antiAffinity.?enabled.orValue(true)`},
+			{"aaKey", `variables.spec.?antiAffinity.?topologyKey.orValue(` + celQuote(d.TopologyKey) + `)`},
+			{"aaType", `variables.spec.?antiAffinity.?type.orValue(` + celQuote(string(d.Type)) + `)`},
+			{"aaWeight", fmt.Sprintf(`variables.spec.?antiAffinity.?weight.orValue(%d)`, *d.Weight)},
+			{"aaExisting", paa + `.?requiredDuringSchedulingIgnoredDuringExecution.orValue([]).exists(t, t.topologyKey == variables.aaKey) ||
+  ` + paa + `.?preferredDuringSchedulingIgnoredDuringExecution.orValue([]).exists(t, t.podAffinityTerm.topologyKey == variables.aaKey)`},
+			{"aaApplies", `variables.aaOn && size(variables.selector) > 0 && !variables.aaExisting`},
+			{"aaTerm", `{"weight": dyn(variables.aaWeight), "podAffinityTerm": dyn({"labelSelector": dyn({"matchLabels": variables.selector}),
+  "topologyKey": dyn(variables.aaKey), "matchLabelKeys": dyn([` + celQuote(templateHashLabel) + `])})}`},
+			{"aaPatch", `!variables.aaApplies ? [] :
+  !has(object.spec.affinity) ? [{"op": dyn("add"), "path": dyn("/spec/affinity"), "value": dyn({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [variables.aaTerm]}})}] :
+  !has(object.spec.affinity.podAntiAffinity) ? [{"op": dyn("add"), "path": dyn("/spec/affinity/podAntiAffinity"), "value": dyn({"preferredDuringSchedulingIgnoredDuringExecution": [variables.aaTerm]})}] :
+  !has(object.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution) ?
+    [{"op": dyn("add"), "path": dyn("/spec/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution"), "value": dyn([variables.aaTerm])}] :
+  [{"op": dyn("add"), "path": dyn("/spec/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution/-"), "value": dyn(variables.aaTerm)}]`},
+		},
+		Patch:   "variables.aaPatch",
+		Applies: "variables.aaApplies",
+		Warnings: []NativeWarning{
+			// After the mutation: a Required policy, and the pod has no
+			// required term on the key (the injected one is Preferred).
+			{Condition: `variables.aaOn && variables.aaType == "Required" && size(variables.selector) > 0 &&
+  !` + paa + `.?requiredDuringSchedulingIgnoredDuringExecution.orValue([]).exists(t, t.topologyKey == variables.aaKey)`,
+				Message: `'antiAffinity: note: Required made Preferred: in native mode the number of replicas of this pod\'s workload is unknown, so a required term could leave some of them Pending'`},
+			{Condition: `variables.aaOn && size(variables.selector) == 0 && !variables.aaExisting`,
+				Message: `'antiAffinity: skipped: no labels that identify the workload\'s replicas, so no selector to spread them by'`},
+		},
+	}
+}

@@ -14,12 +14,12 @@ import (
 // The seeds are the objects of every golden case plus
 // testdata/fuzz/FuzzMutateDocument.
 func FuzzMutateDocument(f *testing.F) {
-	cases := loadCases(f)
-	for i, c := range cases {
-		f.Add(c.object.JSON, uint8(i))
+	all := loadCases(f)
+	for i, c := range all {
+		f.Add(c.Object.JSON, uint8(i))
 	}
 	f.Fuzz(func(t *testing.T, doc []byte, which uint8) {
-		ctx := cases[int(which)%len(cases)].ctx
+		ctx := all[int(which)%len(all)].Context
 		once, m, err := preview.Document(ctx, doc)
 		if err != nil || m == nil {
 			return

@@ -32,6 +32,9 @@ type Injection interface {
 	// Undo takes out of spec what its part of rec says it injected. A part
 	// the user changed since is the user's: it stays, with a Kept decision.
 	Undo(rec *Record, spec *corev1.PodSpec) []Decision
+	// Native is its CEL counterpart, for native mode (CompileNative): what
+	// the API server evaluates for a pod in its place.
+	Native(s NativeSettings) Native
 }
 
 // registered are the injections, in the order they are applied and reported.

@@ -42,6 +42,9 @@ type Record struct {
 	Applied []Feature
 	// Skipped maps each feature that did not change the template to why.
 	Skipped map[Feature]string
+	// Native says native mode's admission policy wrote it: it names the
+	// features applied, not what they injected (CEL cannot encode it).
+	Native bool
 
 	parts []recordPart
 	// dropped are the features whose part was taken back from the record as
@@ -65,6 +68,7 @@ type recordHeader struct {
 	Hash    string             `json:"hash,omitempty"`
 	Applied []Feature          `json:"applied,omitempty"`
 	Skipped map[Feature]string `json:"skipped,omitempty"`
+	Native  bool               `json:"native,omitempty"`
 }
 
 // Put sets the part key of the record to v, a value of plain fields and API
@@ -127,7 +131,7 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(1024) // a full record is under 1 KiB
 	enc := json.NewEncoder(&b)
-	if err := enc.Encode(recordHeader{Version: r.Version, Policy: r.Policy, Hash: r.Hash, Applied: r.Applied, Skipped: r.Skipped}); err != nil {
+	if err := enc.Encode(recordHeader{Version: r.Version, Policy: r.Policy, Hash: r.Hash, Applied: r.Applied, Skipped: r.Skipped, Native: r.Native}); err != nil {
 		return nil, err
 	}
 	b.Truncate(b.Len() - 2) // the header's "}\n"
@@ -173,6 +177,8 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 			err = dec.Decode(&head.Applied)
 		case "skipped":
 			err = dec.Decode(&head.Skipped)
+		case "native":
+			err = dec.Decode(&head.Native)
 		default:
 			var raw json.RawMessage
 			if err = dec.Decode(&raw); err == nil && !bytes.Equal(raw, []byte("null")) {
@@ -183,7 +189,7 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 			return err
 		}
 	}
-	*r = Record{Version: head.Version, Policy: head.Policy, Hash: head.Hash, Applied: head.Applied, Skipped: head.Skipped, parts: parts}
+	*r = Record{Version: head.Version, Policy: head.Policy, Hash: head.Hash, Applied: head.Applied, Skipped: head.Skipped, Native: head.Native, parts: parts}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"reflect"
@@ -613,4 +614,87 @@ func defaultPullPolicy(image string) corev1.PullPolicy {
 		return corev1.PullAlways
 	}
 	return corev1.PullIfNotPresent
+}
+
+// Native: the engine's plan in CEL: the policy's sysctls (only well-formed,
+// namespaced ones), less those the pod sets itself and, in a hostIPC pod, the
+// IPC ones, split by method; Pod Security and the allowed images move the
+// safe ones to the securityContext and drop the rest; then the securityContext
+// and the ha-sysctl init container, inserted first.
+func (sysctlsInjection) Native(s NativeSettings) Native {
+	safe := map[string]int{}
+	maps.Copy(safe, safeSysctls)
+	safeCEL, _ := json.Marshal(safe)
+	allowed := Context{SysctlImage: s.SysctlImage, AllowedSysctlImages: s.AllowedSysctlImages}.allowedSysctlImages()
+	inSafe := func(v string) string { return "(" + v + ".name in " + string(safeCEL) + ")" }
+	psAllows := func(v string) string {
+		return "(" + inSafe(v) + " && (variables.psMinor < 0 || variables.psMinor >= " + string(safeCEL) + "[" + v + ".name]))"
+	}
+	repo := func(image string) string {
+		n := image + `.split("@")[0]`
+		return `(` + n + `.lastIndexOf(":") > ` + n + `.lastIndexOf("/") ? ` + n + `.substring(0, ` + n + `.lastIndexOf(":")) : ` + n + `)`
+	}
+	const imagePlaceholder, commandPlaceholder = "\x00image\x00", "\x00command\x00"
+	container := celLiteral(sysctlContainerRun(imagePlaceholder, []string{commandPlaceholder}))
+	container = strings.Replace(container, celQuote(imagePlaceholder), "variables.scImage", 1)
+	container = strings.Replace(container, "["+celQuote(commandPlaceholder)+"]",
+		`(variables.scPolicyImage != "" ? ["sysctl", "-w"] : ["/ha-sysctl"]) + variables.scInit.map(s, s.name + "=" + s.value)`, 1)
+	pairs := func(list string) string { return list + `.map(s, s.name + "=" + s.value).join(", ")` }
+	return Native{
+		Variables: []NativeExpression{
+			{"scActive", `variables.spec.?sysctls.?enabled.orValue(true) && !object.spec.?hostNetwork.orValue(false) &&
+  object.spec.?os.?name.orValue("") != "windows" && object.spec.?nodeSelector[?"kubernetes.io/os"].orValue("") != "windows"`},
+			{"scAll", `variables.sysctlValues.map(n, n).sort().map(n, {"raw": dyn(n), "name": dyn(` + nativeNormalize("n") + `), "value": dyn(string(variables.sysctlValues[n]))})`},
+			{"scHostIPC", `object.spec.?hostIPC.orValue(false)`},
+			// The plan for any pod: the well-formed, namespaced sysctls (and in a
+			// hostIPC pod, the net ones), split by method.
+			{"scOK", `variables.scAll.filter(s, ` + nativeSysctlOK("s.raw", "s.value") + ` && !(variables.scHostIPC && !s.name.startsWith("net.")))`},
+			{"scMethod", `variables.spec.?sysctls.?method.orValue("") == "" ? ` + celQuote(string(v1alpha1.DefaultSysctlMethod)) + ` : variables.spec.sysctls.method`},
+			{"scUser", `object.spec.?securityContext.?sysctls.orValue([]).map(s, ` + nativeNormalize("s.name") + `)`},
+			// This pod's: less what it sets itself.
+			{"scCandidates", `variables.scOK.filter(s, !(s.name in variables.scUser))`},
+			{"scCtx0", `variables.scCandidates.filter(s, ` + `variables.scMethod == "PodSecurityContext" || (variables.scMethod == "Auto" && ` + inSafe("s") + `))`},
+			{"scInit0", `variables.scCandidates.filter(s, !(variables.scMethod == "PodSecurityContext" || (variables.scMethod == "Auto" && ` + inSafe("s") + `)))`},
+			{"scPrivileged", `variables.psLevel == "privileged"`},
+			{"scCtx1", `variables.scPrivileged ? variables.scCtx0 : (variables.scCtx0 + variables.scInit0).filter(s, ` + psAllows("s") + `).sortBy(s, s.name)`},
+			{"scInit1", `variables.scPrivileged ? variables.scInit0 : []`},
+			{"scPolicyImage", `variables.spec.?sysctls.?image.orValue("")`},
+			{"scImageOK", `variables.scPolicyImage == "" || ` + celList(allowed) + `.exists(a, variables.scPolicyImage == a || (a == ` + repo("a") + ` && ` + repo("variables.scPolicyImage") + ` == a))`},
+			{"scInit", `variables.scImageOK ? variables.scInit1 : []`},
+			{"scCtx", `variables.scImageOK || size(variables.scInit1) == 0 ? variables.scCtx1 :
+  (variables.scCtx1 + variables.scInit1.filter(s, ` + inSafe("s") + `)).sortBy(s, s.name)`},
+			{"scContextList", `variables.scCtx.map(s, {"name": s.name, "value": s.value})`},
+			{"scContextPatch", `!variables.scActive || size(variables.scCtx) == 0 ? [] :
+  !has(object.spec.securityContext) ? [{"op": dyn("add"), "path": dyn("/spec/securityContext"), "value": dyn({"sysctls": variables.scContextList})}] :
+  !has(object.spec.securityContext.sysctls) ? [{"op": dyn("add"), "path": dyn("/spec/securityContext/sysctls"), "value": dyn(variables.scContextList)}] :
+  variables.scContextList.map(s, {"op": dyn("add"), "path": dyn("/spec/securityContext/sysctls/-"), "value": dyn(s)})`},
+			{"scImage", `variables.scPolicyImage != "" ? variables.scPolicyImage : ` + celQuote(s.SysctlImage)},
+			{"scInsert", `variables.scActive && size(variables.scInit) > 0 && variables.scImage != "" &&
+  !object.spec.?initContainers.orValue([]).exists(c, c.name == ` + celQuote(SysctlContainerName) + `) &&
+  !object.spec.containers.exists(c, c.name == ` + celQuote(SysctlContainerName) + `)`},
+			{"scContainer", container},
+			{"scInitPatch", `!variables.scInsert ? [] :
+  has(object.spec.initContainers) ? [{"op": dyn("add"), "path": dyn("/spec/initContainers/0"), "value": dyn(variables.scContainer)}] :
+  [{"op": dyn("add"), "path": dyn("/spec/initContainers"), "value": dyn([variables.scContainer])}]`},
+			// For the warnings, on the pod after mutation: the plan without the
+			// pod's own sysctls, which by then include those set for it.
+			{"scPlanInit", `variables.scOK.filter(s, !(variables.scMethod == "PodSecurityContext" || (variables.scMethod == "Auto" && ` + inSafe("s") + `)))`},
+			{"scPlanCtx", `variables.scOK.filter(s, variables.scMethod == "PodSecurityContext" || (variables.scMethod == "Auto" && ` + inSafe("s") + `))`},
+			{"scPSDropped", `variables.scPrivileged ? [] : variables.scPlanInit.filter(s, !` + psAllows("s") + `) + variables.scPlanCtx.filter(s, !` + psAllows("s") + `)`},
+			{"scImageDropped", `variables.scImageOK || !variables.scPrivileged ? [] : variables.scPlanInit.filter(s, !` + inSafe("s") + `)`},
+		},
+		Patch:   "variables.scContextPatch + variables.scInitPatch",
+		Applies: "variables.scActive && (size(variables.scCtx) > 0 || variables.scInsert)",
+		Warnings: []NativeWarning{
+			{Condition: `variables.scActive && !variables.scPrivileged && variables.scPlanInit.exists(s, ` + psAllows("s") + `)`,
+				Message: `'sysctls: note: ' + variables.psText + ': safe sysctls set through securityContext instead of a privileged init container'`},
+			{Condition: `variables.scActive && size(variables.scPSDropped) > 0`,
+				Message: `'sysctls: skipped: ' + variables.psText + ', which rejects privileged containers and unsafe sysctls: dropped ' + ` + pairs("variables.scPSDropped")},
+			{Condition: `variables.scActive && variables.scPrivileged && !variables.scImageOK && size(variables.scPlanInit) > 0`,
+				Message: `'sysctls: skipped: no ` + SysctlContainerName + ` init container from ' + variables.scPolicyImage + ': HAPolicy "' + variables.policyName + '" names it and this installation does not allow it (--allowed-sysctl-images)' +
+  (size(variables.scImageDropped) > 0 ? '; not set: ' + ` + pairs("variables.scImageDropped") + ` : '')`},
+			{Condition: `variables.scActive && variables.scMethod == "PodSecurityContext" && variables.scPlanCtx.exists(s, !` + inSafe("s") + `)`,
+				Message: `variables.scPlanCtx.filter(s, !` + inSafe("s") + `).map(s, s.name).join(", ") + ' not in the kubelet\'s safe set: nodes must allow it with --allowed-unsafe-sysctls or the pod is rejected'`},
+		},
+	}
 }

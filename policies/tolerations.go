@@ -3,6 +3,7 @@ package policies
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -188,4 +189,53 @@ func toleratesNoExecute(tol *corev1.Toleration, key string) bool {
 		return tol.Key == key && tol.Value == ""
 	}
 	return false
+}
+
+// Native: capToleration in CEL, for each taint: the first NoExecute
+// toleration of it (the API server's DefaultTolerationSeconds has added its
+// 300 s ones before native mode runs) is shortened in place when longer, kept
+// otherwise; none, one is appended.
+func (tolerationsInjection) Native(NativeSettings) Native {
+	d := v1alpha1.NewDefault().Spec.Tolerations
+	vars := []NativeExpression{
+		{"tolOn", `variables.spec.?tolerations.?enabled.orValue(true)`},
+		{"tolList", `object.spec.?tolerations.orValue([])`},
+	}
+	var adds, replaces []string
+	for _, t := range []struct {
+		v, taint, field string
+		def             int64
+	}{
+		{"tolNotReady", NotReadyTaint, "notReadySeconds", *d.NotReadySeconds},
+		{"tolUnreachable", UnreachableTaint, "unreachableSeconds", *d.UnreachableSeconds},
+	} {
+		key := celQuote(t.taint)
+		vars = append(vars,
+			NativeExpression{t.v + "Limit", fmt.Sprintf(`variables.spec.?tolerations.?%s.orValue(%d)`, t.field, t.def)},
+			// toleratesNoExecute: the indexes of the tolerations of the taint.
+			NativeExpression{t.v + "Matches", `variables.tolList.transformList(i, t,
+  t.?effect.orValue("") in ["", "NoExecute"] &&
+  ((t.?operator.orValue("") == "Exists" && t.?key.orValue("") in ["", ` + key + `]) ||
+   (t.?operator.orValue("") in ["", "Equal"] && t.?key.orValue("") == ` + key + ` && t.?value.orValue("") == "")), i)`},
+			NativeExpression{t.v + "Add", `size(variables.` + t.v + `Matches) == 0 ?
+  [{"key": dyn(` + key + `), "operator": dyn("Exists"), "effect": dyn("NoExecute"), "tolerationSeconds": dyn(variables.` + t.v + `Limit)}] : []`},
+			NativeExpression{t.v + "Replace", `size(variables.` + t.v + `Matches) == 0 ? [] :
+  [variables.tolList[variables.` + t.v + `Matches[0]]].filter(t, t.?key.orValue("") != "" && has(t.tolerationSeconds) && t.tolerationSeconds > variables.` + t.v + `Limit)
+    .map(t, {"op": dyn("replace"), "path": dyn("/spec/tolerations/" + string(variables.` + t.v + `Matches[0]) + "/tolerationSeconds"), "value": dyn(variables.` + t.v + `Limit)})`},
+		)
+		adds = append(adds, "variables."+t.v+"Add")
+		replaces = append(replaces, "variables."+t.v+"Replace")
+	}
+	vars = append(vars,
+		NativeExpression{"tolAdd", `variables.tolOn ? ` + strings.Join(adds, " + ") + ` : []`},
+		NativeExpression{"tolReplace", `variables.tolOn ? ` + strings.Join(replaces, " + ") + ` : []`},
+		NativeExpression{"tolPatch", `variables.tolReplace + (size(variables.tolAdd) == 0 ? [] :
+  has(object.spec.tolerations) ? variables.tolAdd.map(t, {"op": dyn("add"), "path": dyn("/spec/tolerations/-"), "value": dyn(t)}) :
+  [{"op": dyn("add"), "path": dyn("/spec/tolerations"), "value": dyn(variables.tolAdd)}])`},
+	)
+	return Native{
+		Variables: vars,
+		Patch:     "variables.tolPatch",
+		Applies:   "size(variables.tolAdd) + size(variables.tolReplace) > 0",
+	}
 }

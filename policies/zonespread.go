@@ -113,3 +113,33 @@ func (zoneSpreadInjection) Undo(rec *Record, spec *corev1.PodSpec) []Decision {
 	}
 	return nil
 }
+
+// Native: the same constraint, skipped where the HAPolicy's status (kept by
+// serve) counts fewer than two zones.
+func (zoneSpreadInjection) Native(NativeSettings) Native {
+	d := v1alpha1.NewDefault().Spec.ZoneSpread
+	return Native{
+		Variables: []NativeExpression{
+			{"zsOn", `variables.spec.?zoneSpread.?enabled.orValue(true)`},
+			{"zsKey", `variables.spec.?zoneSpread.?topologyKey.orValue(` + celQuote(d.TopologyKey) + `)`},
+			{"zsSkew", fmt.Sprintf(`variables.spec.?zoneSpread.?maxSkew.orValue(%d)`, *d.MaxSkew)},
+			{"zsWhen", `variables.spec.?zoneSpread.?whenUnsatisfiable.orValue(` + celQuote(string(d.WhenUnsatisfiable)) + `)`},
+			{"zsZones", `params.?status.?topologyDomains[?variables.zsKey]`},
+			{"zsApplies", `variables.zsOn && !(variables.zsZones.hasValue() && variables.zsZones.value() < 2) && size(variables.selector) > 0 &&
+  !object.spec.?topologySpreadConstraints.orValue([]).exists(c, c.topologyKey == variables.zsKey)`},
+			// With DoNotSchedule, nodeTaintsPolicy Honor (CEL maps do not concatenate).
+			{"zsConstraint", `variables.zsWhen == "DoNotSchedule" ? ` + zoneSpreadCEL(`, "nodeTaintsPolicy": dyn("Honor")`) + ` : ` + zoneSpreadCEL("")},
+			{"zsPatch", `!variables.zsApplies ? [] :
+  has(object.spec.topologySpreadConstraints) ? [{"op": dyn("add"), "path": dyn("/spec/topologySpreadConstraints/-"), "value": dyn(variables.zsConstraint)}] :
+  [{"op": dyn("add"), "path": dyn("/spec/topologySpreadConstraints"), "value": dyn([variables.zsConstraint])}]`},
+		},
+		Patch:   "variables.zsPatch",
+		Applies: "variables.zsApplies",
+	}
+}
+
+// zoneSpreadCEL is the constraint as a CEL map, with more fields.
+func zoneSpreadCEL(more string) string {
+	return `{"maxSkew": dyn(variables.zsSkew), "topologyKey": dyn(variables.zsKey), "whenUnsatisfiable": dyn(variables.zsWhen),
+  "labelSelector": dyn({"matchLabels": variables.selector}), "matchLabelKeys": dyn([` + celQuote(templateHashLabel) + `])` + more + `}`
+}

@@ -2,7 +2,9 @@ package sysctl
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -119,3 +121,9 @@ func Check(name, value string) error {
 func Path(name string) string {
 	return swapSeparators(Normalize(name))
 }
+
+// NamespacedNames are the namespaced sysctls outside NamespacedPrefixes, in order.
+func NamespacedNames() []string { return slices.Sorted(maps.Keys(namespacedNames)) }
+
+// NamespacedPrefixes are the prefixes of the namespaced sysctls' names.
+func NamespacedPrefixes() []string { return slices.Clone(namespacedPrefixes) }

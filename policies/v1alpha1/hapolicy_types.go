@@ -251,6 +251,7 @@ type SysctlValue string
 // in with the label ha-injector.io/policy=<name>.
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,shortName=hap,categories=ha-injector
+// +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Anti-Affinity",type=boolean,JSONPath=`.spec.antiAffinity.enabled`
 // +kubebuilder:printcolumn:name="Tolerations",type=boolean,JSONPath=`.spec.tolerations.enabled`
@@ -269,6 +270,26 @@ type HAPolicy struct {
 	// +kubebuilder:default={}
 	// +optional
 	Spec HAPolicySpec `json:"spec,omitempty"`
+
+	// status holds the facts about the cluster that native mode's admission
+	// policy reads with the policy (CEL cannot read nodes); serve keeps it.
+	// +optional
+	Status HAPolicyStatus `json:"status,omitzero"`
+}
+
+// HAPolicyStatus is what serve observed for the policy, in native mode.
+type HAPolicyStatus struct {
+	// topologyDomains maps each topology key the policy uses (its
+	// anti-affinity's and its zone spread's) to the number of distinct values
+	// of that node label on schedulable nodes. A key that is absent is
+	// unknown, and nothing that depends on it is done.
+	// +optional
+	TopologyDomains map[string]int32 `json:"topologyDomains,omitempty"`
+
+	// observedGeneration is the policy's generation that the facts were
+	// written for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
 
 // HAPolicyList is a list of HAPolicy.
