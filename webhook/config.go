@@ -100,6 +100,14 @@ type Config struct {
 	// request beyond it waits up to half the API server's timeout for a slot,
 	// then is admitted unchanged with a warning. 0 removes the bound.
 	MaxConcurrentAdmissions int
+	// AdmissionMode is webhook (serve is the API server's webhook) or native
+	// (the API server applies the policies itself; serve keeps their
+	// bindings and the facts they read).
+	AdmissionMode string
+	// NativePolicyName is, in native mode, the name of the chart's
+	// MutatingAdmissionPolicy and ValidatingAdmissionPolicy that serve binds
+	// each HAPolicy to.
+	NativePolicyName string
 	// LargeRequestBudget bounds the bytes of request bodies over
 	// LargeRequestBytes handled at once; a large request that finds no room
 	// within half the API server's timeout is admitted unchanged with a
@@ -132,6 +140,7 @@ func DefaultConfig() Config {
 		SysctlImage:               ImageRepository + ":dev",
 		PodSecurityDefaultLevel:   PodSecurityAuto,
 		PodSecurityDefaultVersion: "latest",
+		AdmissionMode:             AdmissionModeWebhook,
 		ShutdownDelay:             5 * time.Second,
 		TLSMinVersion:             "1.3",
 		GracefulShutdownTimeout:   30 * time.Second,
@@ -188,6 +197,17 @@ func (c Config) Validate() error {
 	}
 	if c.RestConfig == nil {
 		errs = append(errs, fmt.Errorf("no connection to the API server is configured (--kubeconfig, $KUBECONFIG, ~/.kube/config or the in-cluster config)"))
+	}
+	switch c.AdmissionMode {
+	case AdmissionModeWebhook:
+	case AdmissionModeNative:
+		// No webhook server: no certificate to check.
+		if c.NativePolicyName == "" {
+			errs = append(errs, fmt.Errorf("--admission-mode=%s needs --native-policy-name (the chart's MutatingAdmissionPolicy)", AdmissionModeNative))
+		}
+		return errors.Join(errs...)
+	default:
+		errs = append(errs, fmt.Errorf("--admission-mode must be %s or %s, not %q", AdmissionModeWebhook, AdmissionModeNative, c.AdmissionMode))
 	}
 	switch c.CertMode {
 	case CertModeFile:

@@ -43,6 +43,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
 	}
+	if cfg.AdmissionMode == AdmissionModeNative {
+		return runNative(ctx, cfg)
+	}
 	if cfg.PodSecurityDefaultLevel == PodSecurityAuto {
 		level, err := facts.DetectPodSecurityDefault(cfg.RestConfig)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	"github.com/ha-injector/ha-injector/policies"
@@ -163,4 +164,10 @@ func matchConditions(list []policies.NativeExpression) []admissionregistrationv1
 		out[i] = admissionregistrationv1.MatchCondition{Name: c.Name, Expression: c.Expression}
 	}
 	return out
+}
+
+// ManagedBySelector selects the bindings ha-injector writes.
+func ManagedBySelector() labels.Selector {
+	s, _ := labels.Parse(ManagedByLabel)
+	return s
 }
