@@ -88,6 +88,11 @@ bench: ## Handler benchmarks, then load over TLS and through kube-apiserver next
 	$(GO) test ./webhook -run '^$$' -bench Admission -benchmem
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./test/bench/cmd/bench -out _output/bench.json
 
+.PHONY: bench-peers
+bench-peers: ## ha-injector next to a minimal controller-runtime mutating webhook and Kyverno (built once from its Go module by hack/kyverno.sh, cached), over TLS and through kube-apiserver; table on stdout, rows in _output/bench-peers.json, CPU profiles in _output/bench-peers-profiles.
+	hack/kyverno.sh >/dev/null
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./test/bench/cmd/bench-peers -out _output/bench-peers.json -cpuprofile-dir _output/bench-peers-profiles
+
 .PHONY: fuzz
 fuzz: ## Fuzz the HTTP handler and the engine for FUZZTIME each (default 2m).
 	$(GO) test ./webhook -run '^$$' -fuzz FuzzReviewHandler -fuzztime $(or $(FUZZTIME),2m)

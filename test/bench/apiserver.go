@@ -16,7 +16,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/test/bench/loadgen"
@@ -87,38 +86,10 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 	return append(rows, row(scenario, "opted-in pods stored without the injections", "count", float64(unmutated), nil).target("0", unmutated == 0)), nil
 }
 
-// installNoop registers the no-op server at url the way the chart registers ours: the
-// chart's rendered configuration (namespace and object selectors, failurePolicy,
-// timeout, sideEffects, reinvocationPolicy, TLS trusting the same CA), with the
-// namespace selector asking for noopLabel where ours asks for policies.PolicyLabel.
-// Only the webhooks for opted-in namespaces are kept (not the one for namespaces that
-// stop opting in).
+// installNoop registers the no-op server at url the way the chart registers ours
+// (installPeer), in namespaces labelled noopLabel.
 func installNoop(ctx context.Context, c client.Client, root, url string, ca []byte) error {
-	chart, err := chartrender.Load(root)
-	if err != nil {
-		return err
-	}
-	r, err := chartrender.Render(chart, localwebhook.ProvidedValues(nil), chartrender.Options{})
-	if err != nil {
-		return err
-	}
-	cfg, err := r.LocalWebhookConfiguration(url, ca)
-	if err != nil {
-		return err
-	}
-	cfg.Name = "ha-injector-bench-noop"
-	hooks := cfg.Webhooks[:0]
-	for _, h := range cfg.Webhooks {
-		if optInTo(h.NamespaceSelector, noopLabel) {
-			h.Name = "noop." + h.Name
-			hooks = append(hooks, h)
-		}
-	}
-	if len(hooks) == 0 {
-		return fmt.Errorf("no webhook of the chart selects namespaces with %s Exists", policies.PolicyLabel)
-	}
-	cfg.Webhooks = hooks
-	return c.Create(ctx, cfg)
+	return installPeer(ctx, c, root, "ha-injector-bench-noop", "noop.", noopLabel, false, url, ca)
 }
 
 // optInTo rewrites the selector's opt-in expression (policies.PolicyLabel Exists) to

@@ -10,13 +10,17 @@
 // with a patch: the same controller-runtime webhook server as `ha-injector serve` and the
 // no-op (same TLS settings, HTTP/1.1 only, same path for Pods), with no namespace or
 // policy lookup: which namespaces it serves is left to its webhook configuration's
-// namespaceSelector.
+// namespaceSelector. With --pprof-bind-address, Go's /debug/pprof profiles are served
+// on a listener of their own, as serve's are, so the benchmark can profile it too.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -43,9 +47,20 @@ func main() {
 	flag.StringVar(&cfg.WebhookHost, "webhook-host", "127.0.0.1", "listen address")
 	flag.IntVar(&cfg.WebhookPort, "webhook-port", cfg.WebhookPort, "listen port")
 	flag.StringVar(&cfg.CertPath, "webhook-cert-path", cfg.CertPath, "folder with tls.crt and tls.key")
+	pprofAddr := flag.String("pprof-bind-address", "", "address of Go's /debug/pprof profiles (empty: none)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if *pprofAddr != "" {
+		ln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "minimal:", err)
+			os.Exit(1)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go func() { _ = http.Serve(ln, mux) }()
+	}
 	if err := run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "minimal:", err)
 		os.Exit(1)
