@@ -74,6 +74,7 @@ control-plane: ## Build (once, cached outside the repo) kube-apiserver, etcd, ku
 unit: ## Run every Go test (unit, golden, CLI, fuzz seeds, real API server suites, the short failover).
 	@# Built (or found in the cache) before the tests, outside go test's time limit.
 	hack/cluster.sh >/dev/null
+	@hack/kyverno.sh --cached >/dev/null 2>&1 || echo "note: Kyverno is not built, so the peers check (TestShortPeers) skips Kyverno and checks the minimal mutating webhook only; hack/kyverno.sh (or make bench-peers) builds it once: several GB, many minutes"
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) test -count=1 ./...
 
 .PHONY: test

@@ -32,7 +32,7 @@ complete() {
 if [ "${1:-}" = --cached ]; then
 	dest="$cache_root/kyverno/$key"
 	complete "$dest" || {
-		echo "Kyverno $KYVERNO_VERSION is not built: hack/kyverno.sh (or make bench-peers) builds it" >&2
+		echo "not in the cache $dest: hack/kyverno.sh or make bench-peers builds it once (several GB, many minutes)" >&2
 		exit 1
 	}
 	echo "$dest"

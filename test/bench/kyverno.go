@@ -35,7 +35,7 @@ const KyvernoVersion = "v1.19.1"
 
 // ErrKyvernoNotBuilt is KyvernoBuild's answer when Kyverno is not in the cache and it
 // was asked not to build it.
-var ErrKyvernoNotBuilt = errors.New("kyverno is not built")
+var ErrKyvernoNotBuilt = errors.New("Kyverno " + KyvernoVersion + " is not built")
 
 // KyvernoBuild returns the folder hack/kyverno.sh builds Kyverno into (the binary, its
 // CRDs and its chart). With build it builds it when it is not cached (a cold build is
