@@ -279,6 +279,7 @@ func (r *peersRun) kyverno(ctx context.Context, k *kyvernoServer, form kyvernoFo
 	if err != nil {
 		return nil, nil, err
 	}
+	r.step("Kyverno registered the webhook of its %s at %s%s", form.kind, t.url, t.path)
 	if direct, err = r.direct(ctx, t, AllParts, 3, 1); err != nil {
 		return nil, nil, err
 	}
