@@ -290,14 +290,17 @@ func (k *kyvernoServer) install(ctx context.Context, form kyvernoForm, review lo
 		if err := k.proc.Alive(); err != nil {
 			return target{}, err
 		}
-		path, err := k.podWebhookPath(ctx, form)
+		hook, err := k.podWebhook(ctx, form)
 		if err != nil {
 			return target{}, err
 		}
-		if path == "" {
+		if hook == nil {
 			continue
 		}
-		t.path = path
+		if !selects(hook.NamespaceSelector, kyvernoLabel) {
+			return target{}, fmt.Errorf("Kyverno registered its webhook %s with namespace selector %v, which does not require %s: the API server would send it the other servers' pods", hook.Name, hook.NamespaceSelector, kyvernoLabel)
+		}
+		t.path = hookPath(hook)
 		answer, err := loadgen.Answer(ctx, hc, t.url+t.path, review.Body)
 		switch {
 		case err != nil:
@@ -313,36 +316,54 @@ func (k *kyvernoServer) install(ctx context.Context, form kyvernoForm, review lo
 	return target{}, fmt.Errorf("Kyverno did not mutate with its %s within 90s (%s); its log ends:\n%s", form.kind, last, proc.Tail(k.proc.Log, 30))
 }
 
-// podWebhookPath is the path of the webhook Kyverno registered for form's policy on
-// Pods, or "" if there is none yet.
-func (k *kyvernoServer) podWebhookPath(ctx context.Context, form kyvernoForm) (string, error) {
+// podWebhook is the webhook Kyverno registered for form's policy on Pods, or nil if
+// there is none yet.
+func (k *kyvernoServer) podWebhook(ctx context.Context, form kyvernoForm) (*admissionregistrationv1.MutatingWebhook, error) {
 	var cfg admissionregistrationv1.MutatingWebhookConfiguration
 	if err := k.c.Get(ctx, client.ObjectKey{Name: kyvernoWebhooks}, &cfg); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", nil
+			return nil, nil
 		}
-		return "", err
+		return nil, err
 	}
-	for _, h := range cfg.Webhooks {
-		if h.ClientConfig.URL == nil {
-			continue
-		}
-		u, err := url.Parse(*h.ClientConfig.URL)
-		if err != nil {
-			return "", err
-		}
-		if !strings.HasPrefix(u.Path, form.pathPrefix) {
+	for i, h := range cfg.Webhooks {
+		if !strings.HasPrefix(hookPath(&h), form.pathPrefix) {
 			continue
 		}
 		for _, rule := range h.Rules {
 			for _, res := range rule.Resources {
 				if res == "pods" || res == "*" || res == "*/*" {
-					return u.Path, nil
+					return &cfg.Webhooks[i], nil
 				}
 			}
 		}
 	}
-	return "", nil
+	return nil, nil
+}
+
+// hookPath is the path of a webhook registered by URL, or "".
+func hookPath(h *admissionregistrationv1.MutatingWebhook) string {
+	if h.ClientConfig.URL == nil {
+		return ""
+	}
+	u, err := url.Parse(*h.ClientConfig.URL)
+	if err != nil {
+		return ""
+	}
+	return u.Path
+}
+
+// selects reports whether sel requires the label key to exist.
+func selects(sel *metav1.LabelSelector, key string) bool {
+	if sel == nil {
+		return false
+	}
+	for _, e := range sel.MatchExpressions {
+		if e.Key == key && e.Operator == metav1.LabelSelectorOpExists {
+			return true
+		}
+	}
+	return false
 }
 
 // uninstall deletes form's policy and waits (bounded) until Kyverno has taken its
@@ -356,11 +377,11 @@ func (k *kyvernoServer) uninstall(ctx context.Context, form kyvernoForm) error {
 		return fmt.Errorf("deleting Kyverno's %s: %w", form.kind, err)
 	}
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-		path, err := k.podWebhookPath(ctx, form)
+		hook, err := k.podWebhook(ctx, form)
 		if err != nil {
 			return err
 		}
-		if path == "" {
+		if hook == nil {
 			return nil
 		}
 	}
