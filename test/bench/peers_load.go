@@ -24,10 +24,10 @@ import (
 
 // sideStats is what the machine did during one side's rounds.
 type sideStats struct {
-	// cpu is the CPU time of the server's process; others that of every process but the
-	// two servers and this one (the load generator): the benchmark's own kube-apiserver
+	// cpu is the CPU time of the server's process, loadgen that of this one (the load
+	// generator), others that of every other process: the benchmark's own kube-apiserver
 	// and etcd, and whatever else shares the machine.
-	cpu, others time.Duration
+	cpu, loadgen, others time.Duration
 	// wall is the length of the rounds.
 	wall time.Duration
 }
@@ -70,6 +70,7 @@ func alternateTargets(rounds int, ours, peer target, load func(target) (loadgen.
 			}
 			st := &stats[side]
 			st.cpu += own1[side] - own0[side]
+			st.loadgen += own1[2] - own0[2]
 			st.others += busy1 - busy0 - (own1[0] - own0[0]) - (own1[1] - own0[1]) - (own1[2] - own0[2])
 			st.wall += wall
 			if side == 0 {
@@ -132,43 +133,23 @@ func sumTicks(fields []string) (time.Duration, error) {
 	return total, nil
 }
 
-// answeredInjections sends the review to t once and returns the injections of the pod
-// its answer's patch makes.
-func (r *peersRun) answeredInjections(ctx context.Context, t target) (Injections, error) {
-	hc, err := loadgen.NewClient(t.ca, 1)
-	if err != nil {
-		return Injections{}, err
-	}
-	defer hc.CloseIdleConnections()
-	answer, err := loadgen.Answer(ctx, hc, t.url+t.path, r.review.Body)
-	if err != nil {
-		return Injections{}, fmt.Errorf("%s: %w", t.name, err)
-	}
-	if !answer.Allowed {
-		return Injections{}, fmt.Errorf("%s did not allow the pod: %v", t.name, answer.Result)
-	}
-	if len(answer.Patch) == 0 {
-		return Injections{}, fmt.Errorf("%s answered the pod CREATE without a patch", t.name)
-	}
-	pod, err := patchedPod(r.review.Body, answer.Patch)
-	if err != nil {
-		return Injections{}, fmt.Errorf("%s: %w", t.name, err)
-	}
-	return InjectionsOf(&pod.Spec), nil
-}
-
 // direct sends the same Pod CREATE over TLS to ours and to peer, first as fast as each
 // answers, then at one fixed rate (half the slower one's throughput) for both, in
 // alternating rounds. minThroughput is the target on ours' throughput over the peer's;
 // maxP99, if not zero, the target on ours' p99 at the fixed rate over the peer's.
 func (r *peersRun) direct(ctx context.Context, peer target, parts Parts, minThroughput, maxP99 float64) ([]Row, error) {
-	oursAnswer, err := r.answeredInjections(ctx, r.ours)
+	oursAnswer, oursPatch, err := answered(ctx, r.ours, r.review)
 	if err != nil {
 		return nil, err
 	}
-	peerAnswer, err := r.answeredInjections(ctx, peer)
+	peerAnswer, peerPatch, err := answered(ctx, peer, r.review)
 	if err != nil {
 		return nil, err
+	}
+	for side, patch := range [][]byte{oursPatch, peerPatch} {
+		if len(patch) == 0 {
+			return nil, fmt.Errorf("%s answered the pod CREATE without a patch", []target{r.ours, peer}[side].name)
+		}
 	}
 	r.res.Answered["ours"], r.res.Answered[peer.name], r.res.Compared[peer.name] = oursAnswer, peerAnswer, parts
 
@@ -194,6 +175,7 @@ func (r *peersRun) direct(ctx context.Context, peer target, parts Parts, minThro
 	rows = append(rows, latencyRows(scenario, fastest, 50, 99)...)
 	rows = append(rows,
 		row(scenario, "CPU time per request", "ms", cpuPerRequest(stats[0].cpu, fastest.ours), ptr.To(cpuPerRequest(stats[1].cpu, fastest.noop))),
+		row(scenario, "CPU time of the load generator per request", "ms", cpuPerRequest(stats[0].loadgen, fastest.ours), ptr.To(cpuPerRequest(stats[1].loadgen, fastest.noop))),
 		row(scenario, "CPU of other processes during the rounds (not the servers, not the load generator)", "cores", stats[0].cores(), ptr.To(stats[1].cores())),
 	)
 
@@ -228,6 +210,7 @@ func (r *peersRun) direct(ctx context.Context, peer target, parts Parts, minThro
 	rows = append(rows,
 		failedRow(all, fastest, fixed),
 		row(all, "RSS after the runs", "MiB", float64(oursRSS)/mib, ptr.To(float64(peerRSS)/mib)),
+		row(all, "JSON patch in the answer", "bytes", float64(len(oursPatch)), ptr.To(float64(len(peerPatch)))),
 		row(all, "answer injects what ours does ("+parts.String()+"; 1 = yes)", "", 1, &same).target("1", same == 1),
 	)
 	if parts != AllParts {

@@ -65,26 +65,26 @@ var podShapes = []podShape{
 	}},
 }
 
-// shapeInjections sends the Pod CREATE of shape to t and returns the injections of the
-// pod its answer makes (the pod as sent when the answer has no patch).
-func shapeInjections(ctx context.Context, t target, review loadgen.Request) (Injections, error) {
+// answered sends review to t once and returns the injections of the pod its answer
+// makes (the request's pod with the answer's patch applied, if any), and the patch.
+func answered(ctx context.Context, t target, review loadgen.Request) (Injections, []byte, error) {
 	hc, err := loadgen.NewClient(t.ca, 1)
 	if err != nil {
-		return Injections{}, err
+		return Injections{}, nil, err
 	}
 	defer hc.CloseIdleConnections()
 	answer, err := loadgen.Answer(ctx, hc, t.url+t.path, review.Body)
 	if err != nil {
-		return Injections{}, fmt.Errorf("%s: %w", t.name, err)
+		return Injections{}, nil, fmt.Errorf("%s: %w", t.name, err)
 	}
 	if !answer.Allowed {
-		return Injections{}, fmt.Errorf("%s did not allow the pod: %v", t.name, answer.Result)
+		return Injections{}, nil, fmt.Errorf("%s did not allow the pod: %v", t.name, answer.Result)
 	}
 	pod, err := patchedPod(review.Body, answer.Patch)
 	if err != nil {
-		return Injections{}, fmt.Errorf("%s: %w", t.name, err)
+		return Injections{}, nil, fmt.Errorf("%s: %w", t.name, err)
 	}
-	return InjectionsOf(&pod.Spec), nil
+	return InjectionsOf(&pod.Spec), answer.Patch, nil
 }
 
 // shapes sends every podShape to ours and to peer over TLS and returns, for each shape
@@ -98,8 +98,7 @@ func (r *peersRun) shapes(ctx context.Context, peer target, parts Parts) ([]stri
 		}
 		var got [2]Injections
 		for side, t := range []target{r.ours, peer} {
-			review.Path = t.path
-			if got[side], err = shapeInjections(ctx, t, review); err != nil {
+			if got[side], _, err = answered(ctx, t, review); err != nil {
 				return nil, fmt.Errorf("pod shape %q: %w", s.name, err)
 			}
 		}

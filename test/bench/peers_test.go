@@ -112,6 +112,8 @@ func TestShortPeers(t *testing.T) {
 		suffix := "(baseline: " + name + ")"
 		compared(t, find(t, "pod CREATE over TLS, 2 connections, as fast as answered", suffix, "throughput"), minThroughput)
 		compared(t, find(t, "pod CREATE over TLS, 2 connections, as fast as answered", suffix, "CPU time per request"), "")
+		compared(t, find(t, "pod CREATE over TLS, 2 connections, as fast as answered", suffix, "CPU time of the load generator per request"), "")
+		compared(t, find(t, "pod CREATE over TLS, all runs", suffix, "JSON patch in the answer"), "")
 		compared(t, find(t, "pod CREATE over TLS, fixed", suffix, "p99 latency"), maxP99)
 		failed := find(t, "pod CREATE over TLS, all runs", suffix, "failed requests")
 		assert.Zero(t, failed.Ours, name)
