@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/certs"
@@ -79,8 +80,9 @@ const (
 )
 
 // peersPolicy is the HAPolicy of the namespaces ha-injector serves in this benchmark:
-// the defaults with the keepalive sysctls only, so it does what the peers' Kyverno
-// policies do (no ha-sysctl init container, which no peer injects).
+// the defaults with the keepalive sysctls only and no zone spread, so it does what the
+// peers' Kyverno policies do (no ha-sysctl init container, no topologySpreadConstraints,
+// which no peer injects).
 const peersPolicy = "peers"
 
 // peersNamespace is the opted-in namespace of the requests sent over TLS.
@@ -315,9 +317,12 @@ type peersRun struct {
 func keepalivePolicy() *v1alpha1.HAPolicy {
 	return &v1alpha1.HAPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: peersPolicy},
-		Spec: v1alpha1.HAPolicySpec{Sysctls: v1alpha1.SysctlsSpec{Values: map[string]v1alpha1.SysctlValue{
-			"net.ipv4.tcp_keepalive_time": "30", "net.ipv4.tcp_keepalive_intvl": "30", "net.ipv4.tcp_keepalive_probes": "5",
-		}}},
+		Spec: v1alpha1.HAPolicySpec{
+			Sysctls: v1alpha1.SysctlsSpec{Values: map[string]v1alpha1.SysctlValue{
+				"net.ipv4.tcp_keepalive_time": "30", "net.ipv4.tcp_keepalive_intvl": "30", "net.ipv4.tcp_keepalive_probes": "5",
+			}},
+			ZoneSpread: v1alpha1.ZoneSpreadSpec{Enabled: ptr.To(false)},
+		},
 	}
 }
 

@@ -15,8 +15,10 @@ type Parts int
 const (
 	// TolerationsOnly compares spec.tolerations: all the minimal webhook does.
 	TolerationsOnly Parts = iota + 1
-	// AllParts compares spec.tolerations, spec.affinity and
-	// spec.securityContext.sysctls: what the Kyverno policies do. Not compared: the
+	// AllParts compares spec.tolerations, spec.affinity,
+	// spec.securityContext.sysctls, spec.initContainers and
+	// spec.topologySpreadConstraints: what the Kyverno policies do, and the two other
+	// parts ha-injector can inject, which here neither does. Not compared: the
 	// ha-injector.io/status record ours adds (no peer keeps one).
 	AllParts
 )
@@ -26,22 +28,25 @@ func (p Parts) String() string {
 	case TolerationsOnly:
 		return "spec.tolerations"
 	case AllParts:
-		return "spec.tolerations, spec.affinity, spec.securityContext.sysctls"
+		return "spec.tolerations, spec.affinity, spec.securityContext.sysctls, spec.initContainers, spec.topologySpreadConstraints"
 	}
 	return "nothing"
 }
 
 // Injections are the parts of a pod the injections write, whole and in order: the
-// tolerations list, the affinity and the securityContext's sysctls.
+// tolerations list, the affinity, the securityContext's sysctls, the init containers
+// and the topology spread constraints.
 type Injections struct {
-	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
-	Affinity    *corev1.Affinity    `json:"affinity,omitempty"`
-	Sysctls     []corev1.Sysctl     `json:"sysctls,omitempty"`
+	Tolerations    []corev1.Toleration               `json:"tolerations,omitempty"`
+	Affinity       *corev1.Affinity                  `json:"affinity,omitempty"`
+	Sysctls        []corev1.Sysctl                   `json:"sysctls,omitempty"`
+	InitContainers []corev1.Container                `json:"initContainers,omitempty"`
+	Spread         []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
 }
 
 // InjectionsOf returns the parts of spec that Injections hold.
 func InjectionsOf(spec *corev1.PodSpec) Injections {
-	in := Injections{Tolerations: spec.Tolerations, Affinity: spec.Affinity}
+	in := Injections{Tolerations: spec.Tolerations, Affinity: spec.Affinity, InitContainers: spec.InitContainers, Spread: spec.TopologySpreadConstraints}
 	if spec.SecurityContext != nil {
 		in.Sysctls = spec.SecurityContext.Sysctls
 	}
