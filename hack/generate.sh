@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Generates the deepcopy functions and the HAPolicy CRD with controller-gen,
+# and native mode's admission policy fragments of the chart (hack/native-chart),
 # fetched through the Go module proxy at a pinned version.
 #
 #   hack/generate.sh [OUT_ROOT]
@@ -22,3 +23,5 @@ mkdir -p "$out/policies/v1alpha1" "$out/charts/ha-injector/crds"
 "${gen[@]}" crd \
 	paths=./policies/v1alpha1/... \
 	output:crd:dir="$out/charts/ha-injector/crds"
+# Native mode's admission policies, as the chart renders them.
+go run ./hack/native-chart "$out"

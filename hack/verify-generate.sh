@@ -10,7 +10,7 @@ trap 'rm -rf "$scratch"' EXIT
 "$root/hack/generate.sh" "$scratch"
 
 status=0
-for f in policies/v1alpha1/zz_generated.deepcopy.go charts/ha-injector/crds/ha-injector.io_hapolicies.yaml; do
+for f in policies/v1alpha1/zz_generated.deepcopy.go charts/ha-injector/crds/ha-injector.io_hapolicies.yaml charts/ha-injector/files/native/mutating.yaml charts/ha-injector/files/native/validating.yaml; do
 	if ! diff -u "$root/$f" "$scratch/$f"; then
 		echo "error: $f is stale; run 'make generate' and commit the result" >&2
 		status=1

@@ -659,7 +659,9 @@ func (sysctlsInjection) Native(s NativeSettings) Native {
 			{"scCtx1", `variables.scPrivileged ? variables.scCtx0 : (variables.scCtx0 + variables.scInit0).filter(s, ` + psAllows("s") + `).sortBy(s, s.name)`},
 			{"scInit1", `variables.scPrivileged ? variables.scInit0 : []`},
 			{"scPolicyImage", `variables.spec.?sysctls.?image.orValue("")`},
-			{"scImageOK", `variables.scPolicyImage == "" || ` + celList(allowed) + `.exists(a, variables.scPolicyImage == a || (a == ` + repo("a") + ` && ` + repo("variables.scPolicyImage") + ` == a))`},
+			// The allowed images, written as one string (image references hold
+			// no spaces) so that the chart can fill in its value.
+			{"scImageOK", `variables.scPolicyImage == "" || ` + celQuote(strings.Join(allowed, " ")) + `.split(" ").exists(a, a != "" && (variables.scPolicyImage == a || (a == ` + repo("a") + ` && ` + repo("variables.scPolicyImage") + ` == a)))`},
 			{"scInit", `variables.scImageOK ? variables.scInit1 : []`},
 			{"scCtx", `variables.scImageOK || size(variables.scInit1) == 0 ? variables.scCtx1 :
   (variables.scCtx1 + variables.scInit1.filter(s, ` + inSafe("s") + `)).sortBy(s, s.name)`},
