@@ -80,7 +80,7 @@ ha-injector.io/policy=<HAPolicy name>.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newPreviewCommand(stdin), newServeCommand(), newDoctorCommand(), newCRDsCommand(), newVersionCommand())
+	root.AddCommand(newPreviewCommand(stdin), newServeCommand(), newDoctorCommand(), newCompileCommand(), newCRDsCommand(), newVersionCommand())
 	return root
 }
 

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
@@ -170,4 +171,16 @@ func matchConditions(list []policies.NativeExpression) []admissionregistrationv1
 func ManagedBySelector() labels.Selector {
 	s, _ := labels.Parse(ManagedByLabel)
 	return s
+}
+
+// Objects are what native mode installs for the HAPolicies named, in the
+// order to apply them: both admission policies, then each HAPolicy's two
+// bindings.
+func Objects(o Options, policyNames []string) []client.Object {
+	out := []client.Object{MutatingPolicy(o), ValidatingPolicy(o)}
+	for _, name := range policyNames {
+		m, v := Bindings(o, name)
+		out = append(out, m, v)
+	}
+	return out
 }

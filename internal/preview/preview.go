@@ -161,12 +161,44 @@ func Run(ctx context.Context, opts Options, exitCode bool, stdin io.Reader, stdo
 // among several. Each is decoded strictly, defaulted and validated; an error names the
 // document.
 func readPolicy(path, name string) (*v1alpha1.HAPolicy, error) {
+	found, err := ReadPolicies(path)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(found))
+	for i, p := range found {
+		names[i] = p.Name
+	}
+	switch {
+	case name != "":
+		var named []*v1alpha1.HAPolicy
+		for _, p := range found {
+			if p.Name == name {
+				named = append(named, p)
+			}
+		}
+		switch len(named) {
+		case 0:
+			return nil, fmt.Errorf("%s: no HAPolicy named %q (it has %s)", path, name, strings.Join(names, ", "))
+		case 1:
+			return named[0], nil
+		}
+		return nil, fmt.Errorf("%s: %d HAPolicies named %q", path, len(named), name)
+	case len(found) > 1:
+		return nil, fmt.Errorf("%s: %d HAPolicies (%s): pick one with --policy-name", path, len(found), strings.Join(names, ", "))
+	}
+	return found[0], nil
+}
+
+// ReadPolicies reads the HAPolicies of a file (or - for stdin, or a URL, as
+// -f reads manifests): documents of one HAPolicy each, or Lists of them (as
+// kubectl get hapolicies -o yaml prints them). A file without one is an error.
+func ReadPolicies(path string) ([]*v1alpha1.HAPolicy, error) {
 	docs, err := readSource(path, nil)
 	if err != nil {
 		return nil, err
 	}
 	var found []*v1alpha1.HAPolicy
-	var names []string
 	for _, d := range docs {
 		// One HAPolicy, or a List of them (kubectl get hapolicies -o yaml).
 		items, isList, err := listItems(d.JSON)
@@ -188,28 +220,10 @@ func readPolicy(path, name string) (*v1alpha1.HAPolicy, error) {
 				return nil, fmt.Errorf("%s: %w", where[k], err)
 			}
 			found = append(found, p)
-			names = append(names, p.Name)
 		}
 	}
-	switch {
-	case len(found) == 0:
+	if len(found) == 0 {
 		return nil, fmt.Errorf("%s: no HAPolicy", path)
-	case name != "":
-		var named []*v1alpha1.HAPolicy
-		for _, p := range found {
-			if p.Name == name {
-				named = append(named, p)
-			}
-		}
-		switch len(named) {
-		case 0:
-			return nil, fmt.Errorf("%s: no HAPolicy named %q (it has %s)", path, name, strings.Join(names, ", "))
-		case 1:
-			return named[0], nil
-		}
-		return nil, fmt.Errorf("%s: %d HAPolicies named %q", path, len(named), name)
-	case len(found) > 1:
-		return nil, fmt.Errorf("%s: %d HAPolicies (%s): pick one with --policy-name", path, len(found), strings.Join(names, ", "))
 	}
-	return found[0], nil
+	return found, nil
 }
