@@ -139,6 +139,9 @@ type doctor struct {
 	report Report
 
 	install *installation.Installation
+	// native is ha-injector's MutatingAdmissionPolicy, when the cluster runs
+	// native mode.
+	native *admissionregistrationv1.MutatingAdmissionPolicy
 	// policies are the HAPolicies by name; nil when they could not be read.
 	policies map[string]*v1alpha1.HAPolicy
 	// optedIn are the namespaces that name a policy and that the pods webhook's
@@ -171,11 +174,19 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) (*Report, error) {
 	}
 	d.checkCRD(ctx)
 	d.checkPolicies(ctx)
-	if d.checkWebhookConfiguration(ctx) {
-		d.checkPolicyImages()
-		d.checkServingCertificate(ctx)
-		d.checkCertManager(ctx)
-		d.checkDeployment(ctx)
+	d.native = d.checkMode(ctx)
+	if d.native == nil || d.hasWebhookConfiguration(ctx) {
+		if d.checkWebhookConfiguration(ctx) {
+			d.checkPolicyImages()
+			d.checkServingCertificate(ctx)
+			d.checkCertManager(ctx)
+			d.checkDeployment(ctx)
+		}
+	}
+	if d.native != nil {
+		d.checkNativeBindings(ctx, d.native)
+		d.checkNativeServe(ctx, d.native)
+		d.checkWebhookInjected(ctx)
 	}
 	d.checkReleasePods(ctx)
 	if d.checkNamespaces(ctx) {
@@ -349,6 +360,8 @@ func (d *doctor) checkNamespaces(ctx context.Context) bool {
 	var selector *metav1.LabelSelector
 	if hook := d.podHook(); hook != nil {
 		selector = hook.NamespaceSelector
+	} else if d.native != nil && d.native.Spec.MatchConstraints != nil {
+		selector = d.native.Spec.MatchConstraints.NamespaceSelector
 	}
 	var missing, excluded []string
 	for _, ns := range list.Items {

@@ -112,13 +112,25 @@ func (d *doctor) probeGroup(ctx context.Context, g probeGroup) Check {
 	policy := d.policies[g.policy]
 	ours := ownWarnings(warnings)
 	if policy != nil && policy.Spec.Mode == v1alpha1.ModeAudit {
+		if len(ours) == 0 && d.native != nil {
+			return Check{Name: name, Status: Fail, Message: "in " + where + " (Audit), the probe pod was admitted without the warnings of ValidatingAdmissionPolicy " + d.native.Name + ": no binding for the namespace's HAPolicy, or an expression failed (see native-bindings)",
+				Fix: "kubectl get validatingadmissionpolicybindings; the API server's log names a failed expression"}
+		}
 		if len(ours) == 0 {
 			return Check{Name: name, Status: Fail, Message: "in " + where + " (Audit), the probe pod was admitted without the webhook's warnings: the webhook was not called, or did not answer and failurePolicy Ignore let the pod through",
 				Fix: "see webhook-pods and serving-certificate above; the API server's log says \"failed calling webhook\""}
 		}
-		return Check{Name: name, Status: OK, Message: fmt.Sprintf("in %s (Audit), the webhook answered with %d warnings of what it would inject", where, len(ours))}
+		who := "the webhook answered"
+		if d.native != nil {
+			who = "the API server answered (native mode)"
+		}
+		return Check{Name: name, Status: OK, Message: fmt.Sprintf("in %s (Audit), %s with %d warnings of what it would inject", where, who, len(ours))}
 	}
 	record := policies.ReadRecord(injected.Annotations)
+	if record == nil && d.native != nil {
+		return Check{Name: name, Status: Fail, Message: "in " + where + ", the probe pod was admitted without the injection (no " + policies.StatusAnnotation + "): MutatingAdmissionPolicy " + d.native.Name + " did not apply (no binding for the namespace's HAPolicy, or an expression failed: see native-bindings)",
+			Fix: "kubectl get mutatingadmissionpolicybindings; the API server's log names a failed expression"}
+	}
 	if record == nil {
 		msg := "in " + where + ", the probe pod was admitted without the injection (no " + policies.StatusAnnotation + "): the webhook was not called, or did not answer and failurePolicy Ignore let the pod through"
 		if len(ours) > 0 {
@@ -135,7 +147,11 @@ func (d *doctor) probeGroup(ctx context.Context, g probeGroup) Check {
 	if what == "" {
 		what = "nothing applies to the probe pod"
 	}
-	return Check{Name: name, Status: OK, Message: fmt.Sprintf("in %s, a dry-run pod is injected (%s) and admitted", where, what)}
+	by := ""
+	if record.Native {
+		by = " by the API server (native mode)"
+	}
+	return Check{Name: name, Status: OK, Message: fmt.Sprintf("in %s, a dry-run pod is injected%s (%s) and admitted", where, by, what)}
 }
 
 // webhookCallFailed reports whether an admission error says the API server could not
@@ -144,11 +160,13 @@ func webhookCallFailed(msg string) bool {
 	return strings.Contains(msg, "failed calling webhook") && strings.Contains(msg, installation.WebhookSuffix)
 }
 
-// ownWarnings are the warnings the webhook wrote.
+// ownWarnings are the warnings the webhook wrote, or in native mode the companion
+// ValidatingAdmissionPolicy (the API server puts "Validation failed for
+// ValidatingAdmissionPolicy 'NAME' with binding 'BINDING': " before its message).
 func ownWarnings(warnings []string) []string {
 	var out []string
 	for _, w := range warnings {
-		if strings.HasPrefix(w, "ha-injector:") {
+		if strings.HasPrefix(w, "ha-injector:") || strings.Contains(w, "': ha-injector: ") {
 			out = append(out, w)
 		}
 	}

@@ -101,8 +101,12 @@ func BindingName(o Options, policy string) string { return o.Name + "-" + policy
 // A missing HAPolicy leaves pods alone, as the webhook does.
 func Bindings(o Options, policy string) (*admissionregistrationv1.MutatingAdmissionPolicyBinding, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
 	meta := metav1.ObjectMeta{Name: BindingName(o, policy), Labels: map[string]string{ManagedByLabel: policy}}
+	// As the API server stores it (its defaults written out), so that a stored binding
+	// compares equal to the one serve would write and is not rewritten on every pass.
 	resources := &admissionregistrationv1.MatchResources{
 		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{policies.PolicyLabel: policy}},
+		ObjectSelector:    &metav1.LabelSelector{},
+		MatchPolicy:       ptr.To(admissionregistrationv1.Equivalent),
 	}
 	ref := &admissionregistrationv1.ParamRef{Name: policy, ParameterNotFoundAction: ptr.To(admissionregistrationv1.AllowAction)}
 	m := &admissionregistrationv1.MutatingAdmissionPolicyBinding{
