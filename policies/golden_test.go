@@ -10,11 +10,11 @@ import (
 	"github.com/stretchr/testify/require"
 	apiserverpatch "gopkg.in/evanphx/json-patch.v4"
 
-	"github.com/ha-injector/ha-injector/internal/golden"
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/internal/preview"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/test/harness/cases"
+	"github.com/ha-injector/ha-injector/test/harness/golden"
 	"github.com/ha-injector/ha-injector/webhook/patch"
 )
 

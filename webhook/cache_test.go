@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/facts"
-	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 )
 
 // TestCacheKeepsOnlyWhatTheHandlersRead starts the informers and the

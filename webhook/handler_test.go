@@ -25,10 +25,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/ha-injector/ha-injector/facts"
-	"github.com/ha-injector/ha-injector/internal/golden"
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/golden"
 )
 
 // clusterState is what the handler tests' fake cluster holds: namespaces

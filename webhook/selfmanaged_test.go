@@ -30,8 +30,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 )
 
 // mainDNSName is the first --cert-dns-name, the Service name the API server

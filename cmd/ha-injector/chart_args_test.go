@@ -11,8 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 )
 
 // TestDemo runs `make demo`'s program to the point where it waits for Ctrl-C, uses the

@@ -29,7 +29,6 @@ import (
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	"sigs.k8s.io/yaml"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/image"
 )
 
@@ -44,6 +43,9 @@ const (
 	ChartRepository = "oci://ghcr.io/ha-injector/charts"
 	// Name is the CLI's and the krew plugin's name.
 	Name = "ha-injector"
+	// ChartDir is the chart's folder relative to the repository root (the tests'
+	// chartrender names the same folder).
+	ChartDir = "charts/ha-injector"
 )
 
 // CLIPlatforms are the platforms of the released CLI archives, in order.
@@ -235,7 +237,7 @@ const ChangesAnnotation = "artifacthub.io/changes"
 // release built and tested, whatever its tag later points to) and the CHANGELOG's
 // changes in its artifacthub.io/changes annotation.
 func PackageChart(root, out string, digest v1.Hash, changes []Change) (string, error) {
-	chrt, err := loader.Load(filepath.Join(root, chartrender.ChartDir))
+	chrt, err := loader.Load(filepath.Join(root, ChartDir))
 	if err != nil {
 		return "", err
 	}

@@ -17,8 +17,6 @@ import (
 	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	"sigs.k8s.io/yaml"
-
-	"github.com/ha-injector/ha-injector/internal/chartrender"
 )
 
 // ChangelogFile is the CHANGELOG, in Keep a Changelog's format.
@@ -26,7 +24,7 @@ const ChangelogFile = "CHANGELOG.md"
 
 // ChartMetadata reads the chart's Chart.yaml under root.
 func ChartMetadata(root string) (*chartv2.Metadata, error) {
-	return chartutil.LoadChartfile(filepath.Join(root, chartrender.ChartDir, chartutil.ChartfileName))
+	return chartutil.LoadChartfile(filepath.Join(root, ChartDir, chartutil.ChartfileName))
 }
 
 // CheckVersion checks version is the one version of the checkout: a semantic version
@@ -218,7 +216,7 @@ func CheckChartVersion(root string) (string, error) {
 	}
 	semver.Sort(tags)
 	last := tags[len(tags)-1]
-	tagged, err := git(root, "show", last+":"+chartrender.ChartDir+"/"+chartutil.ChartfileName)
+	tagged, err := git(root, "show", last+":"+ChartDir+"/"+chartutil.ChartfileName)
 	if err != nil {
 		return "", fmt.Errorf("reading %s's Chart.yaml: %w", last, err)
 	}
@@ -243,11 +241,11 @@ func CheckChartVersion(root string) (string, error) {
 // chartChanges lists the chart's files that differ from tag, committed or not, and the
 // files added but not committed yet.
 func chartChanges(root, tag string) ([]string, error) {
-	diff, err := git(root, "diff", "--name-only", tag, "--", chartrender.ChartDir)
+	diff, err := git(root, "diff", "--name-only", tag, "--", ChartDir)
 	if err != nil {
 		return nil, err
 	}
-	untracked, err := git(root, "ls-files", "--others", "--exclude-standard", "--", chartrender.ChartDir)
+	untracked, err := git(root, "ls-files", "--others", "--exclude-standard", "--", ChartDir)
 	if err != nil {
 		return nil, err
 	}

@@ -16,9 +16,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/test/bench/loadgen"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 )
 
 // noopLabel opts a namespace in to the no-op webhook, as policies.PolicyLabel opts it

@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/test/bench/loadgen"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
 )
 
 // BurstConcurrency is how many of the largest requests arrive at once in the burst

@@ -16,11 +16,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/controlplane"
-	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/bench/loadgen"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

@@ -19,7 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 )
 
 // expectedInjections are what ha-injector's "peers" HAPolicy (the defaults, keepalive

@@ -16,7 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ha-injector/ha-injector/internal/proc"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 )
 
 // stopGracefully sends SIGTERM and fails unless p exits 0 within timeout: a replica

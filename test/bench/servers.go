@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/test/bench/loadgen"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 )
 
 // server is a running webhook server: its process and its HTTPS base URL.

@@ -29,9 +29,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/golden"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/golden"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
 )
 
 // TestCRDUpgradeHook: Helm never updates what crds/ holds, so the chart applies it itself

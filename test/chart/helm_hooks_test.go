@@ -30,11 +30,11 @@ import (
 	kptr "k8s.io/utils/ptr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/internal/doctor"
-	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/test/failover"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 )
 
 const (

@@ -26,9 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 )
 
 const (
@@ -91,7 +91,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	strictPolicy := &v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: "strict"}}
 	crd := &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: hapolicyCRD}}
 
-	// Every test binary's API server already has the HAPolicy CRD (internal/controlplane
+	// Every test binary's API server already has the HAPolicy CRD (test/harness/controlplane
 	// installs charts/ha-injector/crds), as a cluster would after a first install. Helm 3
 	// skipped a crds/ CRD that existed; Helm 4 server-side applies crds/ on every install
 	// (never on upgrade), so it takes a share of the CRD's fields, and a field another

@@ -11,7 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
 )
 
 // selfManaged are the values that turn on certs.mode=selfManaged.

@@ -17,8 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 )
 
 // TestAlertsSelectTheAPIServersFailOpenSeries stops the webhook, lets the API server fail

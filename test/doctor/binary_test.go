@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ha-injector/ha-injector/internal/doctor"
-	"github.com/ha-injector/ha-injector/internal/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 )
 
 // TestDoctorBinary runs the real binary, as a user would, against the healthy

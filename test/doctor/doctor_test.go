@@ -24,10 +24,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/internal/doctor"
-	"github.com/ha-injector/ha-injector/internal/localwebhook"
-	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

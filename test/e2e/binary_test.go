@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/proc"
-	"github.com/ha-injector/ha-injector/internal/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 )
 
 // TestServeBinary builds the real binary (as `make build` does), runs

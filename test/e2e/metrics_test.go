@@ -26,10 +26,10 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/localwebhook"
-	"github.com/ha-injector/ha-injector/internal/proc"
-	"github.com/ha-injector/ha-injector/internal/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

@@ -31,9 +31,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/controlplane"
-	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 )
 
 // Versions of what the cluster runs, as hack/control-plane.sh and hack/cluster.sh build them.

@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"k8s.io/utils/ptr"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 )
 
 // TestShortFailover is the quick version of `make failover`: a simulated cluster of 3

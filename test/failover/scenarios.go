@@ -16,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	"github.com/ha-injector/ha-injector/internal/examples"
-	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/examples"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 )
 
 // Namespaces of the run.

@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
-	"github.com/ha-injector/ha-injector/internal/examples"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/examples"
 )
 
 func TestRetransmitTimeoutIsTheKernelsModel(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/localwebhook"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

@@ -16,9 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/ha-injector/ha-injector/internal/examples"
-	"github.com/ha-injector/ha-injector/internal/localwebhook"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/test/harness/examples"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 )
 
 // The zone loss's namespaces besides OptedIn and NotOptedIn.

@@ -24,10 +24,10 @@ import (
 	kjson "sigs.k8s.io/json"
 
 	"github.com/ha-injector/ha-injector/internal/native"
-	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/harness/cases"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

@@ -24,9 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/internal/image"
-	"github.com/ha-injector/ha-injector/internal/proc"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

@@ -28,11 +28,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/controlplane"
-	"github.com/ha-injector/ha-injector/internal/localwebhook"
-	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 )
 
 var probed = []string{"net.ipv4.tcp_retries2", "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}

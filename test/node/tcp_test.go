@@ -20,8 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/test/failover"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 )
 
 // ScenarioTCPDeadPeerPods is the "scenario" of the rows in _output/node.json.

@@ -32,9 +32,9 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
-	"github.com/ha-injector/ha-injector/internal/chartrender"
 	"github.com/ha-injector/ha-injector/internal/image"
 	"github.com/ha-injector/ha-injector/internal/release"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
 )
 
 // krewVersion is the krew the manifest is installed with (built from its Go module).

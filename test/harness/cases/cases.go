@@ -14,10 +14,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
-	"github.com/ha-injector/ha-injector/internal/golden"
 	"github.com/ha-injector/ha-injector/internal/manifest"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/golden"
 )
 
 // GoldenSuffix ends the name of a case's expected output.

@@ -19,9 +19,9 @@ import (
 
 	"github.com/ha-injector/ha-injector/internal/doctor"
 	"github.com/ha-injector/ha-injector/internal/native"
-	"github.com/ha-injector/ha-injector/internal/testenv"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/testenv"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

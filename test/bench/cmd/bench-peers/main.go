@@ -18,8 +18,8 @@ import (
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/test/bench"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 )
 
 func main() {

@@ -16,8 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
 	"github.com/ha-injector/ha-injector/test/failover"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 )
 
 func main() {

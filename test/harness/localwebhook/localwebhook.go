@@ -23,9 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/ha-injector/ha-injector/certs"
-	"github.com/ha-injector/ha-injector/internal/chartrender"
-	"github.com/ha-injector/ha-injector/internal/proc"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 

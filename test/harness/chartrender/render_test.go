@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 )
 
 func TestSplitKeepsSourcesAndSkipsEmptyDocuments(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package testenv starts one real kube-apiserver and etcd (controller-runtime
-// envtest, through internal/controlplane) per test binary, with the HAPolicy CRD
+// envtest, through test/harness/controlplane) per test binary, with the HAPolicy CRD
 // installed.
 package testenv
 
@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/ha-injector/ha-injector/internal/controlplane"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 )
 
 var (

@@ -19,7 +19,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/ha-injector/ha-injector/internal/proc"
+	"github.com/ha-injector/ha-injector/test/harness/proc"
 )
 
 // RepoRoot is the folder of the repository's go.mod, found from the working directory up.
