@@ -13,9 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
-	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,10 +22,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
-	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/internal/doctor"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/test/harness/controlplane"
@@ -66,13 +62,6 @@ func run(ctx context.Context, opts options) (err error) {
 			err = rmErr
 		}
 	}()
-	logFile, err := os.Create(filepath.Join(work, "webhook.log"))
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	ctrl.SetLogger(zap.New(zap.WriteTo(logFile), zap.Level(zapcore.InfoLevel)))
-
 	step := func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }
 
 	step("Starting a local kube-apiserver and etcd (built once by hack/control-plane.sh)")
@@ -91,21 +80,20 @@ func run(ctx context.Context, opts options) (err error) {
 		}
 	}()
 
-	step("Starting ha-injector serve on 127.0.0.1 with a self-signed certificate")
-	kp, err := certs.SelfSigned([]string{"127.0.0.1"}, 90*24*time.Hour)
-	if err != nil {
-		return err
-	}
-	certDir := filepath.Join(work, "certs")
-	if err := kp.WriteFiles(certDir, "tls.crt", "tls.key"); err != nil {
-		return err
-	}
-	server, err := localwebhook.Start(restCfg, certDir)
+	step("Starting ha-injector serve on 127.0.0.1 with a certificate from a test CA, installing what the Helm chart renders" +
+		" (the default HAPolicy and the MutatingWebhookConfiguration), creating namespace demo, labelled ha-injector.io/policy=default")
+	logPath := filepath.Join(work, "webhook.log")
+	wh, err := localwebhook.Serve(ctx, restCfg, localwebhook.Options{
+		CAName:         "ha-injector-demo-ca",
+		Dir:            filepath.Join(work, "certs"),
+		LogFile:        logPath,
+		ProbeNamespace: "demo",
+	})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if stopErr := server.Stop(); stopErr != nil && err == nil {
+		if stopErr := wh.Stop(); stopErr != nil && err == nil {
 			err = stopErr
 		}
 	}()
@@ -117,20 +105,6 @@ func run(ctx context.Context, opts options) (err error) {
 	if err != nil {
 		return err
 	}
-
-	step("Installing what the Helm chart renders: the default HAPolicy and the MutatingWebhookConfiguration")
-	if err := localwebhook.Install(ctx, c, root, localwebhook.ProvidedValues(nil), server.URL(), kp.Cert, true); err != nil {
-		return err
-	}
-
-	step("Creating namespace demo, labelled ha-injector.io/policy=default")
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{policies.PolicyLabel: "default"}}}); err != nil {
-		return err
-	}
-	if err := localwebhook.WaitEffective(ctx, c, "demo", 30*time.Second); err != nil {
-		return err
-	}
-	w.Take()
 
 	step("Creating the 3-replica web-server Deployment from examples/web-server.yaml")
 	dep, err := examples.WebServer(root)
@@ -188,7 +162,7 @@ func run(ctx context.Context, opts options) (err error) {
 		return err
 	}
 	step("ha-injector doctor: is injection working here, and if not, why?")
-	report, err := doctor.Run(ctx, restCfg, doctor.Options{DefaultSysctlImage: server.Config.SysctlImage})
+	report, err := doctor.Run(ctx, restCfg, doctor.Options{DefaultSysctlImage: wh.Server.Config.SysctlImage})
 	if err != nil {
 		return err
 	}
@@ -202,14 +176,14 @@ func run(ctx context.Context, opts options) (err error) {
 	fmt.Fprintln(out, "go run ./cmd/ha-injector doctor")
 	fmt.Fprintln(out, "kubectl create namespace team-a && kubectl label namespace team-a ha-injector.io/policy=default")
 	fmt.Fprintln(out, "kubectl -n team-a run web --image=nginx:1.27 --dry-run=server -o yaml")
-	fmt.Fprintf(out, "(webhook log: %s)\n", logFile.Name())
+	fmt.Fprintf(out, "(webhook log: %s)\n", logPath)
 	if opts.ready != nil {
 		opts.ready(kubeconfigPath)
 	}
 	select {
 	case <-ctx.Done():
-	case <-server.Done():
-		return fmt.Errorf("the webhook stopped: %v", server.Err())
+	case <-wh.Server.Done():
+		return fmt.Errorf("the webhook stopped: %v", wh.Server.Err())
 	}
 	return nil
 }

@@ -184,7 +184,6 @@ type cluster struct {
 // test ends.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
-	ctx := context.Background()
 	root, err := testenv.RepoRoot()
 	require.NoError(t, err)
 	bins, err := failover.FindBinaries(root)
@@ -203,24 +202,12 @@ func startCluster(t *testing.T) *cluster {
 	require.NoError(t, err)
 	c.startControllerManager(t, env, bins.ControllerManager)
 
-	logFile, err := localwebhook.LogTo(filepath.Join(dir, "ha-injector.log"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = logFile.Close() })
-	certDir := filepath.Join(dir, "webhook-certs")
-	ca, err := localwebhook.ServingCert(certDir, "ha-injector-convergence-ca")
-	require.NoError(t, err)
-	server, err := localwebhook.Start(cfg, certDir)
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, server.Stop()) })
-	require.NoError(t, localwebhook.Install(ctx, c.client, root, localwebhook.ProvidedValues(nil), server.URL(), ca.PEM, true))
-	require.NoError(t, c.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "probe", Labels: map[string]string{policies.PolicyLabel: "default"}}}))
-	require.NoError(t, localwebhook.WaitEffective(ctx, c.client, "probe", waitTimeout))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last lines of %s:\n%s", c.kcm.Log, proc.Tail(c.kcm.Log, 30))
-			t.Logf("last lines of %s:\n%s", logFile.Name(), proc.Tail(logFile.Name(), 30))
 		}
 	})
+	localwebhook.ServeT(t, cfg, localwebhook.Options{CAName: "ha-injector-convergence-ca", LogFile: filepath.Join(dir, "ha-injector.log")})
 	return c
 }
 

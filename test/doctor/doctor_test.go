@@ -28,16 +28,14 @@ import (
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/test/harness/testenv"
-	"github.com/ha-injector/ha-injector/webhook"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared != nil {
-		if err := shared.server.Stop(); err != nil {
+		if err := shared.webhook.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 		}
-		_ = os.RemoveAll(shared.certDir)
 	}
 	testenv.Stop()
 	os.Exit(code)
@@ -47,9 +45,7 @@ func TestMain(m *testing.M) {
 type fixture struct {
 	cfg     *rest.Config
 	c       client.Client
-	server  *localwebhook.Server
-	certDir string
-	caPEM   []byte
+	webhook *localwebhook.Fixture
 }
 
 var (
@@ -76,28 +72,9 @@ func setup(t *testing.T) *fixture {
 
 func install(cfg *rest.Config) (*fixture, error) {
 	ctx := context.Background()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "ha-injector-doctor-")
-	if err != nil {
-		return nil, err
-	}
-	ca, err := localwebhook.ServingCert(dir, "ha-injector-doctor-ca")
-	if err != nil {
-		return nil, err
-	}
-	server, err := localwebhook.Start(cfg, dir)
-	if err != nil {
-		return nil, err
-	}
-	f := &fixture{cfg: cfg, server: server, certDir: dir, caPEM: ca.PEM}
+	f := &fixture{cfg: cfg}
+	var err error
 	if f.c, err = client.New(cfg, client.Options{Scheme: doctor.Scheme}); err != nil {
-		return nil, err
-	}
-	values := localwebhook.ProvidedValues(map[string]any{"policies": map[string]any{"audit": map[string]any{"mode": "Audit"}}})
-	if err := localwebhook.Install(ctx, f.c, root, values, server.URL(), ca.PEM, true); err != nil {
 		return nil, err
 	}
 	for name, labels := range healthyNamespaces {
@@ -105,7 +82,16 @@ func install(cfg *rest.Config) (*fixture, error) {
 			return nil, err
 		}
 	}
-	return f, localwebhook.WaitEffective(ctx, f.c, "team-a", 30*time.Second)
+	// No namespace of its own: doctor would probe it too.
+	f.webhook, err = localwebhook.Serve(ctx, cfg, localwebhook.Options{
+		CAName:         "ha-injector-doctor-ca",
+		Values:         map[string]any{"policies": map[string]any{"audit": map[string]any{"mode": "Audit"}}},
+		ProbeNamespace: "team-a",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // run runs doctor and returns its report.
@@ -113,7 +99,7 @@ func (f *fixture) run(t *testing.T, opts doctor.Options) *doctor.Report {
 	t.Helper()
 	// serve was given no sysctl image in URL mode, so it used its default: doctor cannot
 	// read a URL's flags and is told the same image, as the chart's values tell it.
-	opts.DefaultSysctlImage = f.server.Config.SysctlImage
+	opts.DefaultSysctlImage = f.webhook.Server.Config.SysctlImage
 	r, err := doctor.Run(context.Background(), f.cfg, opts)
 	require.NoError(t, err)
 	return r
@@ -332,14 +318,8 @@ func webhookConfiguration(t *testing.T, f *fixture) *admissionregistrationv1.Mut
 // and waits until the API server calls it.
 func (f *fixture) stopWebhook(t *testing.T) {
 	t.Helper()
-	port := f.server.Config.WebhookPort
-	require.NoError(t, f.server.Stop())
-	t.Cleanup(func() {
-		s, err := localwebhook.StartWith(f.cfg, f.certDir, func(c *webhook.Config) { c.WebhookPort = port })
-		require.NoError(t, err)
-		f.server = s
-		require.NoError(t, localwebhook.WaitEffective(context.Background(), f.c, "team-a", 30*time.Second))
-	})
+	require.NoError(t, f.webhook.Server.Stop())
+	t.Cleanup(func() { require.NoError(t, f.webhook.Restart(context.Background())) })
 }
 
 // restoreWebhooks puts saved's webhooks back and waits until the API server calls the

@@ -74,26 +74,21 @@ func TestMetricsNeedATokenAllowedToReadThem(t *testing.T) {
 	// SubjectAccessReviews are allowed by the chart's RBAC or not at all.
 	serveCfg := rest.AnonymousClientConfig(restCfg)
 	serveCfg.BearerToken = token(ctx, t, admin, ns, serviceAccounts[0].GetName())
-	certDir := t.TempDir()
-	ca, err := localwebhook.ServingCert(certDir, "ha-injector-metrics-ca")
-	require.NoError(t, err)
 	ports, err := proc.FreePorts(1)
 	require.NoError(t, err)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	srv, err := localwebhook.StartWith(serveCfg, certDir, func(cfg *webhook.Config) {
+	srv := localwebhook.ServeT(t, serveCfg, localwebhook.Options{CAName: "ha-injector-metrics-ca", ServeOnly: true, Adjust: func(cfg *webhook.Config) {
 		cfg.MetricsBindAddress = metricsAddr
 		cfg.TLSMinVersion = "1.3"
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, srv.Stop()) })
+	}})
 
 	// One admission, so that ha-injector's own counters have a sample to show.
 	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(ca.PEM))
+	require.True(t, pool.AppendCertsFromPEM(srv.CA.PEM))
 	review, err := os.ReadFile(filepath.Join(root, "webhook", "testdata", "pod-create.json"))
 	require.NoError(t, err)
 	webhookClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	resp, err := webhookClient.Post(srv.URL()+webhook.PodPath, "application/json", strings.NewReader(string(review)))
+	resp, err := webhookClient.Post(srv.Server.URL()+webhook.PodPath, "application/json", strings.NewReader(string(review)))
 	require.NoError(t, err)
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()

@@ -257,13 +257,13 @@ func waitFor(t *testing.T, what string, check func(i int) bool) {
 func TestReinvocationKeepsThePodCorrect(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	mesh := meshWebhook(t, f.ca)
+	mesh := meshWebhook(t, f.webhook.CA)
 	installWebhookConfiguration(t, f.client, &admissionregistrationv1.MutatingWebhookConfiguration{
 		// Named after ha-injector's configuration, so the API server calls it second.
 		ObjectMeta: metav1.ObjectMeta{Name: "zz-e2e-mesh"},
 		Webhooks: []admissionregistrationv1.MutatingWebhook{{
 			Name:                    "mesh.e2e.example",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To(mesh.URL + "/inject"), CABundle: f.ca.PEM},
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To(mesh.URL + "/inject"), CABundle: f.webhook.CA.PEM},
 			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
 			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"e2e-mesh": "true"}},
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
@@ -321,7 +321,7 @@ func TestWebhookDownFailurePolicies(t *testing.T) {
 				"webhook": map[string]any{"failurePolicy": failurePolicy},
 			}), chartrender.Options{})
 			require.NoError(t, err)
-			cfg, err := r.LocalWebhookConfiguration("https://"+down.Addr().String(), f.ca.PEM)
+			cfg, err := r.LocalWebhookConfiguration("https://"+down.Addr().String(), f.webhook.CA.PEM)
 			require.NoError(t, err)
 			// A second installation whose server is down, limited to this test's namespaces.
 			scope := "e2e-down-" + strings.ToLower(failurePolicy)
@@ -407,13 +407,13 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 		}()
 	}
 	time.Sleep(time.Second)
-	kp, serial, err := f.ca.Issue([]string{"127.0.0.1"}, time.Hour)
+	kp, serial, err := f.webhook.CA.Issue([]string{"127.0.0.1"}, time.Hour)
 	require.NoError(t, err)
-	require.NoError(t, kp.WriteFiles(certDir, "tls.crt", "tls.key"))
+	require.NoError(t, kp.WriteFiles(f.webhook.Dir, "tls.crt", "tls.key"))
 	served := func() bool {
 		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(f.ca.PEM)
-		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", f.port), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+		pool.AppendCertsFromPEM(f.webhook.CA.PEM)
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", f.webhook.Server.Config.WebhookPort), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 		if err != nil {
 			return false
 		}

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,7 +19,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
@@ -30,31 +28,21 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if server != nil {
-		if err := server.Stop(); err != nil {
+	if shared != nil {
+		if err := shared.webhook.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 		}
-	}
-	if certDir != "" {
-		_ = os.RemoveAll(certDir)
 	}
 	testenv.Stop()
 	os.Exit(code)
 }
 
-var (
-	certDir string
-	// server is `serve` running in this process, started by setup.
-	server *localwebhook.Server
-)
-
 type fixture struct {
 	client     client.Client
 	warnings   *controlplane.Warnings
 	restConfig *rest.Config
-	// ca signs the serving certificate in certDir; port is where serve listens.
-	ca   *certs.CA
-	port int
+	// webhook is `serve` running in this process, its CA and its certificate's folder.
+	webhook *localwebhook.Fixture
 }
 
 var (
@@ -76,24 +64,6 @@ func setup(t *testing.T) *fixture {
 }
 
 func install(restCfg *rest.Config) (*fixture, error) {
-	ctx := context.Background()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "ha-injector-e2e-")
-	if err != nil {
-		return nil, err
-	}
-	certDir = dir
-	ca, err := localwebhook.ServingCert(dir, "ha-injector-e2e-ca")
-	if err != nil {
-		return nil, err
-	}
-	if server, err = localwebhook.Start(restCfg, dir); err != nil {
-		return nil, err
-	}
-
 	w := &controlplane.Warnings{}
 	clientCfg := rest.CopyConfig(restCfg)
 	clientCfg.WarningHandler = w
@@ -103,17 +73,14 @@ func install(restCfg *rest.Config) (*fixture, error) {
 	}
 	// What the chart installs, with the webhooks pointed at this process, and an Audit
 	// policy next to the default one.
-	values := localwebhook.ProvidedValues(map[string]any{"policies": map[string]any{"audit": map[string]any{"mode": "Audit"}}})
-	if err := localwebhook.Install(ctx, c, root, values, server.URL(), ca.PEM, true); err != nil {
+	wh, err := localwebhook.Serve(context.Background(), restCfg, localwebhook.Options{
+		CAName: "ha-injector-e2e-ca",
+		Values: map[string]any{"policies": map[string]any{"audit": map[string]any{"mode": "Audit"}}},
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := createNamespace(ctx, c, "probe", map[string]string{policies.PolicyLabel: "default"}); err != nil {
-		return nil, err
-	}
-	if err := localwebhook.WaitEffective(ctx, c, "probe", 30*time.Second); err != nil {
-		return nil, err
-	}
-	return &fixture{client: c, warnings: w, restConfig: clientCfg, ca: ca, port: server.Config.WebhookPort}, nil
+	return &fixture{client: c, warnings: w, restConfig: clientCfg, webhook: wh}, nil
 }
 
 func createNamespace(ctx context.Context, c client.Client, name string, labels map[string]string) error {

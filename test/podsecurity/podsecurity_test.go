@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,9 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/policies"
-	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/failover"
 	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 	"github.com/ha-injector/ha-injector/test/harness/examples"
@@ -68,12 +65,10 @@ const probeNamespace = "probe"
 // cluster is the control plane both cases share: starting it is most of the test's
 // time, and the cases differ only in serve's flag and in their namespace.
 type cluster struct {
-	root    string
-	config  *rest.Config
-	client  client.Client
-	ca      *certs.CA
-	certDir string
-	// dir holds the controller manager's and serve's logs.
+	root   string
+	config *rest.Config
+	client client.Client
+	// dir holds the controller manager's log.
 	dir string
 	kcm *proc.Process
 }
@@ -286,19 +281,10 @@ func startCluster(t *testing.T) *cluster {
 
 	c.startControllerManager(t, env, bins.ControllerManager)
 
-	c.certDir = filepath.Join(dir, "webhook-certs")
-	c.ca, err = localwebhook.ServingCert(c.certDir, "ha-injector-podsecurity-ca")
-	require.NoError(t, err)
-
-	logFile, err := localwebhook.LogTo(filepath.Join(dir, "ha-injector.log"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = logFile.Close() })
-
 	c.namespaceWith(t, probeNamespace, map[string]string{policies.PodSecurityEnforceLabel: "privileged"})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last lines of %s:\n%s", c.kcm.Log, proc.Tail(c.kcm.Log, 30))
-			t.Logf("last lines of %s:\n%s", logFile.Name(), proc.Tail(logFile.Name(), 30))
 		}
 	})
 	return c
@@ -314,26 +300,21 @@ func (c *cluster) startControllerManager(t *testing.T, env *envtest.Environment,
 
 // serve starts `ha-injector serve` in this process with --pod-security-default-level
 // set to level, installs the chart's webhook configuration and HAPolicies pointed at it,
-// and waits until the API server calls it. Its cleanup deletes both and stops serve, so
-// the next case starts with a serve of its own and nothing left of this one. One serve
-// per case, one after the other, rather than two side by side: the chart's webhook
-// configuration matches every opted-in namespace, so two would both mutate every pod.
+// and waits until the API server calls it. When the case ends, both are deleted and
+// serve stops, so the next case starts with a serve of its own and nothing left of this
+// one. One serve per case, one after the other, rather than two side by side: the
+// chart's webhook configuration matches every opted-in namespace, so two would both
+// mutate every pod. Only this serve annotates the probe: the previous one has stopped,
+// and a call to it fails, which the chart's failurePolicy (Ignore) lets through
+// unchanged.
 func (c *cluster) serve(t *testing.T, level string) {
 	t.Helper()
-	ctx := context.Background()
-	server, err := localwebhook.StartWith(c.config, c.certDir, func(cfg *webhook.Config) {
-		cfg.PodSecurityDefaultLevel = level
+	localwebhook.ServeT(t, c.config, localwebhook.Options{
+		Adjust:         func(cfg *webhook.Config) { cfg.PodSecurityDefaultLevel = level },
+		CAName:         "ha-injector-podsecurity-ca",
+		LogFile:        filepath.Join(t.TempDir(), "ha-injector.log"),
+		ProbeNamespace: probeNamespace,
 	})
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, server.Stop()) })
-	t.Cleanup(func() {
-		assert.NoError(t, c.client.DeleteAllOf(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{}))
-		assert.NoError(t, c.client.DeleteAllOf(ctx, &v1alpha1.HAPolicy{}))
-	})
-	require.NoError(t, localwebhook.Install(ctx, c.client, c.root, localwebhook.ProvidedValues(nil), server.URL(), c.ca.PEM, true))
-	// Only this serve annotates the probe: the previous one has stopped, and a call to it
-	// fails, which the chart's failurePolicy (Ignore) lets through unchanged.
-	require.NoError(t, localwebhook.WaitEffective(ctx, c.client, probeNamespace, 30*time.Second))
 }
 
 // namespace creates an opted-in namespace with no Pod Security label: the cluster's

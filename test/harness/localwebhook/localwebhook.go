@@ -1,8 +1,9 @@
 // Package localwebhook runs `ha-injector serve` (webhook.Run) in this process on
 // 127.0.0.1 and makes a local API server call it the way the Helm chart makes a cluster
 // call it: the chart's rendered MutatingWebhookConfiguration, pointed at the local URL,
-// and its HAPolicies. The end-to-end tests, the demo and the failover measurement share
-// it; the benchmarks, which run serve as a separate process, share Install and
+// and its HAPolicies. Serve (ServeT in a test) does all of it on a test certificate and
+// Fixture.Stop undoes it; the end-to-end tests, the demo and the failover measurement
+// share it. The benchmarks, which run serve as a separate process, share Install and
 // WaitEffective.
 package localwebhook
 
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -38,17 +40,11 @@ type Server struct {
 	err    error
 }
 
-// Start serves with the certificate in certDir (tls.crt, tls.key) on free ports, no
-// metrics and no shutdown delay (there is no Service to drain from), and returns once
-// /readyz answers (bounded: 30 s), or the error Run stopped with.
-func Start(restCfg *rest.Config, certDir string) (*Server, error) {
-	return StartWith(restCfg, certDir, nil)
-}
-
-// StartWith is Start with the configuration passed through adjust (if not nil) before
-// Run sees it, for the settings a test runs serve with, as their flags would set them
-// (e.g. PodSecurityDefaultLevel). What adjust changes wins over Start's choices.
-func StartWith(restCfg *rest.Config, certDir string, adjust func(*webhook.Config)) (*Server, error) {
+// start serves with the certificate in certDir (tls.crt, tls.key) on free ports, no
+// metrics and no shutdown delay (there is no Service to drain from), the configuration
+// passed through adjust (if not nil) before Run sees it, and returns once /readyz
+// answers (bounded: 30 s), or the error Run stopped with.
+func start(restCfg *rest.Config, certDir string, adjust func(*webhook.Config)) (*Server, error) {
 	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return nil, err
@@ -132,17 +128,23 @@ func ProvidedValues(extra map[string]any) map[string]any {
 // needs of it: the MutatingWebhookConfiguration, pointed at url and trusting caBundle,
 // and, withPolicies, the HAPolicies (the CRD must be installed).
 func Install(ctx context.Context, c client.Client, root string, values map[string]any, url string, caBundle []byte, withPolicies bool) error {
+	_, err := install(ctx, c, root, values, url, caBundle, withPolicies)
+	return err
+}
+
+// install is Install returning what it created, even on an error.
+func install(ctx context.Context, c client.Client, root string, values map[string]any, url string, caBundle []byte, withPolicies bool) ([]client.Object, error) {
 	chart, err := chartrender.Load(root)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r, err := chartrender.Render(chart, values, chartrender.Options{})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hooks, err := r.LocalWebhookConfiguration(url, caBundle)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	objs := []client.Object{hooks}
 	if withPolicies {
@@ -150,12 +152,14 @@ func Install(ctx context.Context, c client.Client, root string, values map[strin
 			objs = append(objs, p)
 		}
 	}
+	var created []client.Object
 	for _, o := range objs {
 		if err := c.Create(ctx, o); err != nil {
-			return fmt.Errorf("%s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
+			return created, fmt.Errorf("%s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
 		}
+		created = append(created, o)
 	}
-	return nil
+	return created, nil
 }
 
 // WaitEffective waits (bounded by timeout) until the API server calls the webhook for a
@@ -182,14 +186,20 @@ func WaitEffective(ctx context.Context, c client.Client, namespace string, timeo
 	return fmt.Errorf("the webhook configuration did not take effect within %s", timeout)
 }
 
-// ServingCert makes a CA for a test and writes a certificate it signed for 127.0.0.1 into
-// dir as tls.crt and tls.key, the files Start serves; the CA's PEM goes into Install's
-// caBundle. The CA lasts a year and the certificate 90 days, as cert-manager's default
-// Certificate does: longer than any run, and out of reach of doctor's 14-day expiry warning.
-func ServingCert(dir, caName string) (*certs.CA, error) {
-	ca, err := certs.NewCA(caName, 365*24*time.Hour)
-	if err != nil {
-		return nil, err
+// servingCert writes a certificate for 127.0.0.1 into dir as tls.crt and tls.key, the
+// files serve reads, signed by ca or else by a new CA named caName (default
+// "ha-injector-test-ca"), and returns the CA, whose PEM is Install's caBundle. A new CA
+// lasts a year and the certificate 90 days, as cert-manager's default Certificate does:
+// longer than any run, and out of reach of doctor's 14-day expiry warning.
+func servingCert(dir string, ca *certs.CA, caName string) (*certs.CA, error) {
+	if ca == nil {
+		if caName == "" {
+			caName = "ha-injector-test-ca"
+		}
+		var err error
+		if ca, err = certs.NewCA(caName, 365*24*time.Hour); err != nil {
+			return nil, err
+		}
 	}
 	kp, _, err := ca.Issue([]string{"127.0.0.1"}, 90*24*time.Hour)
 	if err != nil {
@@ -198,13 +208,49 @@ func ServingCert(dir, caName string) (*certs.CA, error) {
 	return ca, kp.WriteFiles(dir, "tls.crt", "tls.key")
 }
 
-// LogTo sends controller-runtime's log (serve's, in this process) to a new file at
-// path, at info level, so a test's output stays readable; the caller closes the file.
-func LogTo(path string) (*os.File, error) {
+// logs is where controller-runtime's log of this process goes once logTo set it up:
+// ctrl.SetLogger takes effect only once in a process, so each later file replaces the
+// writer, not the logger.
+var logs = &logWriter{}
+
+var setLogger sync.Once
+
+type logWriter struct {
+	mu   sync.Mutex
+	file *os.File
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.file == nil {
+		return len(p), nil
+	}
+	return w.file.Write(p)
+}
+
+// logTo sends controller-runtime's log (serve's, in this process) to a new file at
+// path, at info level, until closeLog or the next logTo.
+func logTo(path string) (*os.File, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}
-	ctrl.SetLogger(webhook.DeferValues(zap.New(zap.WriteTo(f), zap.Level(zapcore.InfoLevel))))
+	setLogger.Do(func() {
+		ctrl.SetLogger(webhook.DeferValues(zap.New(zap.WriteTo(logs), zap.Level(zapcore.InfoLevel))))
+	})
+	logs.mu.Lock()
+	logs.file = f
+	logs.mu.Unlock()
 	return f, nil
+}
+
+// closeLog stops the log going to f, if it still does, and closes f.
+func closeLog(f *os.File) error {
+	logs.mu.Lock()
+	if logs.file == f {
+		logs.file = nil
+	}
+	logs.mu.Unlock()
+	return f.Close()
 }
