@@ -21,7 +21,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -32,6 +31,7 @@ import (
 	"github.com/ha-injector/ha-injector/certs"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/test/harness/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/workloads"
 )
 
 // mainDNSName is the first --cert-dns-name, the Service name the API server
@@ -395,14 +395,7 @@ func TestSelfManagedFillsTheSecretAndServes(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: s.appNamespace, Labels: labels}, Spec: *spec.DeepCopy()}
 	require.NoError(t, s.admin.Create(ctx, pod, client.DryRunAll))
 	assert.Contains(t, pod.Annotations, policies.StatusAnnotation, "the Pod webhook was called over TLS")
-	deploy := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: s.appNamespace},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](3),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: *spec.DeepCopy()},
-		},
-	}
+	deploy := workloads.Deployment(s.appNamespace, "web", workloads.PodSpec(spec))
 	require.NoError(t, s.admin.Create(ctx, deploy, client.DryRunAll))
 	assert.Contains(t, deploy.Annotations, policies.StatusAnnotation, "the Deployment webhook was called over TLS")
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/test/harness/proc"
 	"github.com/ha-injector/ha-injector/test/harness/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/workloads"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 
@@ -67,17 +68,7 @@ func TestRolloutUndoAfterAPolicyChangeReusesTheOldReplicaSet(t *testing.T) {
 	require.NoError(t, c.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{policies.PolicyLabel: policy.Name}}}))
 	c.waitNotReady(t, ns, 30)
 
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](2),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "nginx", Image: "nginx:1.27"}}},
-			},
-		},
-	}
+	dep := workloads.Deployment(ns, "web", workloads.Replicas(2), workloads.Image("nginx:1.27"))
 	require.NoError(t, c.client.Create(ctx, dep))
 	require.Equal(t, ptr.To[int64](30), notReadySeconds(&dep.Spec.Template.Spec), "revision 1 is injected under the policy as it was")
 	rev1 := c.waitReplicaSets(t, dep, 1)[0]

@@ -16,6 +16,7 @@ import (
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/test/harness/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/workloads"
 )
 
 // TestInvalidStoredPolicyIsReported: a policy stored without today's CRD rules is a
@@ -61,7 +62,7 @@ func TestPrivilegedTemplatesAreListed(t *testing.T) {
 	}}}))
 	t.Cleanup(func() { f.optOut(t, "raised") })
 	require.NoError(t, localwebhook.WaitEffective(ctx, f.c, "raised", 30*time.Second))
-	dep := deployment("raised", "web")
+	dep := workloads.Deployment("raised", "web")
 	require.NoError(t, f.c.Create(ctx, dep))
 	require.Equal(t, policies.SysctlContainerName, dep.Spec.Template.Spec.InitContainers[0].Name, "injected")
 

@@ -28,6 +28,7 @@ import (
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/test/harness/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/workloads"
 )
 
 func TestMain(m *testing.M) {
@@ -273,10 +274,10 @@ func TestWorkloadsARestartWouldChange(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, f.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "late"}}))
 	t.Cleanup(func() { f.optOut(t, "late") })
-	require.NoError(t, f.c.Create(ctx, deployment("late", "before-opt-in")))
+	require.NoError(t, f.c.Create(ctx, workloads.Deployment("late", "before-opt-in")))
 	f.optIn(t, "late", "default")
 	require.NoError(t, localwebhook.WaitEffective(ctx, f.c, "late", 30*time.Second))
-	require.NoError(t, f.c.Create(ctx, deployment("late", "after-opt-in")))
+	require.NoError(t, f.c.Create(ctx, workloads.Deployment("late", "after-opt-in")))
 
 	r := f.run(t, doctor.Options{Namespace: "late"})
 	c := one(t, r, "workloads")
@@ -295,7 +296,7 @@ func TestWorkloadsARestartWouldChange(t *testing.T) {
 	require.NoError(t, f.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "evolve", Labels: map[string]string{policies.PolicyLabel: "evolving"}}}))
 	t.Cleanup(func() { f.optOut(t, "evolve") })
 	require.NoError(t, localwebhook.WaitEffective(ctx, f.c, "evolve", 30*time.Second))
-	require.NoError(t, f.c.Create(ctx, deployment("evolve", "web")))
+	require.NoError(t, f.c.Create(ctx, workloads.Deployment("evolve", "web")))
 	r = f.run(t, doctor.Options{Namespace: "evolve", Workloads: true})
 	assert.Equal(t, doctor.OK, one(t, r, "workloads").Status, text(r))
 
@@ -390,21 +391,6 @@ func (f *fixture) namespaceWithPolicy(t *testing.T, namespace, expression, messa
 	})
 }
 
-func deployment(namespace, name string) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](3),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
-			},
-		},
-	}
-}
-
 // TestInjectionFailuresAreFound: what the injection broke after admission, as the
 // controllers and kubelets report it in statuses (written here as they would).
 func TestInjectionFailuresAreFound(t *testing.T) {
@@ -425,7 +411,7 @@ func TestInjectionFailuresAreFound(t *testing.T) {
 
 	rs := &appsv1.ReplicaSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "broken", Name: "web-5f49bf955b"},
-		Spec:       appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Template: deployment("broken", "web").Spec.Template},
+		Spec:       appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Template: workloads.Deployment("broken", "web").Spec.Template},
 	}
 	require.NoError(t, f.c.Create(ctx, rs))
 	rs.Status.Conditions = []appsv1.ReplicaSetCondition{{Type: appsv1.ReplicaSetReplicaFailure, Status: corev1.ConditionTrue, Reason: "FailedCreate",

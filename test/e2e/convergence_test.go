@@ -23,6 +23,7 @@ import (
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
+	"github.com/ha-injector/ha-injector/test/harness/workloads"
 )
 
 // The tests of this file follow the Deployments through the real API server, with
@@ -41,17 +42,7 @@ const (
 // convergeDeployment is a 3-replica Deployment, enough for every injection of the
 // default policy.
 func convergeDeployment(ns, name string) *appsv1.Deployment {
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](3),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "nginx", Image: "nginx:1.27"}}},
-			},
-		},
-	}
+	return workloads.Deployment(ns, name, workloads.Image("nginx:1.27"))
 }
 
 // convergeManifest is convergeDeployment as a user's manifest (JSON, no empty fields),

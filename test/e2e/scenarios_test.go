@@ -35,6 +35,7 @@ import (
 	"github.com/ha-injector/ha-injector/test/harness/chartrender"
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/test/harness/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/workloads"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 
@@ -64,26 +65,12 @@ func checkInjected(t assert.TestingT, pod *corev1.Pod) bool {
 	return assert.Equal(t, 1, n, "%s: one %s init container", pod.Name, policies.SysctlContainerName) && ok
 }
 
-func webServer(ns string) *appsv1.Deployment {
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-server"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](3),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web-server"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web-server"}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "nginx", Image: "nginx:1.27"}}},
-			},
-		},
-	}
-}
-
 // TestNamespaceWithoutTheLabelIsUntouched: the chart's namespaceSelector keeps the
 // webhook out of namespaces that did not opt in; the API server never calls it.
 func TestNamespaceWithoutTheLabelIsUntouched(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	dep := webServer(namespace(t, f, nil))
+	dep := workloads.Deployment(namespace(t, f, nil), "web-server")
 	require.NoError(t, f.client.Create(ctx, dep))
 	var got appsv1.Deployment
 	require.NoError(t, f.client.Get(ctx, client.ObjectKeyFromObject(dep), &got))
@@ -103,7 +90,7 @@ func TestPodFromTheMutatedTemplateIsLeftAsIs(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "default"})
-	dep := webServer(ns)
+	dep := workloads.Deployment(ns, "web-server")
 	require.NoError(t, f.client.Create(ctx, dep))
 	f.warnings.Take()
 

@@ -23,6 +23,7 @@ import (
 	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/test/harness/testenv"
+	"github.com/ha-injector/ha-injector/test/harness/workloads"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 
@@ -119,17 +120,7 @@ func TestDeploymentIsMutatedThroughTheAPIServer(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	ns := namespace(t, f, map[string]string{policies.PolicyLabel: "default"})
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-server"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](3),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web-server"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web-server"}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "nginx", Image: "nginx:1.27"}}},
-			},
-		},
-	}
+	dep := workloads.Deployment(ns, "web-server")
 	require.NoError(t, f.client.Create(ctx, dep))
 	assert.NotEmpty(t, f.warnings.Take(), "kubectl would print the decisions")
 

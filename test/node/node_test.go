@@ -33,6 +33,7 @@ import (
 	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/test/harness/proc"
+	"github.com/ha-injector/ha-injector/test/harness/workloads"
 )
 
 var probed = []string{"net.ipv4.tcp_retries2", "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
@@ -58,17 +59,7 @@ func TestRealNode(t *testing.T) {
 	t.Run("opted-in Deployment", func(t *testing.T) {
 		hostBefore := readSysctls(t)
 		ns := namespace(ctx, t, n, "opted-in", nil)
-		d := &appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
-			Spec: appsv1.DeploymentSpec{
-				Replicas: ptr.To[int32](1),
-				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "probe"}},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "probe"}},
-					Spec:       probeSpec(),
-				},
-			},
-		}
+		d := workloads.Deployment(ns, "probe", workloads.Replicas(1), workloads.PodSpec(probeSpec()))
 		require.NoError(t, n.Client.Create(ctx, d))
 		assert.Equal(t, "true", d.Labels[policies.InjectedLabel], "the webhook injected the Deployment")
 		pod := waitDeploymentPod(ctx, t, n, d)
