@@ -35,11 +35,11 @@ import (
 // policies, as serve's flags give them to the webhook.
 type NativeSettings struct {
 	// SysctlImage is the image of the ha-sysctl init container (--sysctl-image).
-	SysctlImage string
+	SysctlImage string `json:"sysctlImage,omitempty"`
 	// AllowedSysctlImages are the images an HAPolicy may name (nil: SysctlImage alone).
-	AllowedSysctlImages []string
+	AllowedSysctlImages []string `json:"allowedSysctlImages,omitempty"`
 	// PodSecurity is the cluster's Pod Security default (--pod-security-default-level).
-	PodSecurity PodSecurityDefault
+	PodSecurity PodSecurityDefault `json:"podSecurity,omitzero"`
 }
 
 // Native is an injection's CEL counterpart.
@@ -111,6 +111,16 @@ func NativeDifferences() []NativeDifference {
 		{What: "The record (annotation ha-injector.io/status) names the policy and the features applied, with \"native\": true; not the parts and the policy's hash, which CEL cannot encode.",
 			Fixtures: nil},
 	}
+}
+
+// NativeRecord is the record native mode's admission policy writes for a pod
+// that policy applied features to (the "record" variable of CompileNative).
+func NativeRecord(policy string, applied []Feature) string {
+	quoted := make([]string, len(applied))
+	for i, f := range applied {
+		quoted[i] = `"` + string(f) + `"`
+	}
+	return `{"v":` + strconv.Itoa(RecordVersion) + `,"policy":"` + policy + `","native":true,"applied":[` + strings.Join(quoted, ",") + `]}`
 }
 
 // CompileNative compiles the registered injections into native mode's program

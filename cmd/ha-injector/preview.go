@@ -34,6 +34,8 @@ type previewConfig struct {
 	sysctlImage     string
 	allowedImages   []string
 	podSecurity     policies.PodSecurityDefault
+	// admissionMode is webhook or native.
+	admissionMode string
 	// cluster: the context of each document is read from the cluster.
 	cluster          bool
 	namespace        string
@@ -42,7 +44,7 @@ type previewConfig struct {
 }
 
 func newPreviewCommand(stdin io.Reader) *cobra.Command {
-	cfg := previewConfig{sysctlImage: defaultSysctlImage(), podSecurity: policies.PodSecurityDefault{Level: policies.PodSecurityPrivileged, Version: "latest"}}
+	cfg := previewConfig{admissionMode: "webhook", sysctlImage: defaultSysctlImage(), podSecurity: policies.PodSecurityDefault{Level: policies.PodSecurityPrivileged, Version: "latest"}}
 	cmd := &cobra.Command{
 		Use:   "preview -f FILE|- [-f ...] [--policy FILE [--policy-name NAME]] [--namespace-labels k=v,...] [--cluster [-n NAMESPACE]] [-o yaml|json]",
 		Short: "Print manifests as the webhook would admit them",
@@ -59,6 +61,12 @@ metadata.namespace), the HAPolicy it names, the number of schedulable nodes
 --pod-security-default-* from its Deployment. A document in a namespace that
 does not opt in is printed unchanged.
 
+The first line on stderr says which admission mode is shown. With
+--admission-mode=native (with --cluster: when ha-injector runs in native
+mode), Deployments are printed unchanged and, as with --pods, the pods their
+ReplicaSets create are shown as the API server's MutatingAdmissionPolicy
+injects them.
+
 Exit codes: 0 success (with --exit-code: nothing would change); 1 with
 --exit-code, a document would change; 2 usage or input error (a malformed
 manifest, an invalid policy, no object at all; with --cluster, a namespace or
@@ -68,7 +76,8 @@ reached.`,
   ha-injector preview -f app.yaml --policy examples/policy-strict.yaml
   kubectl get deploy web -o yaml | ha-injector preview -f - \
       --namespace-labels pod-security.kubernetes.io/enforce=baseline
-  ha-injector preview --cluster -n shop -f app.yaml`,
+  ha-injector preview --cluster -n shop -f app.yaml
+  ha-injector preview --admission-mode=native --pods -f examples/web-server.yaml`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.validate(); err != nil {
@@ -98,7 +107,7 @@ reached.`,
 	f.StringArrayVarP(&cfg.files, "filename", "f", nil, "manifests to read, as kubectl reads them: a file, a directory (its .yaml, .yml and .json files), an http(s) URL, or - for stdin (repeatable)")
 	f.BoolVarP(&cfg.recursive, "recursive", "R", false, "read the directories of -f and their subdirectories")
 	f.StringVar(&cfg.report, "report", "", "write the decisions as JSON to FILE (- for stderr, instead of the text lines): [{file, document, apiVersion, kind, namespace, name, feature, action, fallback, reason}]")
-	f.BoolVar(&cfg.pods, "pods", false, "after each StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job and CronJob, print a pod its controller creates as the webhook makes it (after DefaultTolerationSeconds; no other admission plugin is emulated)")
+	f.BoolVar(&cfg.pods, "pods", false, "after each StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job and CronJob, print a pod its controller creates as the webhook makes it (native mode: after each Deployment too, as the API server makes it; after DefaultTolerationSeconds; no other admission plugin is emulated)")
 	f.BoolVar(&cfg.exitCode, "exit-code", false, "exit with 1 when any document would change, 0 when none would (as git diff --exit-code)")
 	f.StringVar(&cfg.policyFile, "policy", "", "file with an HAPolicy, or several and --policy-name (default: the built-in default policy)")
 	f.StringVar(&cfg.policyName, "policy-name", "", "with --policy: the HAPolicy of the file to use when it has several")
@@ -108,9 +117,10 @@ reached.`,
 	f.StringVar(&cfg.sysctlImage, "sysctl-image", cfg.sysctlImage, "image of the ha-sysctl init container for a policy that names none, as serve --sysctl-image (default: ha-injector's image at this binary's version)")
 	f.StringSliceVar(&cfg.allowedImages, "allowed-sysctl-images", nil, "images a policy may name for the ha-sysctl init container, as serve --allowed-sysctl-images (default: --sysctl-image alone)")
 	addPodSecurityFlags(f, &cfg.podSecurity.Level, &cfg.podSecurity.Version, false)
+	f.StringVar(&cfg.admissionMode, "admission-mode", cfg.admissionMode, "the admission mode to show: webhook, or native (the API server's MutatingAdmissionPolicy: Deployments are stored as they are and their pods injected, without their controller's replica count or annotations); with --cluster, the installation found decides")
 	f.BoolVar(&cfg.cluster, "cluster", false, "read the namespace's labels, its HAPolicy, the number of topology domains and the webhook's --sysctl-image and --pod-security-default-* from the cluster of the kubeconfig (read-only) instead of the flags; a namespace or policy not found, or ha-injector not installed, exits 2, an unreachable cluster 3")
 	f.StringVarP(&cfg.namespace, "namespace", "n", "", "with --cluster: namespace the documents are created in, for every document (default: each document's metadata.namespace)")
-	f.StringVar(&cfg.releaseNamespace, "release-namespace", "", "with --cluster: namespace ha-injector is installed in (default: found from its MutatingWebhookConfiguration)")
+	f.StringVar(&cfg.releaseNamespace, "release-namespace", "", "with --cluster: namespace ha-injector is installed in (default: found from its MutatingWebhookConfiguration, or in native mode from serve's Deployment)")
 	cfg.conn.bind(f)
 	return cmd
 }
@@ -148,6 +158,9 @@ func (c previewConfig) validate() error {
 	if stdins > 1 {
 		return fmt.Errorf("stdin (-f -) can be read only once")
 	}
+	if c.admissionMode != "webhook" && c.admissionMode != "native" {
+		return fmt.Errorf("--admission-mode must be webhook or native, not %q", c.admissionMode)
+	}
 	if c.output != string(manifest.YAML) && c.output != string(manifest.JSON) {
 		return fmt.Errorf("--output must be yaml or json, not %q", c.output)
 	}
@@ -159,8 +172,8 @@ func (c previewConfig) options() (preview.Options, error) {
 	opts := preview.Options{
 		Files: c.files, Recursive: c.recursive, Report: c.report, Pods: c.pods, Output: manifest.Format(c.output),
 		PolicyFile: c.policyFile, PolicyName: c.policyName, NamespaceLabels: c.namespaceLabels,
-		TopologyDomains: c.topologyDomains,
-		Settings:        facts.Settings{SysctlImage: c.sysctlImage, AllowedSysctlImages: c.allowedImages, PodSecurity: c.podSecurity},
+		TopologyDomains: c.topologyDomains, Native: c.admissionMode == "native",
+		Settings: facts.Settings{SysctlImage: c.sysctlImage, AllowedSysctlImages: c.allowedImages, PodSecurity: c.podSecurity},
 	}
 	if c.cluster {
 		restConfig, err := c.conn.restConfig()
@@ -212,7 +225,7 @@ func (d *domainCounts) Type() string { return "KEY=N" }
 // clusterOnlyFlags mean something only with --cluster; flagsCluster replaces the rest.
 var (
 	clusterOnlyFlags = []string{"namespace", "release-namespace", "kubeconfig", "context"}
-	flagsCluster     = []string{"policy", "policy-name", "namespace-labels", "topology-domains", "sysctl-image", "allowed-sysctl-images", "pod-security-default-level", "pod-security-default-version"}
+	flagsCluster     = []string{"policy", "policy-name", "namespace-labels", "topology-domains", "sysctl-image", "allowed-sysctl-images", "pod-security-default-level", "pod-security-default-version", "admission-mode"}
 )
 
 // checkClusterFlags rejects a command line that mixes what --cluster reads with the flags

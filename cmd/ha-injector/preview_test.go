@@ -258,6 +258,8 @@ func TestPreviewErrors(t *testing.T) {
 		{"a mistyped field names the document and the field", good + "---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: three}\n", []string{"preview", "-f", "-"}, 2, `-: document 3: decoding Deployment: .*spec.replicas`},
 		{"a document without kind", good + "---\napiVersion: v1\nmetadata: {name: x}\n", []string{"preview", "-f", "-"}, 2, "document 2: field kind is missing"},
 		{"a scalar document", "just text\n", []string{"preview", "-f", "-"}, 2, "document 1: not an object"},
+		{"an unknown admission mode", good, []string{"preview", "-f", "-", "--admission-mode", "kyverno"}, 2, `--admission-mode must be webhook or native, not "kyverno"`},
+		{"the installation decides the mode", good, []string{"preview", "-f", "-", "--cluster", "--admission-mode", "native"}, 2, `admission-mode.*conflicts with --cluster`},
 		{"an invalid policy names the field", good, []string{"preview", "-f", "-", "--policy", "testdata/invalid-policy.yaml"}, 2, `invalid-policy.yaml: document 1: invalid HAPolicy "broken": spec.tolerations.notReadySeconds: Invalid value: 7200`},
 	}
 	for _, tc := range cases {
@@ -268,6 +270,32 @@ func TestPreviewErrors(t *testing.T) {
 			assert.Empty(t, r.stdout, "nothing half-written to stdout")
 		})
 	}
+}
+
+// TestPreviewNativeMode: --admission-mode=native stores the Deployment as it is and
+// shows its pods as native mode's admission policy makes them: injected without the
+// replica count (a one-replica Deployment's pods get the anti-affinity the webhook
+// skips), with native mode's record; the first line on stderr says which mode.
+func TestPreviewNativeMode(t *testing.T) {
+	one := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: one}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: one}}\n  template:\n    metadata: {labels: {app: one}}\n    spec: {containers: [{name: a, image: a}]}\n"
+	webhook := runCLI(t, one, "preview", "-f", "-", "--pods")
+	require.Equal(t, 0, webhook.code, webhook.stderr)
+	assert.True(t, strings.HasPrefix(webhook.stderr, "admission mode: webhook "), webhook.stderr)
+	assert.Contains(t, webhook.stderr, "Deployment one: antiAffinity: skipped")
+
+	r := runCLI(t, one, "preview", "-f", "-", "--pods", "--admission-mode=native")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stderr, "admission mode: native "), r.stderr)
+	assert.Contains(t, r.stderr, "Deployment one: antiAffinity: applied: its pods: Preferred")
+	docs := splitDocs(r.stdout)
+	require.Len(t, docs, 2, "the Deployment as it is, then its pod")
+	assert.YAMLEq(t, one, docs[0])
+	var pod corev1.Pod
+	require.NoError(t, yaml.Unmarshal([]byte(docs[1]), &pod))
+	assert.Equal(t, policies.NativeRecord("default", []policies.Feature{policies.FeatureAntiAffinity, policies.FeatureZoneSpread, policies.FeatureTolerations, policies.FeatureSysctls}),
+		pod.Annotations[policies.StatusAnnotation])
+	assert.NotNil(t, pod.Spec.Affinity)
+	assert.Equal(t, "ReplicaSet", pod.OwnerReferences[0].Kind)
 }
 
 func TestPreviewOutputIsValidForTheTypes(t *testing.T) {
@@ -440,7 +468,7 @@ func TestPreviewReportAndExitCode(t *testing.T) {
 	var report []map[string]any
 	require.NoError(t, json.Unmarshal(data, &report))
 	require.NotEmpty(t, report)
-	assert.Equal(t, strings.Count(r.stderr, "\n"), len(report), "one entry per decision line")
+	assert.Equal(t, strings.Count(r.stderr, "\n")-1, len(report), "one entry per decision line (the first says the mode)")
 	first := report[0]
 	assert.Equal(t, example, first["file"])
 	assert.Equal(t, 1.0, first["document"])

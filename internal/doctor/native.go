@@ -14,38 +14,16 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/internal/installation"
 	"github.com/ha-injector/ha-injector/internal/native"
 	"github.com/ha-injector/ha-injector/policies"
-	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 )
 
 // nativePolicyMetric counts the API server's evaluations of each
 // MutatingAdmissionPolicy, by binding and error type.
 const nativePolicyMetric = "apiserver_mutating_admission_policy_check_total"
-
-// findNative returns ha-injector's MutatingAdmissionPolicy (the one whose
-// parameters are HAPolicies): nil when the cluster runs none, or does not
-// serve the API.
-func (d *doctor) findNative(ctx context.Context) (*admissionregistrationv1.MutatingAdmissionPolicy, error) {
-	var list admissionregistrationv1.MutatingAdmissionPolicyList
-	if err := d.c.List(ctx, &list); err != nil {
-		if apierrors.IsNoMatchError(err) || strings.Contains(err.Error(), "the server could not find the requested resource") {
-			return nil, nil
-		}
-		return nil, err
-	}
-	for i := range list.Items {
-		pk := list.Items[i].Spec.ParamKind
-		if pk != nil && pk.Kind == "HAPolicy" && pk.APIVersion == v1alpha1.GroupVersion.String() {
-			return &list.Items[i], nil
-		}
-	}
-	return nil, nil
-}
 
 // checkMode says which admission mode the cluster runs: webhook (a
 // MutatingWebhookConfiguration with ha-injector's pods webhook), native
@@ -54,7 +32,7 @@ func (d *doctor) findNative(ctx context.Context) (*admissionregistrationv1.Mutat
 // is found.
 func (d *doctor) checkMode(ctx context.Context) *admissionregistrationv1.MutatingAdmissionPolicy {
 	const name = "admission-mode"
-	m, err := d.findNative(ctx)
+	m, err := installation.FindNative(ctx, d.c)
 	if err != nil {
 		d.report.add(cannotRead(name, "mutatingadmissionpolicies", err))
 		return nil
@@ -214,18 +192,10 @@ func (d *doctor) nativeMetric(ctx context.Context, policy string) nativeCounts {
 // the webhook injected are named (doctor --workloads).
 func (d *doctor) checkNativeServe(ctx context.Context, m *admissionregistrationv1.MutatingAdmissionPolicy) {
 	const name = "native-serve"
-	var list appsv1.DeploymentList
-	if err := d.c.List(ctx, &list, client.MatchingLabels{"app.kubernetes.io/name": "ha-injector"}); err != nil {
+	found, err := installation.NativeDeployment(ctx, d.c, m.Name)
+	if err != nil {
 		d.report.add(cannotRead(name, "deployments", err))
 		return
-	}
-	var found *appsv1.Deployment
-	for i := range list.Items {
-		for _, c := range list.Items[i].Spec.Template.Spec.Containers {
-			if slices.Contains(c.Args, "--admission-mode=native") && slices.Contains(c.Args, "--native-policy-name="+m.Name) {
-				found = &list.Items[i]
-			}
-		}
 	}
 	if found == nil {
 		d.report.add(Check{Name: name, Status: Warn, Message: "no Deployment runs serve --admission-mode=native for " + m.Name + ": pods are still injected, but new HAPolicies get no bindings and the zone counts are not kept",

@@ -50,8 +50,10 @@ var ErrNotInstalled = errors.New("ha-injector is not installed")
 
 // Installation is what Find found.
 type Installation struct {
-	// Webhooks is ha-injector's MutatingWebhookConfiguration.
+	// Webhooks is ha-injector's MutatingWebhookConfiguration; nil in native mode.
 	Webhooks *admissionregistrationv1.MutatingWebhookConfiguration
+	// Native is native mode's MutatingAdmissionPolicy (FindAny); nil in webhook mode.
+	Native *admissionregistrationv1.MutatingAdmissionPolicy
 	// Namespace is the namespace the chart was installed in: the webhook
 	// Service's, or the one passed to Find; empty when neither names one (a
 	// `url` clientConfig, as in `make demo`).
@@ -61,7 +63,8 @@ type Installation struct {
 	Service *types.NamespacedName
 	// URL is the pods webhook's `url` clientConfig, if it has one.
 	URL string
-	// Deployment is the webhook's Deployment; nil when none was found.
+	// Deployment is the webhook's Deployment (native mode: serve's); nil when none
+	// was found.
 	Deployment *appsv1.Deployment
 	// Settings are serve's, from Deployment's arguments.
 	Settings Settings

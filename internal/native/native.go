@@ -6,6 +6,7 @@
 package native
 
 import (
+	"encoding/json"
 	"slices"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -42,7 +43,7 @@ func MutatingPolicy(o Options) *admissionregistrationv1.MutatingAdmissionPolicy 
 	p := policies.CompileNative(o.Settings)
 	return &admissionregistrationv1.MutatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "MutatingAdmissionPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: o.Name},
+		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Annotations: map[string]string{SettingsAnnotation: SettingsJSON(o.Settings)}},
 		Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{
 			ParamKind:        paramKind(),
 			MatchConstraints: matchConstraints(o),
@@ -60,6 +61,27 @@ func MutatingPolicy(o Options) *admissionregistrationv1.MutatingAdmissionPolicy 
 			ReinvocationPolicy: admissionregistrationv1.IfNeededReinvocationPolicy,
 		},
 	}
+}
+
+// SettingsAnnotation, on the MutatingAdmissionPolicy, holds the installation's
+// settings compiled into it (SettingsJSON), so that `preview --cluster` and
+// `doctor` read them back instead of parsing CEL.
+const SettingsAnnotation = "ha-injector.io/native-settings"
+
+// SettingsJSON is the value of SettingsAnnotation for settings s.
+func SettingsJSON(s policies.NativeSettings) string {
+	b, _ := json.Marshal(s) // strings only: it cannot fail
+	return string(b)
+}
+
+// SettingsOf reads back the settings compiled into m; ok is false when m
+// carries no SettingsAnnotation or it does not decode.
+func SettingsOf(m *admissionregistrationv1.MutatingAdmissionPolicy) (s policies.NativeSettings, ok bool) {
+	raw, found := m.Annotations[SettingsAnnotation]
+	if !found || json.Unmarshal([]byte(raw), &s) != nil {
+		return policies.NativeSettings{}, false
+	}
+	return s, true
 }
 
 // ValidatingPolicy is native mode's companion ValidatingAdmissionPolicy: it

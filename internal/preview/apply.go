@@ -3,9 +3,11 @@ package preview
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ha-injector/ha-injector/policies"
@@ -46,6 +48,12 @@ func decodeDocument(doc []byte) (*policies.Object, error) {
 // unchanged with a nil Mutation. A document that cannot be decoded is an error
 // naming the field at fault.
 func Document(ctx policies.Context, doc []byte) ([]byte, *policies.Mutation, error) {
+	return document(ctx, doc, false)
+}
+
+// document is Document; native writes the record as native mode's admission
+// policy does (NativeForm).
+func document(ctx policies.Context, doc []byte, native bool) ([]byte, *policies.Mutation, error) {
 	obj, err := decodeDocument(doc)
 	if err != nil || obj == nil {
 		if err == nil {
@@ -54,6 +62,9 @@ func Document(ctx policies.Context, doc []byte) ([]byte, *policies.Mutation, err
 		return nil, nil, err
 	}
 	m := policies.MutateObject(ctx, obj)
+	if native {
+		NativeForm(m)
+	}
 	if !m.Changed {
 		return doc, m, nil
 	}
@@ -85,4 +96,21 @@ func apply(doc []byte, ops []jsonpatch.Operation) ([]byte, error) {
 		return nil, err
 	}
 	return p.Apply(doc)
+}
+
+// NativeForm turns a pod's mutation into what native mode's admission policy
+// stores: the same injections, with the record it writes (the policy and the
+// features applied, "native": true; policies.NativeRecord).
+func NativeForm(m *policies.Mutation) {
+	pod, ok := m.Object.(*corev1.Pod)
+	if !ok || !m.Changed {
+		return
+	}
+	rec := policies.ReadRecord(pod.Annotations)
+	if rec == nil {
+		return
+	}
+	annotations := maps.Clone(pod.Annotations)
+	annotations[policies.StatusAnnotation] = policies.NativeRecord(rec.Policy, rec.Applied)
+	pod.Annotations = annotations
 }

@@ -41,9 +41,9 @@ func newClusterSource(ctx context.Context, opts ClusterOptions) (*clusterSource,
 	if err != nil {
 		return nil, reachError(err)
 	}
-	in, err := installation.Find(ctx, reader, opts.ReleaseNamespace)
+	in, err := installation.FindAny(ctx, reader, opts.ReleaseNamespace)
 	if errors.Is(err, installation.ErrNotInstalled) {
-		return nil, fmt.Errorf("%w; preview --cluster shows what an installed webhook does (without --cluster, preview needs no installation)", err)
+		return nil, fmt.Errorf("%w; preview --cluster shows what an installation does (without --cluster, preview needs no installation)", err)
 	}
 	if err != nil {
 		return nil, reachError(err)
@@ -154,6 +154,15 @@ func (s *clusterSource) calledFor(ctx context.Context, d manifest.Document) (ns 
 // objectLabels created in namespace, from the selectors of the installed webhook
 // configuration; empty when it would be called.
 func (s *clusterSource) notCalled(kind policies.Kind, namespace string, ns *facts.Namespace, policy *v1alpha1.HAPolicy, objectLabels map[string]string) string {
+	if m := s.install.Native; m != nil {
+		switch {
+		case policy == nil:
+			return fmt.Sprintf("namespace %s does not opt in (no %s label): MutatingAdmissionPolicy %s does not apply", namespace, policies.PolicyLabel, m.Name)
+		case m.Spec.MatchConstraints != nil && !installation.Selects(m.Spec.MatchConstraints.NamespaceSelector, ns.Labels):
+			return fmt.Sprintf("namespace %s is exempt by the namespaceSelector of MutatingAdmissionPolicy %s (kube-system, kube-node-lease, kube-public and the namespaces the installation excludes are): its pods are not injected", namespace, m.Name)
+		}
+		return ""
+	}
 	if policy == nil {
 		// Only the Deployments ha-injector injected are sent, to take the injection back.
 		hook := installation.Hook(s.install.Webhooks, installation.LeavingDeploymentsWebhook)

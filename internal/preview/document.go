@@ -33,6 +33,10 @@ type previewer struct {
 	pods    bool
 	current [][]byte
 	podsOf  [][][]byte
+	// native previews native mode: a Deployment is stored as it is and its
+	// pods are injected, with their controller's replica count and
+	// annotations unknown, as CEL sees them.
+	native bool
 }
 
 // documentOrList previews a document, or each item of a v1 List (what kubectl get -o
@@ -87,7 +91,11 @@ func (p *previewer) withPods(docs []manifest.Document, out [][]byte) ([]manifest
 	for i, d := range docs {
 		allDocs, allOut = append(allDocs, d), append(allOut, out[i])
 		for _, pod := range p.podsOf[i] {
-			comment := fmt.Sprintf("ha-injector preview --pods: a pod of %s as the webhook makes it, after the API server's\nDefaultTolerationSeconds; no other admission plugin is emulated.", d.Name())
+			who := "the webhook makes it"
+			if p.native {
+				who = "native mode's MutatingAdmissionPolicy makes it"
+			}
+			comment := fmt.Sprintf("ha-injector preview --pods: a pod of %s as %s, after the API server's\nDefaultTolerationSeconds; no other admission plugin is emulated.", d.Name(), who)
 			allDocs = append(allDocs, manifest.Synthesized(d.Source, d.Index, pod, comment))
 			allOut = append(allOut, pod)
 		}
@@ -137,16 +145,21 @@ func (p *previewer) mutate(d manifest.Document, item int, where string) ([]byte,
 	if err != nil {
 		return fail(err)
 	}
-	if obj == nil {
-		// Not a Pod or a Deployment: the object is stored as it is, and the pods a
-		// controller of it creates get the webhook's decisions.
+	if obj == nil || (p.native && obj.Kind == policies.KindDeployment) {
+		// Not a Pod or a Deployment (or a Deployment in native mode): the object is
+		// stored as it is, and the pods a controller of it creates get the
+		// webhook's (native mode: the API server's) decisions.
 		return nil, nil, p.controllerPods(d, item, where, g, ns, policy)
 	}
-	dctx, err := p.context(g, ns, policy, obj, nil)
+	var owner *policies.Owner
+	if p.native {
+		owner = nativeOwner(obj)
+	}
+	dctx, err := p.context(g, ns, policy, obj, owner)
 	if err != nil {
 		return fail(err)
 	}
-	mutated, m, err := Document(dctx, d.JSON)
+	mutated, m, err := document(dctx, d.JSON, p.native)
 	if err != nil {
 		return fail(err)
 	}
@@ -169,7 +182,26 @@ func (p *previewer) context(g *facts.Gatherer, ns *facts.Namespace, policy *v1al
 		documented.Source = documentedOwner{Source: g.Source, owner: owner}
 		g = &documented
 	}
+	if p.native && p.cluster != nil && policy != nil {
+		// Native mode counts topology domains from the HAPolicy's status (serve
+		// keeps it), not from the nodes.
+		counted := *g
+		counted.Source = statusDomains{Source: g.Source, status: policy.Status}
+		g = &counted
+	}
 	return g.Context(p.ctx, ns, policy, obj, nil)
+}
+
+// statusDomains is a Source whose topology domains are those an HAPolicy's status
+// counts, as native mode's admission policy reads them: unknown for a key it lacks.
+type statusDomains struct {
+	facts.Source
+	status v1alpha1.HAPolicyStatus
+}
+
+func (s statusDomains) TopologyDomains(_ context.Context, key string) (int, bool, error) {
+	n, ok := s.status.TopologyDomains[key]
+	return int(n), ok, nil
 }
 
 // documentedOwner is a Source whose pods' controller is the one a document describes.
@@ -206,6 +238,9 @@ func (p *previewer) controllerPods(d manifest.Document, item int, where string, 
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
+		if p.native {
+			owner = nativeOwner(o)
+		}
 		pctx, err := p.context(g, ns, policy, o, owner)
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
@@ -213,6 +248,9 @@ func (p *previewer) controllerPods(d manifest.Document, item int, where string, 
 		m, err := policies.Mutate(pctx, pod)
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
+		}
+		if p.native {
+			NativeForm(m)
 		}
 		for _, decision := range m.Decisions {
 			decision.Reason = "its pods: " + decision.Reason
@@ -292,4 +330,15 @@ func replaceListItems(doc []byte, items [][]byte) ([]byte, error) {
 		return out.Bytes(), nil
 	}
 	return nil, errors.New("no items")
+}
+
+// nativeOwner is a pod's controller as native mode sees it: its kind and name
+// from the pod's ownerReferences, neither its replica count nor its annotations
+// (CEL cannot read other objects); nil for a pod without a controller.
+func nativeOwner(o *policies.Object) *policies.Owner {
+	ref := metav1.GetControllerOfNoCopy(o.Meta)
+	if ref == nil {
+		return nil
+	}
+	return &policies.Owner{Kind: ref.Kind, Name: ref.Name}
 }

@@ -23,7 +23,7 @@ const DefaultTolerationSeconds int64 = 300
 // PodOf returns the Pod the controller of a workload document creates, as the webhook's
 // pods webhook receives it, for the kinds whose pods the webhook mutates but whose object
 // it does not: StatefulSet, DaemonSet and ReplicaSet (apps/v1), ReplicationController
-// (v1), Job and CronJob (batch/v1). The Pod has the template's labels, annotations and
+// (v1), Job and CronJob (batch/v1); and a Deployment's, for native mode. The Pod has the template's labels, annotations and
 // spec, the workload's namespace, a controller reference to the object that creates it
 // (a CronJob's pods are created by its Jobs) and the tolerations DefaultTolerationSeconds
 // adds; no other admission plugin is emulated. owner is what the webhook learns from a
@@ -51,6 +51,12 @@ func PodOf(doc []byte) (pod *corev1.Pod, owner *policies.Owner, ok bool, err err
 	case "apps/v1/ReplicaSet":
 		o := &appsv1.ReplicaSet{}
 		obj, template = o, func() *corev1.PodTemplateSpec { return &o.Spec.Template }
+	case "apps/v1/Deployment":
+		// Native mode's view (the webhook mutates the Deployment itself): its pods
+		// are created by a ReplicaSet named after it.
+		o := &appsv1.Deployment{}
+		obj, template = o, func() *corev1.PodTemplateSpec { return &o.Spec.Template }
+		ref.APIVersion, ref.Kind = "apps/v1", "ReplicaSet"
 	case "v1/ReplicationController":
 		o := &corev1.ReplicationController{}
 		obj, template = o, func() *corev1.PodTemplateSpec { return o.Spec.Template }

@@ -45,6 +45,11 @@ type Options struct {
 	TopologyDomains map[string]int
 	// Settings are the installation's, as serve's flags would give them.
 	Settings facts.Settings
+	// Native previews native mode (the API server's MutatingAdmissionPolicy):
+	// Deployments are stored as they are and their pods injected at creation,
+	// with what CEL cannot read unknown (policies.NativeDifferences). With
+	// Cluster, the installation found decides instead.
+	Native bool
 	// Cluster, when set, reads the facts from a cluster instead.
 	Cluster *ClusterOptions
 }
@@ -84,12 +89,13 @@ func Run(ctx context.Context, opts Options, exitCode bool, stdin io.Reader, stdo
 			return err
 		}
 	}
-	p := &previewer{ctx: ctx, pods: opts.Pods, policy: policy, labels: opts.NamespaceLabels}
+	p := &previewer{ctx: ctx, pods: opts.Pods, policy: policy, labels: opts.NamespaceLabels, native: opts.Native}
 	if opts.Cluster != nil {
 		var err error
 		if p.cluster, err = newClusterSource(ctx, *opts.Cluster); err != nil {
 			return err
 		}
+		p.native = p.cluster.install.Native != nil
 	} else {
 		domains := map[string]int{}
 		for key, n := range opts.TopologyDomains {
@@ -108,6 +114,7 @@ func Run(ctx context.Context, opts Options, exitCode bool, stdin io.Reader, stdo
 	if err != nil {
 		return err
 	}
+	fmt.Fprintln(&p.log, p.modeLine())
 	if opts.PolicyFile != "" {
 		for _, w := range policy.Warnings() {
 			fmt.Fprintf(&p.log, "warning: %s: HAPolicy %s: %s\n", opts.PolicyFile, policy.Name, w)
@@ -226,4 +233,18 @@ func ReadPolicies(path string) ([]*v1alpha1.HAPolicy, error) {
 		return nil, fmt.Errorf("%s: no HAPolicy", path)
 	}
 	return found, nil
+}
+
+// modeLine is the first line of the text report: which admission mode the
+// documents are shown in, and where that comes from.
+func (p *previewer) modeLine() string {
+	switch {
+	case p.cluster != nil && p.native:
+		return "admission mode: native (MutatingAdmissionPolicy " + p.cluster.install.Native.Name + " found): Deployments are stored as they are and their pods injected by the API server at creation"
+	case p.cluster != nil:
+		return "admission mode: webhook (MutatingWebhookConfiguration " + p.cluster.install.Webhooks.Name + " found): the webhook injects Pods and Deployments"
+	case p.native:
+		return "admission mode: native (--admission-mode=native): Deployments are stored as they are and their pods injected by the API server at creation"
+	}
+	return "admission mode: webhook (--admission-mode=native shows native mode): the webhook injects Pods and Deployments"
 }
