@@ -246,22 +246,28 @@ type SysctlsSpec struct {
 // +kubebuilder:validation:Pattern=`^[A-Za-z0-9 ._:,/+-]+$`
 type SysctlValue string
 
+// `kubectl get hapolicies` shows what each policy does (columns of priority 0) and,
+// with -o wide, which features are on and the topology keys. A printer column cannot
+// depend on another field, so a feature that is off still shows its settings.
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`,description="Enforce or Audit"
+// +kubebuilder:printcolumn:name="Anti-Affinity",type=string,JSONPath=`.spec.antiAffinity.type`,description="The anti-affinity type: Preferred or Required"
+// +kubebuilder:printcolumn:name="Not-Ready-Seconds",type=integer,JSONPath=`.spec.tolerations.notReadySeconds`,description="The cap on the not-ready toleration"
+// +kubebuilder:printcolumn:name="Unreachable-Seconds",type=integer,JSONPath=`.spec.tolerations.unreachableSeconds`,description="The cap on the unreachable toleration"
+// +kubebuilder:printcolumn:name="Sysctl-Method",type=string,JSONPath=`.spec.sysctls.method`,description="How the sysctls are set; none: the installation's default, Auto"
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Anti-Affinity-Enabled",type=boolean,JSONPath=`.spec.antiAffinity.enabled`,priority=1
+// +kubebuilder:printcolumn:name="Topology-Key",type=string,JSONPath=`.spec.antiAffinity.topologyKey`,priority=1
+// +kubebuilder:printcolumn:name="Zone-Spread-Enabled",type=boolean,JSONPath=`.spec.zoneSpread.enabled`,priority=1
+// +kubebuilder:printcolumn:name="Zone-Key",type=string,JSONPath=`.spec.zoneSpread.topologyKey`,priority=1
+// +kubebuilder:printcolumn:name="Tolerations-Enabled",type=boolean,JSONPath=`.spec.tolerations.enabled`,priority=1
+// +kubebuilder:printcolumn:name="Sysctls-Enabled",type=boolean,JSONPath=`.spec.sysctls.enabled`,priority=1
+
 // HAPolicy is a cluster-scoped policy that says how ha-injector makes the
 // workloads of opted-in namespaces survive the loss of a node. A namespace opts
 // in with the label ha-injector.io/policy=<name>.
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,shortName=hap,categories=ha-injector
 // +kubebuilder:subresource:status
-// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
-// +kubebuilder:printcolumn:name="Anti-Affinity",type=boolean,JSONPath=`.spec.antiAffinity.enabled`
-// +kubebuilder:printcolumn:name="Tolerations",type=boolean,JSONPath=`.spec.tolerations.enabled`
-// +kubebuilder:printcolumn:name="Sysctls",type=boolean,JSONPath=`.spec.sysctls.enabled`
-// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.antiAffinity.type`,priority=1
-// +kubebuilder:printcolumn:name="Topology-Key",type=string,JSONPath=`.spec.antiAffinity.topologyKey`,priority=1
-// +kubebuilder:printcolumn:name="Not-Ready",type=integer,JSONPath=`.spec.tolerations.notReadySeconds`,priority=1
-// +kubebuilder:printcolumn:name="Unreachable",type=integer,JSONPath=`.spec.tolerations.unreachableSeconds`,priority=1
-// +kubebuilder:printcolumn:name="Method",type=string,JSONPath=`.spec.sysctls.method`,priority=1
-// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type HAPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
@@ -19,8 +20,9 @@ import (
 
 // TestHAPolicyThroughTheAPIServer checks the installed CRD as users meet it:
 // an empty spec is defaulted by the server exactly as Default does, invalid
-// policies are refused with the field named, `kubectl get hap` has the mode
-// and the three features as columns, and the published OpenAPI schema carries
+// policies are refused with the field named, `kubectl get hap` shows the mode,
+// the anti-affinity type, the two toleration seconds and the sysctl method of each
+// policy (not whether each feature is on), and the published OpenAPI schema carries
 // the field documentation `kubectl explain` shows.
 func TestHAPolicyThroughTheAPIServer(t *testing.T) {
 	cfg := testenv.Start(t)
@@ -42,18 +44,39 @@ func TestHAPolicyThroughTheAPIServer(t *testing.T) {
 
 	cs, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
-	raw, err := cs.RESTClient().Get().AbsPath("/apis/ha-injector.io/v1alpha1/hapolicies").
-		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
-	require.NoError(t, err)
-	var table metav1.Table
-	require.NoError(t, json.Unmarshal(raw, &table))
-	var columns []string
-	for _, col := range table.ColumnDefinitions {
-		if col.Priority == 0 {
-			columns = append(columns, col.Name)
+	custom := &v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: "crd-columns"}, Spec: v1alpha1.HAPolicySpec{
+		Mode:         v1alpha1.ModeAudit,
+		AntiAffinity: v1alpha1.AntiAffinitySpec{Type: v1alpha1.AntiAffinityRequired},
+		Tolerations:  v1alpha1.TolerationsSpec{NotReadySeconds: ptr.To[int64](45), UnreachableSeconds: ptr.To[int64](20)},
+		Sysctls:      v1alpha1.SysctlsSpec{Method: v1alpha1.SysctlInitContainer},
+	}}
+	require.NoError(t, c.Create(ctx, custom))
+	t.Cleanup(func() { _ = c.Delete(ctx, custom) })
+	// What `kubectl get hapolicies` prints without -o wide: the columns of priority 0,
+	// with the values of each policy (JSON numbers decode as float64).
+	for name, want := range map[string]map[string]any{
+		"crd-defaults": {"Name": "crd-defaults", "Mode": "Enforce", "Anti-Affinity": "Preferred", "Not-Ready-Seconds": float64(60), "Unreachable-Seconds": float64(30), "Sysctl-Method": nil},
+		"crd-columns":  {"Name": "crd-columns", "Mode": "Audit", "Anti-Affinity": "Required", "Not-Ready-Seconds": float64(45), "Unreachable-Seconds": float64(20), "Sysctl-Method": "InitContainer"},
+	} {
+		raw, err := cs.RESTClient().Get().AbsPath("/apis/ha-injector.io/v1alpha1/hapolicies", name).
+			SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
+		require.NoError(t, err)
+		var table metav1.Table
+		require.NoError(t, json.Unmarshal(raw, &table))
+		require.Len(t, table.Rows, 1)
+		var columns []string
+		cells := map[string]any{}
+		for i, col := range table.ColumnDefinitions {
+			if col.Priority == 0 {
+				columns = append(columns, col.Name)
+				if col.Name != "Age" {
+					cells[col.Name] = table.Rows[0].Cells[i]
+				}
+			}
 		}
+		assert.Equal(t, []string{"Name", "Mode", "Anti-Affinity", "Not-Ready-Seconds", "Unreachable-Seconds", "Sysctl-Method", "Age"}, columns)
+		assert.Equal(t, want, cells, "the row of %s", name)
 	}
-	assert.Equal(t, []string{"Name", "Mode", "Anti-Affinity", "Tolerations", "Sysctls", "Age"}, columns)
 
 	openapi, err := cs.RESTClient().Get().AbsPath("/openapi/v3/apis/ha-injector.io/v1alpha1").DoRaw(ctx)
 	require.NoError(t, err)
