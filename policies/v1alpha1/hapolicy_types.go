@@ -251,16 +251,16 @@ type SysctlValue string
 // depend on another field, so a feature that is off still shows its settings.
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`,description="Enforce or Audit"
 // +kubebuilder:printcolumn:name="Anti-Affinity",type=string,JSONPath=`.spec.antiAffinity.type`,description="The anti-affinity type: Preferred or Required"
-// +kubebuilder:printcolumn:name="Not-Ready-Seconds",type=integer,JSONPath=`.spec.tolerations.notReadySeconds`,description="The cap on the not-ready toleration"
-// +kubebuilder:printcolumn:name="Unreachable-Seconds",type=integer,JSONPath=`.spec.tolerations.unreachableSeconds`,description="The cap on the unreachable toleration"
-// +kubebuilder:printcolumn:name="Sysctl-Method",type=string,JSONPath=`.spec.sysctls.method`,description="How the sysctls are set; none: the installation's default, Auto"
-// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:printcolumn:name="Anti-Affinity-Enabled",type=boolean,JSONPath=`.spec.antiAffinity.enabled`,priority=1
-// +kubebuilder:printcolumn:name="Topology-Key",type=string,JSONPath=`.spec.antiAffinity.topologyKey`,priority=1
-// +kubebuilder:printcolumn:name="Zone-Spread-Enabled",type=boolean,JSONPath=`.spec.zoneSpread.enabled`,priority=1
-// +kubebuilder:printcolumn:name="Zone-Key",type=string,JSONPath=`.spec.zoneSpread.topologyKey`,priority=1
-// +kubebuilder:printcolumn:name="Tolerations-Enabled",type=boolean,JSONPath=`.spec.tolerations.enabled`,priority=1
-// +kubebuilder:printcolumn:name="Sysctls-Enabled",type=boolean,JSONPath=`.spec.sysctls.enabled`,priority=1
+// +kubebuilder:printcolumn:name="Not-Ready-Seconds",type=integer,JSONPath=`.spec.tolerations.notReadySeconds`,description="The cap, in seconds, on the not-ready toleration"
+// +kubebuilder:printcolumn:name="Unreachable-Seconds",type=integer,JSONPath=`.spec.tolerations.unreachableSeconds`,description="The cap, in seconds, on the unreachable toleration"
+// +kubebuilder:printcolumn:name="Sysctl-Method",type=string,JSONPath=`.spec.sysctls.method`,description="How the sysctls are set; empty: the installation's default, Auto"
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`,description="Time since the policy was created"
+// +kubebuilder:printcolumn:name="Anti-Affinity-Enabled",type=boolean,JSONPath=`.spec.antiAffinity.enabled`,priority=1,description="Whether anti-affinity is injected"
+// +kubebuilder:printcolumn:name="Topology-Key",type=string,JSONPath=`.spec.antiAffinity.topologyKey`,priority=1,description="The node label whose values the anti-affinity keeps replicas apart on"
+// +kubebuilder:printcolumn:name="Zone-Spread-Enabled",type=boolean,JSONPath=`.spec.zoneSpread.enabled`,priority=1,description="Whether the zone spread is injected"
+// +kubebuilder:printcolumn:name="Zone-Key",type=string,JSONPath=`.spec.zoneSpread.topologyKey`,priority=1,description="The node label whose values are the zones"
+// +kubebuilder:printcolumn:name="Tolerations-Enabled",type=boolean,JSONPath=`.spec.tolerations.enabled`,priority=1,description="Whether the tolerations are capped"
+// +kubebuilder:printcolumn:name="Sysctls-Enabled",type=boolean,JSONPath=`.spec.sysctls.enabled`,priority=1,description="Whether the sysctls are set"
 
 // HAPolicy is a cluster-scoped policy that says how ha-injector makes the
 // workloads of opted-in namespaces survive the loss of a node. A namespace opts
