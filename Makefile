@@ -48,7 +48,7 @@ release-dry-run: image-tar ## Every artifact of a release in _output/release/, p
 	$(GO) run ./hack/release build -version $(VERSION) -image-tar $(OUTPUT)/ha-injector-image.tar -bin $(OUTPUT)/bin -platforms '$(RELEASE_PLATFORMS)' -o $(OUTPUT)/release
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code and the HAPolicy CRD (controller-gen, pinned).
+generate: ## Regenerate deepcopy code, the HAPolicy CRD (controller-gen, pinned), native mode's chart fragments and the reference pages (docs/reference, the chart's values table).
 	hack/generate.sh
 
 .PHONY: verify-generate
@@ -101,7 +101,7 @@ fuzz: ## Fuzz the HTTP handler and the engine for FUZZTIME each (default 2m).
 
 .PHONY: golden
 golden: ## Refresh the golden files after an intended change of output.
-	$(GO) test ./policies ./webhook ./test/chart -run 'Golden|Schema|Readme' -update
+	$(GO) test ./policies ./webhook ./test/chart -run 'Golden|Schema' -update
 
 .PHONY: demo
 demo: ## Run ha-injector behind a local kube-apiserver and show what it injects; Ctrl-C stops it.

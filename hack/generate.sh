@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Generates the deepcopy functions and the HAPolicy CRD with controller-gen,
-# and native mode's admission policy fragments of the chart (hack/native-chart),
-# fetched through the Go module proxy at a pinned version.
+# fetched through the Go module proxy at a pinned version, native mode's admission
+# policy fragments of the chart (hack/native-chart), and the reference pages:
+# docs/reference/{hapolicy,cli,metrics}.md and the values table of
+# charts/ha-injector/README.md.
 #
 #   hack/generate.sh [OUT_ROOT]
 #
@@ -25,3 +27,9 @@ mkdir -p "$out/policies/v1alpha1" "$out/charts/ha-injector/crds"
 	output:crd:dir="$out/charts/ha-injector/crds"
 # Native mode's admission policies, as the chart renders them.
 go run ./hack/native-chart "$out"
+# The reference pages. Each is written by the test that otherwise holds it to the code
+# beside it (test/harness/refdocs): the cobra tree is built in package main and the
+# metrics are the webhook package's own, which only their packages' tests can reach.
+# The HAPolicy page is written from the CRD generated above.
+HA_INJECTOR_GENERATE_ROOT="$out" go test -count=1 -run '^TestReference' \
+	./cmd/ha-injector ./webhook ./test/chart

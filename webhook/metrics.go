@@ -54,6 +54,9 @@ var (
 	}, []string{"kind"})
 )
 
+// ownMetrics are the metrics above, in the order docs/reference/metrics.md lists them.
+var ownMetrics = []prometheus.Collector{admissionsTotal, injectionsTotal, fallbacksTotal, largeRequestsShedTotal, concurrentRequestsShedTotal}
+
 func init() {
-	metrics.Registry.MustRegister(admissionsTotal, injectionsTotal, fallbacksTotal, largeRequestsShedTotal, concurrentRequestsShedTotal)
+	metrics.Registry.MustRegister(ownMetrics...)
 }
