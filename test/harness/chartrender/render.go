@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -34,6 +35,13 @@ type Options struct {
 	Namespace string
 	// IncludeCRDs renders the chart's crds/ folder first, like `helm template --include-crds`.
 	IncludeCRDs bool
+	// APIVersions are API versions the cluster serves beyond Helm's defaults, like
+	// `helm template --api-versions` ("group/version" or "group/version/Kind"; an
+	// install discovers them all).
+	APIVersions []string
+	// SkipSchemaValidation renders without checking the values against
+	// values.schema.json, like `helm install --skip-schema-validation`.
+	SkipSchemaValidation bool
 }
 
 // Document is one rendered object and the template it came from.
@@ -78,7 +86,9 @@ func Render(chart *chartv2.Chart, values map[string]any, opts Options) (*Result,
 		values = map[string]any{}
 	}
 	release := common.ReleaseOptions{Name: opts.ReleaseName, Namespace: opts.Namespace, Revision: 1, IsInstall: true}
-	renderValues, err := util.ToRenderValuesWithSchemaValidation(chart, values, release, common.DefaultCapabilities.Copy(), false)
+	caps := common.DefaultCapabilities.Copy()
+	caps.APIVersions = append(slices.Clone(caps.APIVersions), opts.APIVersions...)
+	renderValues, err := util.ToRenderValuesWithSchemaValidation(chart, values, release, caps, opts.SkipSchemaValidation)
 	if err != nil {
 		return nil, err
 	}
