@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,6 +61,8 @@ func TestChartAppliesToAPIServer(t *testing.T) {
 		`{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: ` + caBundle + `}}}`,
 		`{webhook: {failurePolicy: Fail, excludeNamespaces: [monitoring]}, replicaCount: 1, policies: {strict: {antiAffinity: {type: Required}}}}`,
 		`{networkPolicy: {enabled: true, apiServer: {cidrs: [10.0.0.1/32, "fd00::1/128"]}}}`,
+		// The API server compiles the admission policies' CEL on create.
+		`{admission: {mode: native}, sysctlImage: {allowed: [mirror.example/ha-injector]}, podSecurity: {defaultLevel: baseline}, networkPolicy: {enabled: true}}`,
 	} {
 		t.Run(values, func(t *testing.T) {
 			r, err := render(t, values)
@@ -71,8 +74,8 @@ func TestChartAppliesToAPIServer(t *testing.T) {
 			}
 			// A pod of the Deployment passes the API server's admission, its Priority plugin
 			// included: system-cluster-critical is allowed outside kube-system.
-			in := decode(t, r)
-			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: release + "-", Labels: in.deployment.Spec.Template.Labels}, Spec: in.deployment.Spec.Template.Spec}
+			deployment := typed[appsv1.Deployment](t, r.Get("Deployment", release))
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: release + "-", Labels: deployment.Spec.Template.Labels}, Spec: deployment.Spec.Template.Spec}
 			require.NoError(t, c.Create(ctx, pod, client.DryRunAll))
 			if pod.Spec.PriorityClassName == "system-cluster-critical" {
 				require.NotNil(t, pod.Spec.Priority)

@@ -608,6 +608,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"an unknown NetworkPolicy key", `networkPolicy: {enable: true}`, "enable"},
 		{"an unknown PrometheusRule key", `prometheusRule: {enabled: true, severity: page}`, "severity"},
 		{"crds.upgrade in words", `crds: {upgrade: always}`, "upgrade"},
+		{"an admission mode that does not exist", `admission: {mode: both}`, "mode"},
+		{"an unknown admission key", `admission: {mod: native}`, "mod"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -667,6 +669,7 @@ func TestChartLints(t *testing.T) {
 		`{certManager: {enabled: false}, certs: {mode: selfManaged}}`,
 		`{certManager: {enabled: false}, certs: {mode: provided, provided: {secretName: s, caBundle: ` + caBundle + `}}}`,
 		`{webhook: {failurePolicy: Fail}, replicaCount: 1, metrics: {serviceMonitor: {enabled: true}}}`,
+		nativeValues,
 	} {
 		t.Run(values, func(t *testing.T) {
 			linter := lint.RunAll(filepath.Join(repoRoot, chartrender.ChartDir), parseValues(t, values), namespace)
@@ -681,14 +684,18 @@ func TestChartLints(t *testing.T) {
 }
 
 // TestChartDefaultRenderGolden keeps `helm template` of the defaults (CRD included) in
-// testdata/default.golden.yaml, so a review sees every change to what users install.
-// Refresh with `make golden`.
+// testdata/default.golden.yaml, and of admission.mode=native in native.golden.yaml, so a
+// review sees every change to what users install. Refresh with `make golden`.
 func TestChartDefaultRenderGolden(t *testing.T) {
 	c, err := chartrender.Load(repoRoot)
 	require.NoError(t, err)
-	r, err := chartrender.Render(c, nil, chartrender.Options{ReleaseName: release, Namespace: namespace, IncludeCRDs: true})
-	require.NoError(t, err)
-	golden.Check(t, filepath.Join("testdata", "default.golden.yaml"), []byte(r.Manifest))
+	for file, values := range map[string]string{"default.golden.yaml": ``, "native.golden.yaml": nativeValues} {
+		t.Run(file, func(t *testing.T) {
+			r, err := chartrender.Render(c, parseValues(t, values), chartrender.Options{ReleaseName: release, Namespace: namespace, IncludeCRDs: true})
+			require.NoError(t, err)
+			golden.Check(t, filepath.Join("testdata", file), []byte(r.Manifest))
+		})
+	}
 }
 
 var repoRoot = func() string {

@@ -72,10 +72,54 @@ ha-injector.io/component: webhook
 {{- end }}
 
 {{/*
+The admission mode: webhook (the API server calls serve for every Pod and Deployment) or
+native (the API server applies the chart's MutatingAdmissionPolicy itself). auto is native
+where the API server serves MutatingAdmissionPolicy in admissionregistration.k8s.io/v1, as
+Helm discovers it on install and upgrade (`helm template` discovers nothing unless given
+--api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy: webhook). Read with
+its default when absent, for `helm upgrade --reuse-values` from a release without it.
+*/}}
+{{- define "ha-injector.admissionMode" -}}
+{{- $mode := dig "mode" "webhook" (.Values.admission | default dict) }}
+{{- if eq $mode "auto" }}
+{{- $mode = ternary "native" "webhook" (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy") }}
+{{- end }}
+{{- $mode }}
+{{- end }}
+
+{{/*
+The matchConstraints of native mode's admission policies: Pod CREATE in the namespaces
+that opt in, never the excluded ones: the release namespace and webhook.excludeNamespaces,
+then the system namespaces (the webhook configuration's list, in the order
+internal/native writes it).
+*/}}
+{{- define "ha-injector.nativeMatchConstraints" -}}
+namespaceSelector:
+  matchExpressions:
+    - key: ha-injector.io/policy
+      operator: Exists
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values:
+        {{- toYaml (concat (list .Release.Namespace) .Values.webhook.excludeNamespaces (list "kube-system" "kube-node-lease" "kube-public") | uniq) | nindent 8 }}
+resourceRules:
+  - apiGroups: [""]
+    apiVersions: ["v1"]
+    operations: ["CREATE"]
+    resources: ["pods"]
+    scope: Namespaced
+matchPolicy: Equivalent
+{{- end }}
+
+{{/*
 The certificate mode after checking that certManager.enabled and certs.mode agree and
 that each mode has what it needs; fails the render with a message naming the values.
+none in native mode, which serves no webhook and needs no certificate.
 */}}
 {{- define "ha-injector.certMode" -}}
+{{- if eq (include "ha-injector.admissionMode" .) "native" }}
+{{- print "none" }}
+{{- else }}
 {{- $mode := .Values.certs.mode }}
 {{- if and .Values.certManager.enabled (ne $mode "certManager") }}
 {{- fail (printf "certs.mode is %q but certManager.enabled is true: set certManager.enabled=false to use %s" $mode $mode) }}
@@ -92,6 +136,7 @@ that each mode has what it needs; fails the render with a message naming the val
 {{- end }}
 {{- end }}
 {{- $mode }}
+{{- end }}
 {{- end }}
 
 {{/* The image reference: the digest when set, else the tag (default: appVersion). */}}
@@ -118,6 +163,25 @@ the chart's own image (a mirror of ha-injector's image goes here, not in a polic
 {{- else }}
 {{- printf "%s:%s" $repository (default (default .Chart.AppVersion .Values.image.tag) .Values.sysctlImage.tag) }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Pod Security level the API server enforces by default, podSecurity.defaultLevel with
+auto resolved as serve resolves it: restricted where the API server serves the
+security.openshift.io group (OpenShift), else privileged. Native mode compiles it into the
+admission policies when Helm renders them; webhook mode passes auto to serve, which asks.
+*/}}
+{{- define "ha-injector.podSecurityLevel" -}}
+{{- $level := .Values.podSecurity.defaultLevel }}
+{{- if eq $level "auto" }}
+{{- $level = "privileged" }}
+{{- range .Capabilities.APIVersions }}
+{{- if hasPrefix "security.openshift.io/" . }}
+{{- $level = "restricted" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $level }}
 {{- end }}
 
 {{/*
