@@ -208,7 +208,13 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 // logs in the test's output.
 func helmConfiguration(t *testing.T) *action.Configuration {
 	t.Helper()
-	kubeconfig, cacheDir, ns := testenv.Kubeconfig(t), t.TempDir(), lifecycleNamespace
+	return helmConfigurationIn(t, lifecycleNamespace)
+}
+
+// helmConfigurationIn is helmConfiguration with -n ns.
+func helmConfigurationIn(t *testing.T, ns string) *action.Configuration {
+	t.Helper()
+	kubeconfig, cacheDir := testenv.Kubeconfig(t), t.TempDir()
 	getter := genericclioptions.NewConfigFlags(false)
 	getter.KubeConfig, getter.CacheDir, getter.Namespace = &kubeconfig, &cacheDir, &ns
 	helm := action.NewConfiguration(action.ConfigurationSetLogger(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})))
