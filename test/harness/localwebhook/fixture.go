@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/internal/native"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 	"github.com/ha-injector/ha-injector/test/harness/proc"
@@ -56,6 +58,11 @@ type Options struct {
 	// ServeOnly serves without installing anything (no webhook configuration, no
 	// policies, no probe), for tests of serve's own endpoints.
 	ServeOnly bool
+	// Native runs serve in native mode (admission.mode=native): no certificate and no
+	// webhook configuration; the chart's MutatingAdmissionPolicy and its companion
+	// ValidatingAdmissionPolicy are installed before serve starts (it checks them),
+	// and serve binds each HAPolicy to them. Not with ServeOnly.
+	Native bool
 }
 
 // Fixture is serve running in this process on a test certificate, with the chart's
@@ -80,7 +87,8 @@ type Fixture struct {
 // Serve writes a serving certificate for 127.0.0.1, starts serve with it on free ports
 // (no metrics, no shutdown delay: there is no Service to drain from), installs what the chart renders with opts.Values (see Install), creates
 // the probe namespace if needed and waits (bounded: 30 s) until the API server calls
-// serve. On an error, what it had done is undone.
+// serve; with opts.Native, until the API server injects pods there itself. On an error,
+// what it had done is undone.
 func Serve(ctx context.Context, restCfg *rest.Config, opts Options) (_ *Fixture, err error) {
 	f := &Fixture{restCfg: restCfg, opts: opts, Dir: opts.Dir}
 	defer func() {
@@ -94,33 +102,20 @@ func Serve(ctx context.Context, restCfg *rest.Config, opts Options) (_ *Fixture,
 		}
 		f.tempDir = true
 	}
-	if f.CA, err = servingCert(f.Dir, opts.CA, opts.CAName); err != nil {
-		return nil, err
-	}
 	if opts.LogFile != "" {
 		if f.log, err = logTo(opts.LogFile); err != nil {
 			return nil, err
 		}
 	}
-	if f.Server, err = start(restCfg, f.Dir, opts.Adjust); err != nil {
+	if opts.Native {
+		if err := f.serveNative(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := f.serveWebhook(ctx); err != nil {
 		return nil, err
 	}
 	if opts.ServeOnly {
 		return f, nil
-	}
-	root, err := controlplane.RepoRoot()
-	if err != nil {
-		return nil, err
-	}
-	// Its own client, quiet: the probes' warnings are not the test's.
-	clientCfg := rest.CopyConfig(restCfg)
-	clientCfg.WarningHandler = rest.NoWarnings{}
-	if f.client, err = client.New(clientCfg, client.Options{}); err != nil {
-		return nil, err
-	}
-	f.installed, err = install(ctx, f.client, root, ProvidedValues(opts.Values), f.Server.URL(), f.CA.PEM, true)
-	if err != nil {
-		return nil, err
 	}
 	labels := opts.ProbeLabels
 	if labels == nil {
@@ -155,6 +150,88 @@ func ServeT(t testing.TB, restCfg *rest.Config, opts Options) *Fixture {
 	return f
 }
 
+// serveWebhook writes the serving certificate, starts serve and installs the chart's
+// webhook configuration, pointed at it, and HAPolicies (unless ServeOnly).
+func (f *Fixture) serveWebhook(ctx context.Context) (err error) {
+	if f.CA, err = servingCert(f.Dir, f.opts.CA, f.opts.CAName); err != nil {
+		return err
+	}
+	if f.Server, err = start(f.restCfg, f.Dir, f.opts.Adjust); err != nil {
+		return err
+	}
+	if f.opts.ServeOnly {
+		return nil
+	}
+	root, err := f.connect()
+	if err != nil {
+		return err
+	}
+	f.installed, err = install(ctx, f.client, root, ProvidedValues(f.opts.Values), f.Server.URL(), f.CA.PEM, true)
+	return err
+}
+
+// serveNative installs the chart's admission policies and HAPolicies, rendered with
+// admission.mode=native, then starts serve in native mode for them.
+func (f *Fixture) serveNative(ctx context.Context) (err error) {
+	if f.opts.ServeOnly {
+		return errors.New("localwebhook: Native serves the chart's admission policies: not with ServeOnly")
+	}
+	root, err := f.connect()
+	if err != nil {
+		return err
+	}
+	values := map[string]any{}
+	for k, v := range f.opts.Values {
+		values[k] = v
+	}
+	values["admission"] = map[string]any{"mode": "native"}
+	var name string
+	f.installed, name, err = installNative(ctx, f.client, root, values)
+	if err != nil {
+		return err
+	}
+	f.Server, err = start(f.restCfg, f.Dir, f.nativeAdjust(name))
+	return err
+}
+
+// nativeAdjust runs serve in native mode for the admission policies named name, after
+// the options' Adjust.
+func (f *Fixture) nativeAdjust(name string) func(*webhook.Config) {
+	return func(cfg *webhook.Config) {
+		if f.opts.Adjust != nil {
+			f.opts.Adjust(cfg)
+		}
+		cfg.AdmissionMode = webhook.AdmissionModeNative
+		cfg.NativePolicyName = name
+	}
+}
+
+// connect sets up the fixture's own client, quiet (the probes' warnings are not the
+// test's), and returns the repository root.
+func (f *Fixture) connect() (string, error) {
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	clientCfg := rest.CopyConfig(f.restCfg)
+	clientCfg.WarningHandler = rest.NoWarnings{}
+	f.client, err = client.New(clientCfg, client.Options{})
+	return root, err
+}
+
+// deleteBindings deletes the bindings serve wrote in native mode, which the garbage
+// collector of a cluster would delete with their HAPolicies (a test API server has none).
+func (f *Fixture) deleteBindings() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	for _, obj := range []client.Object{&admissionregistrationv1.MutatingAdmissionPolicyBinding{}, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}} {
+		err := f.client.DeleteAllOf(ctx, obj, client.HasLabels{native.ManagedByLabel})
+		errs = append(errs, client.IgnoreNotFound(err))
+	}
+	return errors.Join(errs...)
+}
+
 func (f *Fixture) probeNamespace() string {
 	if f.opts.ProbeNamespace != "" {
 		return f.opts.ProbeNamespace
@@ -164,18 +241,23 @@ func (f *Fixture) probeNamespace() string {
 
 // Restart stops serve (if it still runs) and starts it again with the same options and
 // certificate on the same port, where the installed webhook configuration points, then
-// waits (bounded: 30 s) until the API server calls it.
+// waits (bounded: 30 s) until the API server calls it. Not in native mode.
 func (f *Fixture) Restart(ctx context.Context) error {
+	if f.opts.Native {
+		// controller-runtime refuses a second controller of the same name in a process.
+		return errors.New("localwebhook: Restart serves once more in this process, which native mode's controller does not allow")
+	}
 	if err := f.Server.Stop(); err != nil {
 		return err
 	}
 	port := f.Server.Config.WebhookPort
-	s, err := start(f.restCfg, f.Dir, func(cfg *webhook.Config) {
+	adjust := func(cfg *webhook.Config) {
 		if f.opts.Adjust != nil {
 			f.opts.Adjust(cfg)
 		}
 		cfg.WebhookPort = port
-	})
+	}
+	s, err := start(f.restCfg, f.Dir, adjust)
 	if err != nil {
 		return err
 	}
@@ -204,6 +286,9 @@ func (f *Fixture) Stop() error {
 	}
 	if f.Server != nil {
 		errs = append(errs, f.Server.Stop())
+		if f.opts.Native {
+			errs = append(errs, f.deleteBindings())
+		}
 	}
 	if f.log != nil {
 		errs = append(errs, closeLog(f.log))

@@ -123,3 +123,43 @@ func TestServeThenStopLeavesNothingCalled(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, first, after, "nothing more went to the first file")
 }
+
+// TestServeNativeThenStop: with Native, Serve installs the chart's admission policies
+// and no webhook configuration, serve binds the default policy, and the API server
+// injects pods in the probe namespace itself; after Stop the policies, the HAPolicies
+// and serve's bindings are gone and pods are admitted unchanged.
+func TestServeNativeThenStop(t *testing.T) {
+	restCfg := rest.CopyConfig(testenv.Start(t))
+	restCfg.WarningHandler = rest.NoWarnings{}
+	c, err := client.New(restCfg, client.Options{Scheme: webhook.Scheme})
+	require.NoError(t, err)
+	ctx := context.Background()
+	const ns = "native-probe"
+
+	f, err := localwebhook.Serve(ctx, restCfg, localwebhook.Options{Native: true, ProbeNamespace: ns})
+	require.NoError(t, err)
+	assert.Equal(t, webhook.AdmissionModeNative, f.Server.Config.AdmissionMode)
+	var hooks admissionregistrationv1.MutatingWebhookConfigurationList
+	require.NoError(t, c.List(ctx, &hooks))
+	assert.Empty(t, names(&hooks), "no webhook configuration")
+	var policiesList admissionregistrationv1.MutatingAdmissionPolicyList
+	require.NoError(t, c.List(ctx, &policiesList))
+	assert.Equal(t, []string{f.Server.Config.NativePolicyName}, names(&policiesList))
+	var bindings admissionregistrationv1.MutatingAdmissionPolicyBindingList
+	require.NoError(t, c.List(ctx, &bindings))
+	assert.Len(t, bindings.Items, 1, "serve bound the default policy")
+	assert.True(t, injected(t, c, ns, 0))
+
+	assert.ErrorContains(t, f.Restart(ctx), "native mode", "serve's native controller runs once per process")
+
+	require.NoError(t, f.Stop())
+	for _, list := range []client.ObjectList{&policiesList, &bindings, &admissionregistrationv1.ValidatingAdmissionPolicyList{}, &admissionregistrationv1.ValidatingAdmissionPolicyBindingList{}, &v1alpha1.HAPolicyList{}} {
+		require.NoError(t, c.List(ctx, list))
+		assert.Empty(t, names(list), "%T left", list)
+	}
+	admittedUnchanged := false
+	for i, deadline := 1, time.Now().Add(30*time.Second); !admittedUnchanged && time.Now().Before(deadline); i++ {
+		admittedUnchanged = !injected(t, c, ns, i)
+	}
+	assert.True(t, admittedUnchanged, "pods are admitted unchanged")
+}

@@ -162,9 +162,40 @@ func install(ctx context.Context, c client.Client, root string, values map[strin
 	return created, nil
 }
 
+// installNative renders the chart under root with values (admission.mode=native) and
+// creates its MutatingAdmissionPolicy, its ValidatingAdmissionPolicy and its HAPolicies;
+// it returns what it created, even on an error, and the policies' name.
+func installNative(ctx context.Context, c client.Client, root string, values map[string]any) ([]client.Object, string, error) {
+	chart, err := chartrender.Load(root)
+	if err != nil {
+		return nil, "", err
+	}
+	r, err := chartrender.Render(chart, values, chartrender.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	policies := r.Find("MutatingAdmissionPolicy")
+	if len(policies) != 1 {
+		return nil, "", fmt.Errorf("the chart rendered %d MutatingAdmissionPolicies, not 1: is admission.mode native?", len(policies))
+	}
+	name := policies[0].GetName()
+	objs := []client.Object{policies[0], r.Get("ValidatingAdmissionPolicy", name)}
+	for _, p := range r.Find("HAPolicy") {
+		objs = append(objs, p)
+	}
+	var created []client.Object
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil {
+			return created, name, fmt.Errorf("%s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
+		}
+		created = append(created, o)
+	}
+	return created, name, nil
+}
+
 // WaitEffective waits (bounded by timeout) until the API server calls the webhook for a
-// pod in namespace, which must be opted in: it picks a new webhook configuration up
-// asynchronously. Each try is a server-side dry run, so nothing is stored.
+// pod in namespace, which must be opted in, or in native mode injects it itself: it picks
+// a new webhook configuration, admission policy or binding up asynchronously. Each try is a server-side dry run, so nothing is stored.
 func WaitEffective(ctx context.Context, c client.Client, namespace string, timeout time.Duration) error {
 	for i, deadline := 0, time.Now().Add(timeout); time.Now().Before(deadline); i++ {
 		probe := &corev1.Pod{
