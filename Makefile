@@ -18,6 +18,8 @@ IMAGE ?= ghcr.io/ha-injector/ha-injector
 IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
 # The platforms of the released ha-injector CLI archives.
 RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+# The admission mode make demo runs: webhook or native (the chart's admission.mode).
+MODE ?= webhook
 # Pinned, run from its Go module (go run fetches it through the module proxy).
 ACTIONLINT_VERSION ?= v1.7.12
 
@@ -104,8 +106,8 @@ golden: ## Refresh the golden files after an intended change of output.
 	$(GO) test ./policies ./webhook ./test/chart -run 'Golden|Schema' -update
 
 .PHONY: demo
-demo: ## Run ha-injector behind a local kube-apiserver and show what it injects; Ctrl-C stops it.
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./hack/demo
+demo: ## Run ha-injector behind a local kube-apiserver and show what it injects (MODE=native: the API server injects, from the chart's MutatingAdmissionPolicy); Ctrl-C stops it.
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./hack/demo -mode=$(MODE)
 
 .PHONY: preview
 preview: ## Preview the example Deployment with all three injections (no cluster).

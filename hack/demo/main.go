@@ -4,11 +4,15 @@
 // It creates the example web-server Deployment in an opted-in namespace, prints what the
 // API server stored, shows the warnings of a Pod Security "restricted" namespace, prints
 // what `ha-injector doctor` says of it all, then leaves a kubeconfig for kubectl until
-// Ctrl-C or SIGTERM, and cleans up.
+// Ctrl-C or SIGTERM, and cleans up. With -mode=native (`make demo MODE=native`) the chart
+// is rendered with admission.mode=native: its MutatingAdmissionPolicy is installed, serve
+// runs in native mode and binds the default policy, and the API server injects a pod of
+// the web-server template itself (native mode mutates pods, not Deployments).
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,8 +37,14 @@ import (
 )
 
 func main() {
+	mode := flag.String("mode", webhook.AdmissionModeWebhook, "admission mode: webhook or native")
+	flag.Parse()
+	if *mode != webhook.AdmissionModeWebhook && *mode != webhook.AdmissionModeNative {
+		fmt.Fprintf(os.Stderr, "demo: -mode must be %s or %s, not %q\n", webhook.AdmissionModeWebhook, webhook.AdmissionModeNative, *mode)
+		os.Exit(2)
+	}
 	ctx := ctrl.SetupSignalHandler()
-	if err := run(ctx, options{out: os.Stdout}); err != nil {
+	if err := run(ctx, options{out: os.Stdout, native: *mode == webhook.AdmissionModeNative}); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -45,6 +55,8 @@ type options struct {
 	out io.Writer
 	// ready, if set, is called with the kubeconfig path once everything is up.
 	ready func(kubeconfig string)
+	// native runs the demo in native mode.
+	native bool
 }
 
 func run(ctx context.Context, opts options) (err error) {
@@ -74,20 +86,27 @@ func run(ctx context.Context, opts options) (err error) {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
 	defer func() {
-		step("Stopping the webhook, kube-apiserver and etcd")
+		step("Stopping ha-injector serve, kube-apiserver and etcd")
 		if stopErr := env.Stop(); stopErr != nil && err == nil {
 			err = stopErr
 		}
 	}()
 
-	step("Starting ha-injector serve on 127.0.0.1 with a certificate from a test CA, installing what the Helm chart renders" +
-		" (the default HAPolicy and the MutatingWebhookConfiguration), creating namespace demo, labelled ha-injector.io/policy=default")
+	if opts.native {
+		step("Native mode: installing what the Helm chart renders with admission.mode=native (the default HAPolicy, the MutatingAdmissionPolicy" +
+			" and its companion ValidatingAdmissionPolicy), starting ha-injector serve --admission-mode=native (no webhook server, no certificate)," +
+			" which binds the default policy, creating namespace demo, labelled ha-injector.io/policy=default")
+	} else {
+		step("Starting ha-injector serve on 127.0.0.1 with a certificate from a test CA, installing what the Helm chart renders" +
+			" (the default HAPolicy and the MutatingWebhookConfiguration), creating namespace demo, labelled ha-injector.io/policy=default")
+	}
 	logPath := filepath.Join(work, "webhook.log")
 	wh, err := localwebhook.Serve(ctx, restCfg, localwebhook.Options{
 		CAName:         "ha-injector-demo-ca",
 		Dir:            filepath.Join(work, "certs"),
 		LogFile:        logPath,
 		ProbeNamespace: "demo",
+		Native:         opts.native,
 	})
 	if err != nil {
 		return err
@@ -106,30 +125,16 @@ func run(ctx context.Context, opts options) (err error) {
 		return err
 	}
 
-	step("Creating the 3-replica web-server Deployment from examples/web-server.yaml")
 	dep, err := examples.WebServer(root)
 	if err != nil {
 		return err
 	}
 	dep.Namespace = "demo"
-	if err := c.Create(ctx, dep); err != nil {
-		return err
-	}
-	printWarnings(out, w.Take())
-	var stored appsv1.Deployment
-	if err := c.Get(ctx, client.ObjectKeyFromObject(dep), &stored); err != nil {
-		return err
-	}
-	step("What the API server stored (kubectl -n demo get deployment web-server -o yaml), the injected parts:")
-	spec := stored.Spec.Template.Spec
-	if err := printYAML(out, map[string]any{
-		"metadata": map[string]any{"annotations": map[string]string{policies.StatusAnnotation: stored.Annotations[policies.StatusAnnotation]}},
-		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
-			"affinity":       spec.Affinity,
-			"tolerations":    spec.Tolerations,
-			"initContainers": spec.InitContainers,
-		}}},
-	}); err != nil {
+	if opts.native {
+		if err := showPod(ctx, out, c, w, dep); err != nil {
+			return err
+		}
+	} else if err := showDeployment(ctx, out, c, w, dep); err != nil {
 		return err
 	}
 
@@ -171,12 +176,17 @@ func run(ctx context.Context, opts options) (err error) {
 	}
 	step("The demo cluster runs until Ctrl-C. In another shell:")
 	fmt.Fprintf(out, "export KUBECONFIG=%s\n", kubeconfigPath)
-	fmt.Fprintln(out, "kubectl -n demo get deployment web-server -o yaml")
+	if opts.native {
+		fmt.Fprintln(out, "kubectl -n demo get pod web-server -o yaml")
+		fmt.Fprintln(out, "kubectl get mutatingadmissionpolicies,mutatingadmissionpolicybindings")
+	} else {
+		fmt.Fprintln(out, "kubectl -n demo get deployment web-server -o yaml")
+	}
 	fmt.Fprintln(out, "kubectl get hapolicies")
 	fmt.Fprintln(out, "go run ./cmd/ha-injector doctor")
 	fmt.Fprintln(out, "kubectl create namespace team-a && kubectl label namespace team-a ha-injector.io/policy=default")
 	fmt.Fprintln(out, "kubectl -n team-a run web --image=nginx:1.27 --dry-run=server -o yaml")
-	fmt.Fprintf(out, "(webhook log: %s)\n", logPath)
+	fmt.Fprintf(out, "(serve's log: %s)\n", logPath)
 	if opts.ready != nil {
 		opts.ready(kubeconfigPath)
 	}
@@ -186,6 +196,52 @@ func run(ctx context.Context, opts options) (err error) {
 		return fmt.Errorf("the webhook stopped: %v", wh.Server.Err())
 	}
 	return nil
+}
+
+// showDeployment creates the web-server Deployment, which the webhook mutates, and
+// prints the injected parts of what the API server stored.
+func showDeployment(ctx context.Context, out io.Writer, c client.Client, w *controlplane.Warnings, dep *appsv1.Deployment) error {
+	fmt.Fprintln(out, "==> Creating the 3-replica web-server Deployment from examples/web-server.yaml")
+	if err := c.Create(ctx, dep); err != nil {
+		return err
+	}
+	printWarnings(out, w.Take())
+	var stored appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKeyFromObject(dep), &stored); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "==> What the API server stored (kubectl -n demo get deployment web-server -o yaml), the injected parts:")
+	spec := stored.Spec.Template.Spec
+	return printYAML(out, map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{policies.StatusAnnotation: stored.Annotations[policies.StatusAnnotation]}},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
+			"affinity":       spec.Affinity,
+			"tolerations":    spec.Tolerations,
+			"initContainers": spec.InitContainers,
+		}}},
+	})
+}
+
+// showPod creates a pod of the web-server Deployment's template, as its ReplicaSet would
+// (native mode mutates pods, not Deployments, and no controller runs here), and prints
+// the injected parts of what the API server stored.
+func showPod(ctx context.Context, out io.Writer, c client.Client, w *controlplane.Warnings, dep *appsv1.Deployment) error {
+	fmt.Fprintln(out, "==> Creating a pod of the web-server Deployment's template (examples/web-server.yaml), as its ReplicaSet would")
+	pod := &corev1.Pod{ObjectMeta: *dep.Spec.Template.ObjectMeta.DeepCopy(), Spec: *dep.Spec.Template.Spec.DeepCopy()}
+	pod.Namespace, pod.Name = dep.Namespace, dep.Name
+	if err := c.Create(ctx, pod); err != nil {
+		return err
+	}
+	printWarnings(out, w.Take())
+	fmt.Fprintln(out, "==> What the API server stored (kubectl -n demo get pod web-server -o yaml), the injected parts:")
+	return printYAML(out, map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{policies.StatusAnnotation: pod.Annotations[policies.StatusAnnotation]}},
+		"spec": map[string]any{
+			"affinity":       pod.Spec.Affinity,
+			"tolerations":    pod.Spec.Tolerations,
+			"initContainers": pod.Spec.InitContainers,
+		},
+	})
 }
 
 // restrictedPod is a pod that Pod Security "restricted" accepts as it is.
