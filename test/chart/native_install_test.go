@@ -24,6 +24,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	installations "github.com/ha-injector/ha-injector/internal/installation"
 	"github.com/ha-injector/ha-injector/internal/native"
 	"github.com/ha-injector/ha-injector/policies"
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
@@ -106,13 +107,27 @@ func TestChartNativeModeEndToEnd(t *testing.T) {
 	assert.Equal(t, 1, kinds["MutatingAdmissionPolicy"], "auto is native on a 1.36+ API server: %v", kinds)
 	assert.Zero(t, kinds["MutatingWebhookConfiguration"], "no webhook configuration")
 	assert.Zero(t, kinds["Certificate"]+kinds["Issuer"]+kinds["Secret"], "no certificate")
-	var installed admissionregistrationv1.MutatingAdmissionPolicy
-	require.NoError(t, admin.Get(ctx, client.ObjectKey{Name: nativeRelease}, &installed))
+	var chartPolicy admissionregistrationv1.MutatingAdmissionPolicy
+	require.NoError(t, admin.Get(ctx, client.ObjectKey{Name: nativeRelease}, &chartPolicy))
 	o := native.Options{Name: nativeRelease}
 
 	// --- the chart's ServiceAccount ---
 	var dep appsv1.Deployment
 	require.NoError(t, admin.Get(ctx, client.ObjectKey{Namespace: nativeRelease, Name: nativeRelease}, &dep))
+
+	// preview --cluster and doctor find the installation: the policy, serve's Deployment,
+	// the settings compiled in.
+	found, err := installations.FindNative(ctx, admin)
+	require.NoError(t, err)
+	require.NotNil(t, found)
+	assert.Equal(t, nativeRelease, found.Name)
+	serveDep, err := installations.NativeDeployment(ctx, admin, found.Name)
+	require.NoError(t, err)
+	require.NotNil(t, serveDep, "the chart's Deployment is serve's in native mode")
+	assert.Equal(t, dep.Name, serveDep.Name)
+	settings, ok := native.SettingsOf(found)
+	require.True(t, ok)
+	assert.Equal(t, dep.Spec.Template.Spec.Containers[0].Image, settings.SysctlImage)
 	sa := dep.Spec.Template.Spec.ServiceAccountName
 	saCfg := serviceAccountConfig(ctx, t, cfg, nativeRelease, sa)
 	asSA, err := client.New(saCfg, client.Options{Scheme: webhook.Scheme})
@@ -126,7 +141,7 @@ func TestChartNativeModeEndToEnd(t *testing.T) {
 		for name, write := range map[string]func() error{
 			"create a MutatingAdmissionPolicy": func() error { return asSA.Create(ctx, native.MutatingPolicy(mine), client.DryRunAll) },
 			"update the chart's MutatingAdmissionPolicy": func() error {
-				cur := installed.DeepCopy()
+				cur := chartPolicy.DeepCopy()
 				cur.Spec.MatchConstraints.NamespaceSelector = &metav1.LabelSelector{}
 				return asSA.Update(ctx, cur, client.DryRunAll)
 			},

@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -94,6 +95,10 @@ func TestChartNativePoliciesAreTheCompiledOnes(t *testing.T) {
 			assert.Equal(t, wantV.TypeMeta, v.TypeMeta)
 			assert.Equal(t, yamlOf(t, wantV.Spec), yamlOf(t, v.Spec), "the ValidatingAdmissionPolicy")
 			assert.Equal(t, r.Get("Service", tc.want.Name).GetLabels(), m.Labels, "the chart's labels")
+			settings, ok := native.SettingsOf(m)
+			require.True(t, ok, "the settings annotation preview --cluster and doctor read: %v", m.Annotations)
+			assert.Equal(t, tc.want.Settings, settings)
+			assert.Equal(t, slices.Sorted(maps.Keys(wantM.Annotations)), slices.Sorted(maps.Keys(m.Annotations)), "the annotations internal/native writes")
 			assert.NotContains(t, r.Manifest, "@@", "every placeholder is filled in")
 		})
 	}
