@@ -83,7 +83,7 @@ unit: ## Run every Go test (unit, golden, CLI, fuzz seeds, real API server suite
 test: lint verify-generate build unit ## Everything CI runs: lint, generated files, build, tests.
 
 .PHONY: test-node
-test-node: ## As root: a real node (kubelet, containerd, runc from hack/node.sh), the chart installed on it, pods and a TCP leg through its webhook (about 7 minutes); changes the host for its run and puts it back. Not part of make test.
+test-node: ## As root: a real node (kubelet, containerd, runc from hack/node.sh), the chart installed on it, pods and a TCP leg through its webhook, then pods in native mode (about 8 minutes); changes the host for its run and puts it back. Not part of make test.
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) test -tags node ./test/node -count=1 -v -timeout 20m
 
 .PHONY: bench

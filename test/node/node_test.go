@@ -128,6 +128,9 @@ func TestRealNode(t *testing.T) {
 
 	// The TCP leg between real pods (tcp_test.go).
 	t.Run("TCP to a dead peer", func(t *testing.T) { tcpDeadPeer(ctx, t, n) })
+
+	// The same release switched to native mode (native_test.go).
+	t.Run("native mode", func(t *testing.T) { nativeMode(ctx, t, n, root) })
 }
 
 // createNamespace creates a namespace with labels and its default ServiceAccount.
@@ -270,7 +273,8 @@ const (
 // node's image and certs.mode=selfManaged (no cert-manager runs here), its hooks too (the
 // CRD Job runs `ha-injector crds apply` in a pod), and waits until the API server calls
 // the webhook's pods for an opted-in namespace.
-func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
+// helmConfiguration is the Helm SDK's configuration for the release on n.
+func helmConfiguration(t *testing.T, n *Node) *action.Configuration {
 	t.Helper()
 	kubeconfig := n.Kubeconfig
 	cacheDir, ns := filepath.Join(n.Dir, "helm-cache"), releaseNamespace
@@ -278,15 +282,26 @@ func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
 	getter.KubeConfig, getter.CacheDir, getter.Namespace = &kubeconfig, &cacheDir, &ns
 	helm := action.NewConfiguration(action.ConfigurationSetLogger(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})))
 	require.NoError(t, helm.Init(getter, ns, "secret"))
-	chrt, err := chartrender.Load(root)
-	require.NoError(t, err)
+	return helm
+}
 
+// chartValues are the release's values: the image built without Docker, self-managed
+// certificates (webhook mode).
+func chartValues() map[string]any {
 	repo, tag, _ := strings.Cut(ourImage, ":")
-	values := map[string]any{
+	return map[string]any{
 		"image":       map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"},
 		"certManager": map[string]any{"enabled": false},
 		"certs":       map[string]any{"mode": "selfManaged"},
 	}
+}
+
+func installChart(ctx context.Context, t *testing.T, n *Node, root string) {
+	t.Helper()
+	helm := helmConfiguration(t, n)
+	chrt, err := chartrender.Load(root)
+	require.NoError(t, err)
+	values := chartValues()
 	install := action.NewInstall(helm)
 	install.ReleaseName, install.Namespace, install.CreateNamespace = release, releaseNamespace, true
 	install.WaitStrategy = kube.StatusWatcherStrategy
