@@ -9,7 +9,9 @@
 //     re-applies the manifest of an injected Deployment, the GitOps case (throughput);
 //   - pod creation through a real kube-apiserver in a namespace opted in to ours and in
 //     one opted in to the no-op webhook, registered the same way, so the ratio is our
-//     handler's cost and not the webhook call's;
+//     handler's cost and not the webhook call's; in the same alternating batches, in a
+//     namespace served by native mode (the API server applies the same policy itself)
+//     and in one where no admission applies, with kube-apiserver's CPU time per pod;
 //   - the memory of `serve` with 10,000 namespaces and 50,000 ReplicaSets carrying
 //     2 KiB of annotations in its cache, against an empty cluster;
 //   - zero failed requests across a replica's SIGTERM and a certificate rotation.
@@ -53,7 +55,7 @@ type Sizes struct {
 	LargeRequests int
 	// BurstRounds are the rounds of BurstConcurrency of the largest Deployment UPDATEs.
 	BurstRounds int
-	// PodsPerNamespace are created through the API server in each of the two namespaces.
+	// PodsPerNamespace are created through the API server in each of the four namespaces.
 	PodsPerNamespace int
 	// Namespaces, Policies and ReplicaSets (spread over the namespaces) fill the cache
 	// for the memory scenario.
@@ -97,10 +99,18 @@ func (r Row) target(t string, met bool) Row {
 	return r
 }
 
+// Profiles say which CPU profiles Run writes besides the rows; empty fields write none.
+type Profiles struct {
+	// Serve is the file of a profile of `serve` under the admission load.
+	Serve string
+	// APIServerDir is the folder of the profiles of kube-apiserver creating pods with
+	// native mode, with ours' webhook and with no admission (apiServerProfiles).
+	APIServerDir string
+}
+
 // Run builds the binaries, starts a control plane and the servers, runs every scenario
 // and returns the rows. Progress goes to log.
-// With profile set, a CPU profile of `serve` under the admission load is written there.
-func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows []Row, err error) {
+func Run(ctx context.Context, sizes Sizes, log io.Writer, profiles Profiles) (rows []Row, err error) {
 	root, err := controlplane.RepoRoot()
 	if err != nil {
 		return nil, err
@@ -221,9 +231,9 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 		return nil, err
 	}
 	rows = append(rows, admissionRows...)
-	if profile != "" {
-		step("Profiling serve under the admission load into %s", profile)
-		if err := s.profile(ctx, ours, sizes.Concurrency, 5, profile); err != nil {
+	if profiles.Serve != "" {
+		step("Profiling serve under the admission load into %s", profiles.Serve)
+		if err := s.profile(ctx, ours, sizes.Concurrency, 5, profiles.Serve); err != nil {
 			return nil, err
 		}
 	}
@@ -248,11 +258,20 @@ func Run(ctx context.Context, sizes Sizes, log io.Writer, profile string) (rows 
 	}
 	rows = append(rows, burstRows...)
 
-	apiRows, err := throughAPIServer(ctx, sizes, step, c, root, ours.url, noop.url, ca.PEM)
+	apiPID, err := apiServerPID(env.ControlPlane.APIServer.SecureServing.Port)
+	if err != nil {
+		return nil, err
+	}
+	apiRows, err := throughAPIServer(ctx, sizes, step, c, restCfg, apiPID, root, ours, noop, ca.PEM)
 	if err != nil {
 		return nil, err
 	}
 	rows = append(rows, apiRows...)
+	if profiles.APIServerDir != "" {
+		if err := profileAPIServer(ctx, step, c, restCfg, profiles.APIServerDir, sizes.Concurrency, 10); err != nil {
+			return nil, err
+		}
+	}
 
 	resilienceRows, err := s.resilience(ctx, sizes, step, ours, ca)
 	if err != nil {

@@ -28,7 +28,7 @@ func TestShortBench(t *testing.T) {
 	// the probe pods); the rows are the output, as in cmd/bench.
 	ctrllog.SetLogger(logr.Discard())
 	var log bytes.Buffer
-	rows, err := Run(context.Background(), Short, &log, "")
+	rows, err := Run(context.Background(), Short, &log, Profiles{})
 	require.NoError(t, err, log.String())
 
 	find := func(scenarioPrefix, metric string) Row {
@@ -62,6 +62,18 @@ func TestShortBench(t *testing.T) {
 	compared("deployment UPDATE", "throughput", ">= 0.8") // answered by both
 	api := compared("pod creation through kube-apiserver", "throughput", ">= 0.9")
 	assert.Contains(t, api.Scenario, "baseline: no-op webhook")
+	// Native mode, next to ours' webhook (with the targets) and to no admission.
+	compared(NativeScenario, "throughput", ">= 1.25")
+	compared(NativeScenario, "p99 latency", "<= 0.8")
+	for _, metric := range []string{"throughput", "p50 latency", "p99 latency"} {
+		r := find(NativeNoAdmissionScenario, metric)
+		assert.Equal(t, NativeNoAdmissionScenario, r.Scenario)
+		assert.Positive(t, r.Ours, metric)
+		if assert.NotNil(t, r.Baseline, metric) {
+			assert.Positive(t, *r.Baseline, metric)
+		}
+		assert.Empty(t, r.Target, "reported, no target")
+	}
 
 	for _, must := range []struct{ scenario, metric string }{
 		{"admission, all runs", "failed requests"},
@@ -70,6 +82,8 @@ func TestShortBench(t *testing.T) {
 		{"deployment UPDATE changing the template", "failed requests"},
 		{"burst, ", "failed requests"},
 		{"pod creation through kube-apiserver", "opted-in pods stored without the injections"},
+		{NativeScenario, "opted-in pods stored without native mode's record"},
+		{NativeScenario, "pods stored with injections that differ from the webhook's first pod (" + AllParts.String() + ")"},
 		{"resilience, one of two replicas gets SIGTERM", "failed requests"},
 		{"resilience, certificate rotated", "failed requests"},
 	} {

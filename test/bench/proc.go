@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,4 +170,28 @@ func (b *balancer) handle(client net.Conn) {
 		<-done
 		return
 	}
+}
+
+// apiServerPID finds the kube-apiserver process serving on port (envtest starts it
+// with --secure-port=PORT and keeps its process to itself), from /proc.
+func apiServerPID(port string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if filepath.Base(args[0]) == "kube-apiserver" && slices.Contains(args[1:], "--secure-port="+port) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no kube-apiserver process with --secure-port=%s", port)
 }

@@ -22,18 +22,19 @@ func main() {
 	short := flag.Bool("short", false, "little load, every scenario (what make test runs)")
 	out := flag.String("out", "", "JSON output (default: _output/bench.json in the repository)")
 	profile := flag.String("cpuprofile", "", "also write a CPU profile of serve under the admission load to this file")
+	apiProfiles := flag.String("apiserver-cpuprofile-dir", "", "also write CPU profiles of kube-apiserver creating pods with native mode, with the webhook and with no admission into this folder")
 	flag.Parse()
 	// The API clients log through controller-runtime; the report is the output.
 	ctrllog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *short, *out, *profile); err != nil {
+	if err := run(ctx, *short, *out, bench.Profiles{Serve: *profile, APIServerDir: *apiProfiles}); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, short bool, out, profile string) error {
+func run(ctx context.Context, short bool, out string, profiles bench.Profiles) error {
 	sizes := bench.Full
 	if short {
 		sizes = bench.Short
@@ -45,7 +46,7 @@ func run(ctx context.Context, short bool, out, profile string) error {
 		}
 		out = filepath.Join(root, "_output", "bench.json")
 	}
-	rows, err := bench.Run(ctx, sizes, os.Stderr, profile)
+	rows, err := bench.Run(ctx, sizes, os.Stderr, profiles)
 	if err != nil {
 		return err
 	}
