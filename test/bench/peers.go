@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -77,6 +78,9 @@ const (
 	// configuration's namespaceSelector, a chart value). They carry policies.PolicyLabel
 	// too, which Kyverno's policies select; ours' webhook configuration leaves them out.
 	kyvernoLabel = "bench.ha-injector.io/kyverno"
+	// nativeLabel is on the namespaces ha-injector's native mode serves (labelled
+	// policies.PolicyLabel too); ours' webhook configuration leaves them out.
+	nativeLabel = "bench.ha-injector.io/native"
 )
 
 // peersPolicy is the HAPolicy of the namespaces ha-injector serves in this benchmark:
@@ -84,6 +88,11 @@ const (
 // peers' Kyverno policies do (no ha-sysctl init container, no topologySpreadConstraints,
 // which no peer injects).
 const peersPolicy = "peers"
+
+// peersNativePolicy is the HAPolicy ha-injector's native mode applies in this benchmark:
+// peersPolicy's spec under a name of its own, so that its bindings select only the
+// namespaces native mode serves.
+const peersNativePolicy = "peers-native"
 
 // peersNamespace is the opted-in namespace of the requests sent over TLS.
 const peersNamespace = "bench-peers"
@@ -171,8 +180,12 @@ func RunPeers(ctx context.Context, sizes PeerSizes, log io.Writer, opts PeerOpti
 	if err := kp.WriteFiles(certDir, "tls.crt", "tls.key"); err != nil {
 		return nil, err
 	}
-	if err := c.Create(ctx, keepalivePolicy()); err != nil {
-		return nil, err
+	nativePolicy := keepalivePolicy()
+	nativePolicy.Name = peersNativePolicy
+	for _, p := range []*v1alpha1.HAPolicy{keepalivePolicy(), nativePolicy} {
+		if err := c.Create(ctx, p); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: peersNamespace, Labels: map[string]string{policies.PolicyLabel: peersPolicy}}}); err != nil {
 		return nil, err
@@ -200,7 +213,7 @@ func RunPeers(ctx context.Context, sizes PeerSizes, log io.Writer, opts PeerOpti
 	ours := target{name: "ours", url: oursSrv.url, path: webhook.PodPath, ca: ca.PEM, proc: oursSrv.proc, pprof: oursSrv.pprof}
 	minimalT := target{name: "minimal mutating webhook", url: minimal.url, path: webhook.PodPath, ca: ca.PEM, proc: minimal.proc, pprof: minimal.pprof}
 
-	r := &peersRun{sizes: sizes, step: step, c: c, ours: ours, res: &Peers{
+	r := &peersRun{sizes: sizes, step: step, c: c, restCfg: restCfg, root: root, ours: ours, res: &Peers{
 		Stored: map[string]Injections{}, Answered: map[string]Injections{}, Compared: map[string]Parts{}, ShapesDiffer: map[string][]string{},
 	}}
 	review, err := Reviews(peersNamespace)
@@ -247,6 +260,11 @@ func RunPeers(ctx context.Context, sizes PeerSizes, log io.Writer, opts PeerOpti
 		}
 		api = append(api, rows...)
 	}
+	rows, err = r.native(ctx, apiBaseline{label: "minimal mutating webhook", key: "native-minimal", labels: map[string]string{minimalLabel: "true"}, compare: TolerationsOnly})
+	if err != nil {
+		return nil, err
+	}
+	api = append(api, rows...)
 
 	if opts.Kyverno != "" {
 		step("Starting Kyverno %s's admission controller (%s) out of the cluster, as its developers run it", KyvernoVersion, opts.Kyverno)
@@ -294,12 +312,39 @@ func (r *peersRun) kyverno(ctx context.Context, k *kyvernoServer, form kyvernoFo
 			return nil, nil, err
 		}
 	}
-	api, err = r.throughAPIServer(ctx, apiBaseline{label: t.name, key: "kyverno-" + form.file,
-		labels: map[string]string{policies.PolicyLabel: peersPolicy, kyvernoLabel: "true"}, compare: AllParts})
-	if err != nil {
+	peer := apiBaseline{label: t.name, key: "kyverno-" + form.file,
+		labels: map[string]string{policies.PolicyLabel: peersPolicy, kyvernoLabel: "true"}, compare: AllParts}
+	if api, err = r.throughAPIServer(ctx, peer); err != nil {
 		return nil, nil, err
 	}
+	if form.kind == "MutatingPolicy" {
+		// Native mode's natural peer: Kyverno's CEL policy, next to ha-injector's.
+		peer.key = "native-" + peer.key
+		rows, err := r.native(ctx, peer)
+		if err != nil {
+			return nil, nil, err
+		}
+		api = append(api, rows...)
+	}
 	return direct, api, k.uninstall(ctx, form)
+}
+
+// native measures ha-injector's native mode (the API server applying
+// peersNativePolicy, the peers policy under another name, itself) next to b through the
+// API server, installed for the pair only.
+func (r *peersRun) native(ctx context.Context, b apiBaseline) (rows []Row, err error) {
+	r.step("Installing ha-injector's native mode for HAPolicy %s", peersNativePolicy)
+	uninstall, err := installNative(ctx, r.c, r.restCfg, r.root, peersNativePolicy)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if uninstallErr := uninstall(ctx); uninstallErr != nil && err == nil {
+			err = uninstallErr
+		}
+	}()
+	b.native = true
+	return r.throughAPIServer(ctx, b)
 }
 
 // peersRun is what the scenarios of one RunPeers share.
@@ -307,7 +352,10 @@ type peersRun struct {
 	sizes PeerSizes
 	step  func(string, ...any)
 	c     client.Client
-	ours  target
+	// restCfg and root install native mode (installNative).
+	restCfg *rest.Config
+	root    string
+	ours    target
 	// review is the Pod CREATE every server is sent over TLS.
 	review loadgen.Request
 	res    *Peers

@@ -261,6 +261,9 @@ type apiBaseline struct {
 	wait func(ctx context.Context, ns string) error
 	// compare, if set, is what of each stored pod must equal ours' injections.
 	compare Parts
+	// native puts ha-injector's native mode on ours' side instead of its webhook
+	// (installNative must have installed it for peersNativePolicy).
+	native bool
 }
 
 // throughAPIServer creates pods through the API server in a namespace opted in to ours
@@ -268,12 +271,20 @@ type apiBaseline struct {
 // throughput and latency, then what each stored.
 func (r *peersRun) throughAPIServer(ctx context.Context, b apiBaseline) ([]Row, error) {
 	oursNS, peerNS := "api-"+b.key+"-ours", "api-"+b.key+"-peer"
-	for name, labels := range map[string]map[string]string{oursNS: {policies.PolicyLabel: peersPolicy}, peerNS: b.labels} {
+	oursLabels, side := map[string]string{policies.PolicyLabel: peersPolicy}, ""
+	if b.native {
+		oursLabels, side = map[string]string{policies.PolicyLabel: peersNativePolicy, nativeLabel: "true"}, "native, "
+	}
+	for name, labels := range map[string]map[string]string{oursNS: oursLabels, peerNS: b.labels} {
 		if err := r.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
 			return nil, err
 		}
 	}
-	if err := localwebhook.WaitEffective(ctx, r.c, oursNS, 30*time.Second); err != nil {
+	wait := localwebhook.WaitEffective
+	if b.native {
+		wait = waitNative
+	}
+	if err := wait(ctx, r.c, oursNS, 30*time.Second); err != nil {
 		return nil, err
 	}
 	switch {
@@ -288,7 +299,7 @@ func (r *peersRun) throughAPIServer(ctx context.Context, b apiBaseline) ([]Row, 
 	}
 
 	n, batch := r.sizes.PodsPerNamespace, r.sizes.Batch
-	r.step("Through kube-apiserver next to %s: %d pods in each of two namespaces, batches of %d alternating", b.label, n, batch)
+	r.step("Through kube-apiserver, ha-injector's %s next to %s: %d pods in each of two namespaces, batches of %d alternating", map[bool]string{false: "webhook", true: "native mode"}[b.native], b.label, n, batch)
 	latencies := map[string][]time.Duration{}
 	elapsed := map[string]time.Duration{}
 	for done, i := 0, 0; done < n; done, i = done+batch, i+1 {
@@ -306,7 +317,7 @@ func (r *peersRun) throughAPIServer(ctx context.Context, b apiBaseline) ([]Row, 
 			latencies[ns] = append(latencies[ns], l...)
 		}
 	}
-	scenario := fmt.Sprintf("pod creation through kube-apiserver, %d pods, %d clients (baseline: %s)", n, r.sizes.Concurrency, b.label)
+	scenario := fmt.Sprintf("pod creation through kube-apiserver, %s%d pods, %d clients (baseline: %s)", side, n, r.sizes.Concurrency, b.label)
 	rows := []Row{row(scenario, "throughput", "pods/s", float64(n)/elapsed[oursNS].Seconds(), ptr.To(float64(n)/elapsed[peerNS].Seconds()))}
 	for _, q := range []float64{50, 99} {
 		rows = append(rows, row(scenario, fmt.Sprintf("p%g latency", q), "ms", ms(float64(quantile(latencies[oursNS], q))), ptr.To(ms(float64(quantile(latencies[peerNS], q))))))
@@ -323,31 +334,51 @@ func (r *peersRun) throughAPIServer(ctx context.Context, b apiBaseline) ([]Row, 
 		return nil, fmt.Errorf("no pods stored in %s or %s", oursNS, peerNS)
 	}
 	unmutated := 0
-	for _, p := range oursPods.Items {
-		if p.Annotations[policies.StatusAnnotation] == "" {
+	for i, p := range oursPods.Items {
+		if p.Annotations[policies.StatusAnnotation] == "" || (b.native && !nativeRecord(&oursPods.Items[i])) {
 			unmutated++
 		}
 	}
-	rows = append(rows, row(scenario, "opted-in pods stored without ours' status record", "count", float64(unmutated), nil).target("0", unmutated == 0))
-	reference := InjectionsOf(&oursPods.Items[0].Spec)
+	record := "ours' status record"
+	if b.native {
+		record = "native mode's record"
+	}
+	rows = append(rows, row(scenario, "opted-in pods stored without "+record, "count", float64(unmutated), nil).target("0", unmutated == 0))
+	// Ours' webhook's first stored pod is the reference for every side, native mode's
+	// included.
 	if _, ok := r.res.Stored["ours"]; !ok {
-		r.res.Stored["ours"] = reference
+		if b.native {
+			return nil, fmt.Errorf("native mode measured before ours' webhook: no reference pod")
+		}
+		r.res.Stored["ours"] = InjectionsOf(&oursPods.Items[0].Spec)
+	}
+	reference := r.res.Stored["ours"]
+	if b.native {
+		if _, ok := r.res.Stored["native"]; !ok {
+			r.res.Stored["native"] = InjectionsOf(&oursPods.Items[0].Spec)
+		}
 	}
 	if b.compare == 0 {
 		return rows, nil
 	}
 	r.res.Stored[b.label] = InjectionsOf(&peerPods.Items[0].Spec)
-	differ := func(pods []corev1.Pod) int {
+	differ := func(pods []corev1.Pod, parts Parts) int {
 		n := 0
 		for i := range pods {
-			if !InjectionsOf(&pods[i].Spec).Equal(reference, b.compare) {
+			if !InjectionsOf(&pods[i].Spec).Equal(reference, parts) {
 				n++
 			}
 		}
 		return n
 	}
-	oursDiffer, peerDiffer := differ(oursPods.Items), differ(peerPods.Items)
-	return append(rows, row(scenario, "pods stored with injections that differ from ours' ("+b.compare.String()+")", "count",
+	// Native mode does all of ours' webhook's job, whatever the peer does.
+	oursParts, metric := b.compare, "pods stored with injections that differ from ours' ("+b.compare.String()+")"
+	if b.native {
+		oursParts = AllParts
+		metric = fmt.Sprintf("pods stored with injections that differ from ours' webhook's (native mode: %s; the peer: %s)", AllParts, b.compare)
+	}
+	oursDiffer, peerDiffer := differ(oursPods.Items, oursParts), differ(peerPods.Items, b.compare)
+	return append(rows, row(scenario, metric, "count",
 		float64(oursDiffer), ptr.To(float64(peerDiffer))).target("0 for both", oursDiffer == 0 && peerDiffer == 0)), nil
 }
 
@@ -420,10 +451,11 @@ func chartWebhookConfiguration(root, url string, ca []byte) (*admissionregistrat
 	return r.LocalWebhookConfiguration(url, ca)
 }
 
-// installOurs registers ours at url as the chart does, with one more expression in each
-// webhook's namespaceSelector, kyvernoLabel DoesNotExist: the namespaces whose pods go
-// to Kyverno carry policies.PolicyLabel too (Kyverno's policies select it), and must not
-// be sent to ours as well.
+// installOurs registers ours at url as the chart does, with two more expressions in each
+// webhook's namespaceSelector, kyvernoLabel and nativeLabel DoesNotExist: the namespaces
+// whose pods go to Kyverno, and those ha-injector's native mode serves, carry
+// policies.PolicyLabel too (Kyverno's policies and native mode's bindings select it),
+// and must not be sent to ours as well.
 func installOurs(ctx context.Context, c client.Client, root, url string, ca []byte) error {
 	cfg, err := chartWebhookConfiguration(root, url, ca)
 	if err != nil {
@@ -434,7 +466,9 @@ func installOurs(ctx context.Context, c client.Client, root, url string, ca []by
 		if sel == nil {
 			return fmt.Errorf("the chart's webhook %s has no namespaceSelector", cfg.Webhooks[i].Name)
 		}
-		sel.MatchExpressions = append(sel.MatchExpressions, metav1.LabelSelectorRequirement{Key: kyvernoLabel, Operator: metav1.LabelSelectorOpDoesNotExist})
+		sel.MatchExpressions = append(sel.MatchExpressions,
+			metav1.LabelSelectorRequirement{Key: kyvernoLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
+			metav1.LabelSelectorRequirement{Key: nativeLabel, Operator: metav1.LabelSelectorOpDoesNotExist})
 	}
 	return c.Create(ctx, cfg)
 }

@@ -137,6 +137,22 @@ func TestShortPeers(t *testing.T) {
 	t.Run("minimal mutating webhook", func(t *testing.T) {
 		checkPeer(t, "minimal mutating webhook", TolerationsOnly, ">= 1", "")
 	})
+	t.Run("native mode", func(t *testing.T) {
+		assert.Equal(t, want.String(), res.Stored["native"].String(), "native mode's pod stored through kube-apiserver")
+		check := func(t *testing.T, name string, parts Parts) {
+			t.Helper()
+			prefix, suffix := "pod creation through kube-apiserver, native, ", "(baseline: "+name+")"
+			compared(t, find(t, prefix, suffix, "throughput"), "")
+			compared(t, find(t, prefix, suffix, "p99 latency"), "")
+			met(t, find(t, prefix, suffix, "opted-in pods stored without native mode's record"))
+			met(t, find(t, prefix, suffix, fmt.Sprintf("pods stored with injections that differ from ours' webhook's (native mode: %s; the peer: %s)", AllParts, parts)))
+		}
+		check(t, "minimal mutating webhook", TolerationsOnly)
+		if kyverno == "" {
+			t.Skipf("next to Kyverno's MutatingPolicy not checked: %v; make test checks it once it is built", notBuilt)
+		}
+		check(t, kyvernoName(kyvernoForms[0]), AllParts)
+	})
 	for _, form := range kyvernoForms {
 		t.Run(kyvernoName(form), func(t *testing.T) {
 			if kyverno == "" {
