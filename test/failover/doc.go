@@ -13,7 +13,9 @@
 // controller creates replacements and the scheduler places them.
 //
 // ha-injector runs in this process as the API server's webhook, installed from the
-// chart's rendered MutatingWebhookConfiguration, as in test/e2e.
+// chart's rendered MutatingWebhookConfiguration, as in test/e2e. Beside it, in a
+// namespace of its own that the webhook leaves out, native mode (native.go): the API
+// server applies the same policy itself, and the node loss times its web-server too.
 //
 // Just before the node dies, another node has a not-ready hiccup (hiccup.go): its
 // kubelet, alive, reports NotReady for a while (KWOK keeps renewing its Lease while the

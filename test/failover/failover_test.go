@@ -18,11 +18,11 @@ import (
 )
 
 // TestShortFailover is the quick version of `make failover`: a simulated cluster of 3
-// nodes with shortened timings, the opted-in namespace only. It asserts that what
-// ha-injector promises happens with the real scheduler and controllers — replicas on
-// distinct nodes, a Required policy that neither deadlocks a rolling update nor leaves
-// a fourth replica Pending, and a dead node's pod replaced on a surviving node — not
-// how fast.
+// nodes with shortened timings, the opted-in namespaces only (the webhook's and native
+// mode's). It asserts that what ha-injector promises happens with the real scheduler and
+// controllers — replicas on distinct nodes, a Required policy that neither deadlocks a
+// rolling update nor leaves a fourth replica Pending, and a dead node's pod replaced on
+// a surviving node, in both modes — not how fast.
 func TestShortFailover(t *testing.T) {
 	// Beside TestTCPDeadPeerShort, which mostly waits on the kernel's timers.
 	t.Parallel()
@@ -61,6 +61,22 @@ func TestShortFailover(t *testing.T) {
 	assert.NotEqual(t, loss.Node, loss.ReplacementNode, "the replacement runs on a surviving node")
 	assert.LessOrEqual(t, *loss.UnreachableSeconds, *loss.EvictedSeconds)
 	assert.LessOrEqual(t, *loss.EvictedSeconds, *loss.RecoverySeconds)
+	assert.Equal(t, SideWebhook, loss.Side)
+
+	// Native mode, killed with the same node: the API server shortened the toleration
+	// at pod creation, and the recovery is the same.
+	nativePlacement, ok := rep.Find(ScenarioPlacement, NativeNS)
+	require.True(t, ok)
+	assert.Len(t, nativePlacement.Placement, 3, "native mode's anti-affinity puts the 3 replicas on 3 nodes")
+	nativeLoss, ok := rep.Find(ScenarioNodeLoss, NativeNS)
+	require.True(t, ok)
+	assert.Equal(t, SideNative, nativeLoss.Side)
+	assert.Equal(t, loss.Node, nativeLoss.Node, "the same node died")
+	assert.Equal(t, ptr.To(opts.Settings.PolicyUnreachableSeconds), nativeLoss.TolerationSeconds, "the pod carried the policy's toleration, from native mode")
+	require.NotNil(t, nativeLoss.EvictedSeconds, "its pod was evicted")
+	require.NotNil(t, nativeLoss.RecoverySeconds, "all replicas ran again")
+	assert.NotEqual(t, nativeLoss.Node, nativeLoss.ReplacementNode, "the replacement runs on a surviving node")
+	assert.True(t, nativeLoss.Passed, nativeLoss.Outcome)
 
 	// The not-ready hiccup: the taint came and went, and evicted the control only.
 	hiccup, ok := rep.Find(ScenarioNotReadyHiccup, OptedIn)

@@ -58,7 +58,10 @@ type Row struct {
 	Title     string `json:"title"`
 	Namespace string `json:"namespace"`
 	OptedIn   bool   `json:"optedIn"`
-	Workload  string `json:"workload"`
+	// Side says how ha-injector reached the pods (placement and node loss): "webhook",
+	// "native" (native mode: the API server applied the policy itself) or "none".
+	Side     string `json:"side,omitempty"`
+	Workload string `json:"workload"`
 	// Passed says the scenario turned out as ha-injector's documentation says.
 	Passed  bool   `json:"passed"`
 	Outcome string `json:"outcome"`
@@ -199,7 +202,7 @@ func (r *Report) Table() string {
 			ratio = fmt.Sprintf("%.1f×", *row.Ratio)
 		}
 		fmt.Fprintf(&b, "| %s | `%s` | %s | %s | %s | %s | %s | %s | %s |\n",
-			row.Title, row.Namespace, yesNo(row.OptedIn), tol,
+			row.Title, row.Namespace, haInjector(row), tol,
 			secs(row.UnreachableSeconds), secs(row.EvictedSeconds), replacement, recovery, ratio)
 	}
 	r.hiccupTable(&b)
@@ -350,4 +353,12 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// haInjector says whether ha-injector served a row's pods, and how if not by its webhook.
+func haInjector(row Row) string {
+	if row.Side == SideNative {
+		return "yes, native mode"
+	}
+	return yesNo(row.OptedIn)
 }

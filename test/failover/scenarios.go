@@ -30,6 +30,9 @@ const (
 	NotOptedIn = "without-ha-injector"
 	// RequiredNS is labelled ha-injector.io/policy=required, a policy with Required anti-affinity.
 	RequiredNS = "required-policy"
+	// NativeNS is labelled ha-injector.io/policy=native (NativePolicy): native mode
+	// serves it, the webhook leaves it out.
+	NativeNS = "with-ha-injector-native"
 )
 
 // Options choose what a run does.
@@ -39,6 +42,9 @@ type Options struct {
 	// Baseline also runs the web-server in NotOptedIn, killed with the same node and
 	// measured side by side, and the StatefulSet scenario, which waits for the baseline.
 	Baseline bool
+	// Native also runs the web-server in NativeNS, served by native mode (the API server
+	// applies the same policy itself), killed with the same node.
+	Native bool
 	// Nodes is the number of fake nodes (at least 3).
 	Nodes int
 	// NotReadyHiccup, if not 0, is how long another node reports NotReady, its Lease
@@ -69,6 +75,7 @@ func Short() Options {
 		},
 		Nodes:          3,
 		NotReadyHiccup: 9 * time.Second,
+		Native:         true,
 	}
 }
 
@@ -81,7 +88,7 @@ const MeasuredHiccup = 45 * time.Second
 // takes about 6 minutes, most of it the baseline's 300 s.
 func Measured() Options {
 	return Options{
-		Settings: KubernetesDefaults, Baseline: true, Nodes: 3, NotReadyHiccup: MeasuredHiccup,
+		Settings: KubernetesDefaults, Baseline: true, Native: true, Nodes: 3, NotReadyHiccup: MeasuredHiccup,
 		TCP: &TCPOptions{Policy: v1alpha1.NewDefault(), Cap: TCPMeasuredCap},
 	}
 }
@@ -167,6 +174,9 @@ func Run(ctx context.Context, root string, bins Binaries, opts Options, dir stri
 	if opts.Baseline {
 		namespaces[NotOptedIn] = nil
 	}
+	if opts.Native {
+		namespaces[NativeNS] = map[string]string{policies.PolicyLabel: NativePolicy}
+	}
 	for ns, lbls := range namespaces {
 		if _, err := cl.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: lbls}}, metav1.CreateOptions{}); err != nil {
 			return nil, err
@@ -177,10 +187,18 @@ func Run(ctx context.Context, root string, bins Binaries, opts Options, dir stri
 			return nil, err
 		}
 	}
+	tolerations := map[string]any{"notReadySeconds": opts.Settings.PolicyNotReadySeconds, "unreachableSeconds": opts.Settings.PolicyUnreachableSeconds}
+	policyValues := map[string]any{"required": map[string]any{"antiAffinity": map[string]any{"type": "Required"}}}
+	excluded := []any{}
+	if opts.Native {
+		// The default policy's spec, for native mode; the webhook leaves its namespace out.
+		policyValues[NativePolicy] = map[string]any{"tolerations": tolerations}
+		excluded = append(excluded, NativeNS)
+	}
 	values := localwebhook.ProvidedValues(map[string]any{
-		"defaultPolicy": map[string]any{"spec": map[string]any{"tolerations": map[string]any{
-			"notReadySeconds": opts.Settings.PolicyNotReadySeconds, "unreachableSeconds": opts.Settings.PolicyUnreachableSeconds}}},
-		"policies": map[string]any{"required": map[string]any{"antiAffinity": map[string]any{"type": "Required"}}},
+		"defaultPolicy": map[string]any{"spec": map[string]any{"tolerations": tolerations}},
+		"policies":      policyValues,
+		"webhook":       map[string]any{"excludeNamespaces": excluded},
 	})
 	wh, err := StartWebhook(ctx, cl, root, values, OptedIn)
 	if err != nil {
@@ -192,6 +210,12 @@ func Run(ctx context.Context, root string, bins Binaries, opts Options, dir stri
 		}
 	}()
 	logf("ha-injector serving as the cluster's webhook")
+	if opts.Native {
+		if err := r.startNative(ctx, wh.Server.Config); err != nil {
+			return nil, err
+		}
+		logf("ha-injector's native mode applying HAPolicy %s in %s", NativePolicy, NativeNS)
+	}
 
 	r.example = example
 	if err := r.placement(ctx); err != nil {
@@ -229,6 +253,9 @@ func (r *run) placement(ctx context.Context) error {
 	if r.opts.Baseline {
 		nss = append(nss, NotOptedIn)
 	}
+	if r.opts.Native {
+		nss = append(nss, NativeNS)
+	}
 	for _, ns := range nss {
 		if err := r.create(ctx, r.webServer(ns, "web-server", 3)); err != nil {
 			return err
@@ -247,11 +274,11 @@ func (r *run) placement(ctx context.Context) error {
 		r.placements[ns] = per
 		row := Row{
 			Scenario: ScenarioPlacement, Title: "placement of the 3 web-server replicas",
-			Namespace: ns, OptedIn: ns == OptedIn, Workload: "Deployment/web-server",
+			Namespace: ns, OptedIn: ns != NotOptedIn, Side: sideOf(ns), Workload: "Deployment/web-server",
 			Placement: per, Passed: true,
 			Outcome: fmt.Sprintf("%d distinct nodes: %s", len(per), formatPlacement(per)),
 		}
-		if ns == OptedIn && len(per) != 3 {
+		if ns != NotOptedIn && len(per) != 3 {
 			row.Passed = false
 			row.Outcome += " (want 3: the anti-affinity did not spread them)"
 		}
@@ -410,6 +437,12 @@ func (r *run) nodeLoss(ctx context.Context) error {
 		ws = append(ws, &watched{ns: NotOptedIn, app: "web-server", replicas: 3, title: "node loss: Deployment web-server, 3 replicas"})
 		ws = append(ws, &watched{ns: OptedIn, app: "db", replicas: 3, stateful: true, title: "node loss: StatefulSet db, 3 replicas"})
 	}
+	// Last, so that the indices above stay those of the recorder's targets.
+	var nativeWatched *watched
+	if r.opts.Native {
+		nativeWatched = &watched{ns: NativeNS, app: "web-server", replicas: 3, title: "node loss: Deployment web-server, 3 replicas"}
+		ws = append(ws, nativeWatched)
+	}
 	var targets []*target
 	tolerations := map[*watched]*int64{}
 	for _, w := range ws {
@@ -517,7 +550,7 @@ func (r *run) nodeLoss(ctx context.Context) error {
 	for i, w := range ws {
 		t := ts[i]
 		row := &Row{
-			Scenario: ScenarioNodeLoss, Title: w.title, Namespace: w.ns, OptedIn: w.ns == OptedIn,
+			Scenario: ScenarioNodeLoss, Title: w.title, Namespace: w.ns, OptedIn: w.ns != NotOptedIn, Side: sideOf(w.ns),
 			Workload: "Deployment/web-server", Node: dead, Placement: r.placements[w.ns],
 			Victims: len(t.victims), TolerationSeconds: tolerations[w],
 			LastHeartbeat: ptr.To(heartbeat.UTC()), KilledSeconds: since(killed),
@@ -551,7 +584,17 @@ func (r *run) nodeLoss(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, w := range ws {
+	// The webhook's row, then native mode's, then the others.
+	order := []*watched{ws[0]}
+	if nativeWatched != nil {
+		order = append(order, nativeWatched)
+	}
+	for _, w := range ws[1:] {
+		if w != nativeWatched {
+			order = append(order, w)
+		}
+	}
+	for _, w := range order {
 		r.rep.Rows = append(r.rep.Rows, *rows[w])
 		r.logf("%s in %s: %s", w.title, w.ns, rows[w].Outcome)
 	}
@@ -662,7 +705,12 @@ func (r *run) chooseNode(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	without, db := map[string]int{}, map[string]int{}
+	without, db, native := map[string]int{}, map[string]int{}, map[string]int{}
+	if r.opts.Native {
+		if native, err = count(NativeNS, "web-server"); err != nil {
+			return "", err
+		}
+	}
 	if r.opts.Baseline {
 		if without, err = count(NotOptedIn, "web-server"); err != nil {
 			return "", err
@@ -673,7 +721,7 @@ func (r *run) chooseNode(ctx context.Context) (string, error) {
 	}
 	best, bestScore := "", -1
 	for _, n := range r.nodes {
-		if with[n] == 0 || (r.opts.Baseline && (without[n] == 0 || db[n] == 0)) {
+		if with[n] == 0 || (r.opts.Baseline && (without[n] == 0 || db[n] == 0)) || (r.opts.Native && native[n] == 0) {
 			continue
 		}
 		if without[n] > bestScore {
@@ -681,7 +729,7 @@ func (r *run) chooseNode(ctx context.Context) (string, error) {
 		}
 	}
 	if best == "" {
-		return "", fmt.Errorf("no node runs a replica of every workload (with: %v, without: %v, db: %v)", with, without, db)
+		return "", fmt.Errorf("no node runs a replica of every workload (with: %v, native: %v, without: %v, db: %v)", with, native, without, db)
 	}
 	return best, nil
 }
@@ -861,4 +909,15 @@ func formatPlacement(per map[string]int) string {
 
 func round(f float64) float64 {
 	return float64(int64(f*10+0.5)) / 10
+}
+
+// sideOf is how ha-injector reaches the pods of a namespace of the run.
+func sideOf(ns string) string {
+	switch ns {
+	case NativeNS:
+		return SideNative
+	case NotOptedIn:
+		return SideNone
+	}
+	return SideWebhook
 }
