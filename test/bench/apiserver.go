@@ -114,6 +114,16 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 	for _, ns := range sides {
 		cpu[ns] = make([]time.Duration, len(pids))
 	}
+	// The API server's count of native mode's policy evaluations, across the batches:
+	// only the pods of apiNativeNS are bound to it.
+	hc, err := rest.HTTPClientFor(restCfg)
+	if err != nil {
+		return nil, err
+	}
+	checks0, failed0, err := policyChecks(ctx, hc, restCfg, nativeName)
+	if err != nil {
+		return nil, err
+	}
 	for done, i := 0, 0; done < sizes.PodsPerNamespace; done, i = done+apiBatch, i+1 {
 		for k := range sides {
 			ns := sides[(i+k)%len(sides)]
@@ -137,6 +147,10 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 				cpu[ns][j] += after[j] - before[j]
 			}
 		}
+	}
+	checks1, failed1, err := policyChecks(ctx, hc, restCfg, nativeName)
+	if err != nil {
+		return nil, err
 	}
 	// perPod is the CPU time of the processes j over the side's pods, in ms.
 	perPod := func(ns string, j ...int) float64 {
@@ -182,6 +196,8 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 	rows = append(rows,
 		row(NativeScenario, "kube-apiserver CPU time per pod", "ms", perPod(apiNativeNS, apiServer), ptr.To(perPod(apiOursNS, apiServer))),
 		row(NativeScenario, "CPU time per pod of kube-apiserver and the webhook server", "ms", perPod(apiNativeNS, apiServer, oursServer), ptr.To(perPod(apiOursNS, apiServer, oursServer))),
+		row(NativeScenario, "MutatingAdmissionPolicy evaluations per pod ("+policyCheckMetric+")", "", (checks1-checks0)/float64(sizes.PodsPerNamespace), nil),
+		row(NativeScenario, "MutatingAdmissionPolicy evaluations that ended in an error", "count", failed1-failed0, nil).target("0", failed1 == failed0),
 	)
 	if len(oursPods.Items) == 0 || len(nativePods.Items) == 0 {
 		return nil, fmt.Errorf("no pods stored in %s or %s", apiOursNS, apiNativeNS)

@@ -65,6 +65,8 @@ func TestShortBench(t *testing.T) {
 	// Native mode, next to ours' webhook (with the targets) and to no admission.
 	compared(NativeScenario, "throughput", ">= 1.25")
 	compared(NativeScenario, "p99 latency", "<= 0.8")
+	// The API server evaluated native mode's policy for every pod of its namespace.
+	assert.GreaterOrEqual(t, find(NativeScenario, "MutatingAdmissionPolicy evaluations per pod (apiserver_mutating_admission_policy_check_total)").Ours, 1.0)
 	for _, metric := range []string{"throughput", "p50 latency", "p99 latency"} {
 		r := find(NativeNoAdmissionScenario, metric)
 		assert.Equal(t, NativeNoAdmissionScenario, r.Scenario)
@@ -83,6 +85,7 @@ func TestShortBench(t *testing.T) {
 		{"burst, ", "failed requests"},
 		{"pod creation through kube-apiserver", "opted-in pods stored without the injections"},
 		{NativeScenario, "opted-in pods stored without native mode's record"},
+		{NativeScenario, "MutatingAdmissionPolicy evaluations that ended in an error"},
 		{NativeScenario, "pods stored with injections that differ from the webhook's first pod (" + AllParts.String() + ")"},
 		{"resilience, one of two replicas gets SIGTERM", "failed requests"},
 		{"resilience, certificate rotated", "failed requests"},

@@ -18,6 +18,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/internal/native"
 	"github.com/ha-injector/ha-injector/policies"
@@ -184,4 +187,45 @@ func fetchProfile(ctx context.Context, hc *http.Client, url, path string) error 
 		return err
 	}
 	return f.Close()
+}
+
+// policyCheckMetric is the API server's count of a MutatingAdmissionPolicy's
+// evaluations, by policy, binding and outcome (error_type).
+const policyCheckMetric = "apiserver_mutating_admission_policy_check_total"
+
+// policyChecks reads, from the API server's /metrics (as the benchmark's admin user),
+// how many times it evaluated the MutatingAdmissionPolicy named policy, and how many of
+// those evaluations ended in an error.
+func policyChecks(ctx context.Context, hc *http.Client, restCfg *rest.Config, policy string) (total, failed float64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(restCfg.Host, "/")+"/metrics", nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("kube-apiserver /metrics: HTTP %d", resp.StatusCode)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, 0, fmt.Errorf("kube-apiserver /metrics: %w", err)
+	}
+	for _, m := range families[policyCheckMetric].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["policy"] != policy {
+			continue
+		}
+		total += m.GetCounter().GetValue()
+		if labels["error_type"] != "no_error" {
+			failed += m.GetCounter().GetValue()
+		}
+	}
+	return total, failed, nil
 }
