@@ -125,7 +125,7 @@ func Serve(ctx context.Context, restCfg *rest.Config, opts Options) (_ *Fixture,
 	if err := f.client.Create(ctx, probe); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("probe namespace %s: %w", probe.Name, err)
 	}
-	if err := WaitEffective(ctx, f.client, probe.Name, 30*time.Second); err != nil {
+	if err := WaitEffective(ctx, f.client, probe.Name, time.Minute); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -265,7 +265,7 @@ func (f *Fixture) Restart(ctx context.Context) error {
 	if f.opts.ServeOnly {
 		return nil
 	}
-	return WaitEffective(ctx, f.client, f.probeNamespace(), 30*time.Second)
+	return WaitEffective(ctx, f.client, f.probeNamespace(), time.Minute)
 }
 
 // Stop deletes what Serve installed, so that the API server no longer calls serve,
