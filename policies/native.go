@@ -24,7 +24,7 @@ import (
 // unknown fact for a pod whose owner could not be read: the replica count is
 // unknown (a Required anti-affinity is made Preferred, minReplicas does not
 // skip), and an opt-out annotation on the Deployment (copied to its
-// ReplicaSet) is not seen. NativeDifferences lists these for the README and
+// ReplicaSet) is not seen. NativeDifferences lists these for docs/native-mode.md and
 // the differential test.
 //
 // Every variable is computed from the pod as it was admitted (there is one

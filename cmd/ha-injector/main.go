@@ -25,7 +25,7 @@ type usageError struct{ error }
 // file, a namespace preview --cluster does not find (exit code 2, without the usage hint).
 type inputError struct{ error }
 
-// The exit codes of every subcommand, one table in the README.
+// The exit codes of every subcommand, one table in docs/doctor.md.
 const (
 	exitOK          = 0 // nothing failed
 	exitFailed      = 1 // a doctor check failed (serve: it could not run)

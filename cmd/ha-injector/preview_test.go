@@ -338,7 +338,7 @@ func TestRootCommand(t *testing.T) {
 }
 
 // TestExamplePoliciesAreValid previews the example with every policy under
-// examples/, so a policy documented in the README cannot rot.
+// examples/, so a policy documented in docs/ cannot rot.
 func TestExamplePoliciesAreValid(t *testing.T) {
 	files, err := filepath.Glob("../../examples/policy-*.yaml")
 	require.NoError(t, err)

@@ -238,7 +238,7 @@ func (d *doctor) checkWebhookInjected(ctx context.Context) {
 		msg += ": " + listed(items)
 	}
 	d.report.add(Check{Name: name, Status: Warn, Message: msg,
-		Fix: "re-create each template from your own manifest (kubectl replace -f FILE): it starts a rollout whose pods native mode injects; README, Native mode, switching modes"})
+		Fix: "re-create each template from your own manifest (kubectl replace -f FILE): it starts a rollout whose pods native mode injects; docs/native-mode.md, switching modes"})
 }
 
 // hasWebhookConfiguration reports whether a webhook configuration of

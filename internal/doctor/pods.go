@@ -78,7 +78,7 @@ func (d *doctor) checkReleasePods(ctx context.Context) {
 	}
 	fix := "kubectl -n " + ns + " describe pod POD; kubectl -n " + ns + " logs POD -c CONTAINER"
 	if pull {
-		fix = "the nodes cannot pull that image: check the chart's image.repository, image.tag or image.digest (README, Install), " +
+		fix = "the nodes cannot pull that image: check the chart's image.repository, image.tag or image.digest (docs/install.md), " +
 			"that the tag was pushed for the nodes' architecture, and imagePullSecrets for a private registry; then helm uninstall and install again. " +
 			"For another failure: " + fix
 	}

@@ -39,7 +39,7 @@ func (d *doctor) checkWebhookConfiguration(ctx context.Context) bool {
 		switch {
 		case errors.Is(err, installation.ErrNotInstalled):
 			d.report.add(Check{Name: name, Status: Fail, Message: shortErr(err),
-				Fix: "helm install ha-injector charts/ha-injector -n ha-injector --create-namespace (README, Install on a cluster); after an install that failed, run doctor with --release-namespace: its release-pods check says why"})
+				Fix: "helm install ha-injector charts/ha-injector -n ha-injector --create-namespace (docs/install.md, Install on a cluster); after an install that failed, run doctor with --release-namespace: its release-pods check says why"})
 		case apierrors.IsForbidden(err):
 			d.report.add(cannotRead(name, "mutatingwebhookconfigurations", err))
 		default:
@@ -257,7 +257,7 @@ func (d *doctor) checkCertManager(ctx context.Context) {
 	if err := d.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: certName}, &cert); err != nil {
 		if meta404(err) {
 			d.report.add(Check{Name: name, Status: Fail, Message: "Certificate " + ref + " (named by " + injectCAFromAnnotation + ") does not exist, or cert-manager is not installed",
-				Fix: "install cert-manager first (README, Install on a cluster), then helm upgrade"})
+				Fix: "install cert-manager first (docs/install.md, Install on a cluster), then helm upgrade"})
 			return
 		}
 		d.report.add(cannotRead(name, "certificates.cert-manager.io", err))

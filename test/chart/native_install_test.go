@@ -155,7 +155,7 @@ func TestChartNativeModeEndToEnd(t *testing.T) {
 	})
 
 	t.Run("no admission policy of the API confines the bindings it writes", func(t *testing.T) {
-		// What the chart cannot prevent, held here because the chart and the README say
+		// What the chart cannot prevent, held here because the chart and docs/install.md say
 		// it: RBAC cannot name bindings that do not exist yet, and the API server evaluates
 		// no admission policy created through its API on admission policies and their
 		// bindings (k8s.io/apiserver pkg/admission/plugin/policy/generic, Dispatch:

@@ -34,5 +34,5 @@
 // grace period, the Lease and the policy's toleration, and asserts that recovery
 // happened. `make failover` (cmd/failover) runs the measured version with Kubernetes'
 // default timings, side by side with a namespace without ha-injector, and prints the
-// table the README quotes.
+// table docs/failover.md quotes.
 package failover

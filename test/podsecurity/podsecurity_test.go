@@ -335,7 +335,7 @@ func (c *cluster) namespaceWith(t *testing.T, name string, labels map[string]str
 	return name
 }
 
-// createWebServer creates the README's example Deployment in ns and returns it as stored.
+// createWebServer creates the example Deployment of docs/install.md (examples/web-server.yaml) in ns and returns it as stored.
 func (c *cluster) createWebServer(t *testing.T, ns string) *appsv1.Deployment {
 	t.Helper()
 	dep, err := examples.WebServer(c.root)

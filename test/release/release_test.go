@@ -292,7 +292,7 @@ func TestDocsVersionStrings(t *testing.T) {
 	require.NoError(t, err)
 	docs = append(docs, filepath.Join(root, "README.md"), filepath.Join(root, "SECURITY.md"), filepath.Join(root, "CONTRIBUTING.md"))
 	// Placeholders, and "dev": what an unstamped `go run` build calls itself in the output
-	// the README quotes.
+	// the docs quote.
 	placeholder := map[string]bool{"<appVersion>": true, "<version>": true, "X.Y.Z": true, "dev": true}
 	rules := []struct {
 		what string

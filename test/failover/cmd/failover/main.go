@@ -1,7 +1,7 @@
 // Command failover is `make failover`: it runs the measured failover scenarios of
 // package failover in a simulated cluster with Kubernetes' default timings, and beside
 // them the TCP leg in network namespaces (root only; -tcp=false leaves it out), prints
-// the tables (Markdown, as the README quotes them) and writes the rows as JSON. It
+// the tables (Markdown, as docs/failover.md quotes them) and writes the rows as JSON. It
 // exits 1 if a scenario did not turn out as documented. Then, in a second cluster, the
 // zone loss (-zone=false leaves it out). It takes about 12 minutes.
 package main
