@@ -17,6 +17,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -145,6 +148,13 @@ func run(ctx context.Context, opts options) (err error) {
 		return err
 	}
 	pod := restrictedPod("demo-restricted")
+	if opts.native {
+		// The companion ValidatingAdmissionPolicy's binding takes effect on its own,
+		// a moment after the mutating one's: dry runs until it warns (bounded).
+		if err := waitWarned(ctx, c, w, pod, 30*time.Second); err != nil {
+			return err
+		}
+	}
 	if err := c.Create(ctx, pod); err != nil {
 		return err
 	}
@@ -242,6 +252,28 @@ func showPod(ctx context.Context, out io.Writer, c client.Client, w *controlplan
 			"initContainers": pod.Spec.InitContainers,
 		},
 	})
+}
+
+// waitWarned dry-runs the creation of pod until the API server answers with one of
+// ha-injector's warnings, or timeout passes; the warnings of the dry runs are dropped.
+func waitWarned(ctx context.Context, c client.Client, w *controlplane.Warnings, pod *corev1.Pod, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); ; {
+		err := c.Create(ctx, pod.DeepCopy(), client.DryRunAll)
+		warned := slices.ContainsFunc(w.Take(), func(s string) bool { return strings.Contains(s, "ha-injector: ") })
+		switch {
+		case err != nil:
+			return err
+		case warned:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("the ValidatingAdmissionPolicy's warnings did not reach namespace %s within %s", pod.Namespace, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // restrictedPod is a pod that Pod Security "restricted" accepts as it is.
