@@ -89,7 +89,7 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 	if err := waitNoopCalled(ctx, c, noopURL, ca, apiNoopNS, 30*time.Second); err != nil {
 		return nil, err
 	}
-	if err := waitNative(ctx, c, apiNativeNS, 30*time.Second); err != nil {
+	if err := localwebhook.WaitNative(ctx, c, apiNativeNS, 30*time.Second); err != nil {
 		return nil, err
 	}
 

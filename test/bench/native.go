@@ -13,10 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -24,8 +22,8 @@ import (
 	"github.com/ha-injector/ha-injector/facts"
 	"github.com/ha-injector/ha-injector/internal/native"
 	"github.com/ha-injector/ha-injector/policies"
-	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/harness/chartrender"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 	"github.com/ha-injector/ha-injector/webhook"
 )
 
@@ -34,14 +32,10 @@ import (
 const nativeName = "ha-injector"
 
 // installNative installs native mode for the HAPolicy named policy (which must exist)
-// as the chart and serve do: the chart's two admission policies, compiled with the
-// settings `serve` runs with in the benchmarks (its default --sysctl-image, the image
-// of its version, which make build stamps from the chart's appVersion; the cluster's Pod
-// Security default, which serve's --pod-security-default-level=auto finds), then what serve in native mode writes for that policy, by its own controller's
-// code: the two bindings and, in the HAPolicy's status, the topology domains. Only that
-// policy is bound, so only the namespaces labelled with its name are served natively
-// (serve itself would bind every HAPolicy, ours included).
-// The returned function takes back what it installed (the HAPolicy stays).
+// as the chart and serve do (localwebhook.InstallNative), with the settings `serve` runs
+// with in the benchmarks: its default --sysctl-image, the image of its version, which
+// make build stamps from the chart's appVersion; the cluster's Pod Security default,
+// which serve's --pod-security-default-level=auto finds.
 func installNative(ctx context.Context, c client.Client, restCfg *rest.Config, root, policy string) (uninstall func(context.Context) error, err error) {
 	level, err := facts.DetectPodSecurityDefault(restCfg)
 	if err != nil {
@@ -56,51 +50,7 @@ func installNative(ctx context.Context, c client.Client, restCfg *rest.Config, r
 		SysctlImage: webhook.ImageRepository + ":" + chart.Metadata.AppVersion, AllowedSysctlImages: serve.AllowedSysctlImages,
 		PodSecurity: policies.PodSecurityDefault{Level: level, Version: serve.PodSecurityDefaultVersion},
 	}}
-	for _, obj := range []client.Object{native.MutatingPolicy(o), native.ValidatingPolicy(o)} {
-		if err := c.Create(ctx, obj); err != nil {
-			return nil, fmt.Errorf("native mode's %T: %w", obj, err)
-		}
-	}
-	ctrl := &native.Controller{Client: c, Options: o}
-	if _, err := ctrl.Reconcile(ctx, reconcile.Request{NamespacedName: types.NamespacedName{Name: policy}}); err != nil {
-		return nil, fmt.Errorf("binding HAPolicy %s as serve does in native mode: %w", policy, err)
-	}
-	var p v1alpha1.HAPolicy
-	if err := c.Get(ctx, client.ObjectKey{Name: policy}, &p); err != nil {
-		return nil, err
-	}
-	if p.Status.TopologyDomains == nil {
-		return nil, fmt.Errorf("HAPolicy %s: no topology domains in its status after serve's reconcile", policy)
-	}
-	m, v := native.Bindings(o, policy)
-	return func(ctx context.Context) error {
-		var errs []error
-		for _, obj := range []client.Object{m, v, native.MutatingPolicy(o), native.ValidatingPolicy(o)} {
-			errs = append(errs, client.IgnoreNotFound(c.Delete(ctx, obj)))
-		}
-		return errors.Join(errs...)
-	}, nil
-}
-
-// waitNative waits (bounded by timeout) until a pod created in namespace (a
-// server-side dry run: nothing stored) comes back with native mode's record: the API
-// server takes new policies and bindings up asynchronously.
-func waitNative(ctx context.Context, c client.Client, namespace string, timeout time.Duration) error {
-	for i, deadline := 0, time.Now().Add(timeout); time.Now().Before(deadline); i++ {
-		probe := benchPod(namespace, fmt.Sprintf("probe-%d", i))
-		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
-			return err
-		}
-		if nativeRecord(probe) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("native mode's policy did not take effect in %s within %s", namespace, timeout)
+	return localwebhook.InstallNative(ctx, c, o, policy)
 }
 
 // nativeRecord reports whether the pod carries a record written by native mode's policy.

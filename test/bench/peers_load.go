@@ -282,7 +282,7 @@ func (r *peersRun) throughAPIServer(ctx context.Context, b apiBaseline) ([]Row, 
 	}
 	wait := localwebhook.WaitEffective
 	if b.native {
-		wait = waitNative
+		wait = localwebhook.WaitNative
 	}
 	if err := wait(ctx, r.c, oursNS, 30*time.Second); err != nil {
 		return nil, err

@@ -19,13 +19,17 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/ha-injector/ha-injector/certs"
+	"github.com/ha-injector/ha-injector/internal/native"
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/policies/v1alpha1"
 	"github.com/ha-injector/ha-injector/test/harness/chartrender"
 	"github.com/ha-injector/ha-injector/test/harness/proc"
 	"github.com/ha-injector/ha-injector/webhook"
@@ -197,6 +201,29 @@ func installNative(ctx context.Context, c client.Client, root string, values map
 // pod in namespace, which must be opted in, or in native mode injects it itself: it picks
 // a new webhook configuration, admission policy or binding up asynchronously. Each try is a server-side dry run, so nothing is stored.
 func WaitEffective(ctx context.Context, c client.Client, namespace string, timeout time.Duration) error {
+	err := waitRecord(ctx, c, namespace, timeout, func(*policies.Record) bool { return true })
+	if errors.Is(err, errNotYet) {
+		return fmt.Errorf("the webhook configuration did not take effect within %s", timeout)
+	}
+	return err
+}
+
+// WaitNative is WaitEffective for native mode alone: the pod must come back with a
+// record written by native mode's admission policy.
+func WaitNative(ctx context.Context, c client.Client, namespace string, timeout time.Duration) error {
+	err := waitRecord(ctx, c, namespace, timeout, func(r *policies.Record) bool { return r.Native })
+	if errors.Is(err, errNotYet) {
+		return fmt.Errorf("native mode's policy did not take effect in %s within %s", namespace, timeout)
+	}
+	return err
+}
+
+// errNotYet is waitRecord's error when timeout passed.
+var errNotYet = errors.New("not yet")
+
+// waitRecord dry-runs a small pod in namespace until it comes back with a record that
+// ok accepts, or timeout passes (errNotYet).
+func waitRecord(ctx context.Context, c client.Client, namespace string, timeout time.Duration, ok func(*policies.Record) bool) error {
 	for i, deadline := 0, time.Now().Add(timeout); time.Now().Before(deadline); i++ {
 		probe := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fmt.Sprintf("probe-%d", i)},
@@ -205,7 +232,7 @@ func WaitEffective(ctx context.Context, c client.Client, namespace string, timeo
 		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
 			return err
 		}
-		if probe.Annotations[policies.StatusAnnotation] != "" {
+		if r := policies.ReadRecord(probe.Annotations); r != nil && ok(r) {
 			return nil
 		}
 		select {
@@ -214,7 +241,41 @@ func WaitEffective(ctx context.Context, c client.Client, namespace string, timeo
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("the webhook configuration did not take effect within %s", timeout)
+	return errNotYet
+}
+
+// InstallNative installs native mode for the one HAPolicy named policy (which must
+// exist), as the chart and serve install it: the two admission policies compiled for o,
+// then what serve's controller writes for that policy (its two bindings and, in its
+// status, the topology domains), by the controller's own code. Only that policy is
+// bound, so only the namespaces labelled with its name are served natively (serve would
+// bind every HAPolicy). The returned function deletes what it installed (the HAPolicy
+// stays).
+func InstallNative(ctx context.Context, c client.Client, o native.Options, policy string) (uninstall func(context.Context) error, err error) {
+	for _, obj := range []client.Object{native.MutatingPolicy(o), native.ValidatingPolicy(o)} {
+		if err := c.Create(ctx, obj); err != nil {
+			return nil, fmt.Errorf("native mode's %T: %w", obj, err)
+		}
+	}
+	ctrl := &native.Controller{Client: c, Options: o}
+	if _, err := ctrl.Reconcile(ctx, reconcile.Request{NamespacedName: types.NamespacedName{Name: policy}}); err != nil {
+		return nil, fmt.Errorf("binding HAPolicy %s as serve does in native mode: %w", policy, err)
+	}
+	var p v1alpha1.HAPolicy
+	if err := c.Get(ctx, client.ObjectKey{Name: policy}, &p); err != nil {
+		return nil, err
+	}
+	if p.Status.TopologyDomains == nil {
+		return nil, fmt.Errorf("HAPolicy %s: no topology domains in its status after serve's reconcile", policy)
+	}
+	m, v := native.Bindings(o, policy)
+	return func(ctx context.Context) error {
+		var errs []error
+		for _, obj := range []client.Object{m, v, native.MutatingPolicy(o), native.ValidatingPolicy(o)} {
+			errs = append(errs, client.IgnoreNotFound(c.Delete(ctx, obj)))
+		}
+		return errors.Join(errs...)
+	}, nil
 }
 
 // servingCert writes a certificate for 127.0.0.1 into dir as tls.crt and tls.key, the
