@@ -65,37 +65,13 @@ func nativeMode(ctx context.Context, t *testing.T, n *Node, root string) {
 		assert.Equal(t, int32(0), s.State.Terminated.ExitCode, "init container %s: %s", s.Name, s.State.Terminated.Message)
 		inPod := readProbeLog(ctx, t, n, pod)
 		t.Logf("inside the pod: %v; on the host: %v", inPod, hostBefore)
-		assert.Equal(t, map[string]string{
-			"net.ipv4.tcp_retries2":         "9",
-			"net.ipv4.tcp_keepalive_time":   "30",
-			"net.ipv4.tcp_keepalive_intvl":  "30",
-			"net.ipv4.tcp_keepalive_probes": "5",
-		}, inPod)
+		assert.Equal(t, injectedSysctls, inPod)
 		assert.Equal(t, hostBefore, readSysctls(t), "the host's values are unchanged")
 		assert.Equal(t, ptr.To[int64](30), tolerationSeconds(pod, corev1.TaintNodeUnreachable), "the unreachable toleration shortened")
 	})
 
 	t.Run("restricted namespace", func(t *testing.T) {
-		ns := namespace(ctx, t, n, "native-restricted", map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
-		pod := runProbe(ctx, t, n, ns, func(p *corev1.Pod) {
-			p.Spec.SecurityContext = &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			}
-			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false),
-				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			}
-		})
-		assert.Empty(t, pod.Spec.InitContainers, "no privileged init container under restricted")
-		inPod := readProbeLog(ctx, t, n, pod)
-		t.Logf("inside the pod: %v", inPod)
-		assert.Equal(t, map[string]string{
-			"net.ipv4.tcp_retries2":         "15",
-			"net.ipv4.tcp_keepalive_time":   "30",
-			"net.ipv4.tcp_keepalive_intvl":  "30",
-			"net.ipv4.tcp_keepalive_probes": "5",
-		}, inPod)
+		restrictedProbe(ctx, t, n, namespace(ctx, t, n, "native-restricted", restrictedLabels))
 	})
 }
 

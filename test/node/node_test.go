@@ -69,38 +69,14 @@ func TestRealNode(t *testing.T) {
 		assert.Equal(t, int32(0), s.State.Terminated.ExitCode, "init container %s: %s", s.Name, s.State.Terminated.Message)
 		inPod := readProbeLog(ctx, t, n, pod)
 		t.Logf("inside the pod: %v; on the host: %v", inPod, hostBefore)
-		assert.Equal(t, map[string]string{
-			"net.ipv4.tcp_retries2":         "9",
-			"net.ipv4.tcp_keepalive_time":   "30",
-			"net.ipv4.tcp_keepalive_intvl":  "30",
-			"net.ipv4.tcp_keepalive_probes": "5",
-		}, inPod)
+		assert.Equal(t, injectedSysctls, inPod)
 		assert.Equal(t, hostBefore, readSysctls(t), "the host's values are unchanged")
 	})
 
 	// Pod Security restricted allows no privileged container: the pod gets the safe
 	// sysctls only, and tcp_retries2 keeps the kernel's default in its network namespace.
 	t.Run("restricted namespace", func(t *testing.T) {
-		ns := namespace(ctx, t, n, "restricted", map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
-		pod := runProbe(ctx, t, n, ns, func(p *corev1.Pod) {
-			p.Spec.SecurityContext = &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			}
-			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false),
-				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			}
-		})
-		assert.Empty(t, pod.Spec.InitContainers, "no privileged init container under restricted")
-		inPod := readProbeLog(ctx, t, n, pod)
-		t.Logf("inside the pod: %v", inPod)
-		assert.Equal(t, map[string]string{
-			"net.ipv4.tcp_retries2":         "15",
-			"net.ipv4.tcp_keepalive_time":   "30",
-			"net.ipv4.tcp_keepalive_intvl":  "30",
-			"net.ipv4.tcp_keepalive_probes": "5",
-		}, inPod)
+		restrictedProbe(ctx, t, n, namespace(ctx, t, n, "restricted", restrictedLabels))
 	})
 
 	// An ha-sysctl that cannot write (the pod's own init container of that name, not
@@ -131,6 +107,44 @@ func TestRealNode(t *testing.T) {
 
 	// The same release switched to native mode (native_test.go).
 	t.Run("native mode", func(t *testing.T) { nativeMode(ctx, t, n, root) })
+}
+
+// injectedSysctls are what the default policy sets in a pod's network namespace where
+// the ha-sysctl init container may run.
+var injectedSysctls = map[string]string{
+	"net.ipv4.tcp_retries2":         "9",
+	"net.ipv4.tcp_keepalive_time":   "30",
+	"net.ipv4.tcp_keepalive_intvl":  "30",
+	"net.ipv4.tcp_keepalive_probes": "5",
+}
+
+// restrictedLabels make a namespace enforce Pod Security "restricted".
+var restrictedLabels = map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}
+
+// restrictedProbe runs a probe pod that Pod Security restricted accepts in ns, which
+// enforces it: restricted allows no privileged container, so the pod gets the safe
+// sysctls only, and tcp_retries2 keeps the kernel's default in its network namespace.
+func restrictedProbe(ctx context.Context, t *testing.T, n *Node, ns string) {
+	t.Helper()
+	pod := runProbe(ctx, t, n, ns, func(p *corev1.Pod) {
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{
+			RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		}
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		}
+	})
+	assert.Empty(t, pod.Spec.InitContainers, "no privileged init container under restricted")
+	inPod := readProbeLog(ctx, t, n, pod)
+	t.Logf("inside the pod: %v", inPod)
+	assert.Equal(t, map[string]string{
+		"net.ipv4.tcp_retries2":         "15",
+		"net.ipv4.tcp_keepalive_time":   "30",
+		"net.ipv4.tcp_keepalive_intvl":  "30",
+		"net.ipv4.tcp_keepalive_probes": "5",
+	}, inPod)
 }
 
 // createNamespace creates a namespace with labels and its default ServiceAccount.
