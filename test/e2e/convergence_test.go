@@ -28,7 +28,7 @@ import (
 
 // The tests of this file follow the Deployments through the real API server, with
 // the chart's three webhooks (pods, deployments, leaving-deployments) pointed at
-// serve: "Convergence" in DESIGN.md, issue 12. No controller runs: what matters is
+// serve: "Convergence" in docs/design.md. No controller runs: what matters is
 // the pod template the API server stores, and metadata.generation, which it bumps on
 // every spec change (a new template is what makes the Deployment controller roll).
 

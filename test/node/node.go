@@ -325,7 +325,7 @@ func (n *Node) startContainerd(t *testing.T) {
 		"address = '/run/containerd/containerd.sock'", "address = '"+n.sock+"'",
 		"address = '/run/containerd/containerd.sock.ttrpc'", "address = '"+n.sock+".ttrpc'",
 		"sandbox = 'registry.k8s.io/pause:3.10.2'", "sandbox = '"+pauseImage+"'",
-		// This VM lacks CAP_SYS_RESOURCE: without it every sandbox fails (REAL-NODE.md).
+		// This VM lacks CAP_SYS_RESOURCE: without it every sandbox fails (docs/real-node.md).
 		"restrict_oom_score_adj = false", "restrict_oom_score_adj = true",
 		"BinaryName = ''", "BinaryName = '"+n.runtime+"'", // runc, without seccomp filters
 		"bin_dirs = ['/opt/cni/bin']", "bin_dirs = ['"+filepath.Join(n.bins, "cni")+"']",
