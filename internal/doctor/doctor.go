@@ -256,7 +256,10 @@ func (d *doctor) checkCRD(ctx context.Context) {
 	}
 }
 
-// checkPolicies: every HAPolicy is valid; 0 s tolerations are warned about.
+// checkPolicies: every HAPolicy is valid; what is valid but likely a mistake (a not-ready
+// toleration too short to ride out a kubelet hiccup, a 0 s unreachable one) is warned
+// about, in HAPolicy.Warnings' words, as preview and the chart's ValidatingAdmissionPolicy
+// do.
 func (d *doctor) checkPolicies(ctx context.Context) {
 	const name = "policies"
 	var list v1alpha1.HAPolicyList
@@ -272,7 +275,7 @@ func (d *doctor) checkPolicies(ctx context.Context) {
 			Fix: "the chart creates one named default (value policies); or kubectl apply -f examples/policy-strict.yaml"})
 		return
 	}
-	var names, invalid, zero []string
+	var names, invalid, unwise []string
 	for i := range list.Items {
 		p := &list.Items[i]
 		d.policies[p.Name] = p
@@ -284,8 +287,8 @@ func (d *doctor) checkPolicies(ctx context.Context) {
 		}
 		defaulted := p.DeepCopy()
 		defaulted.Default()
-		if len(defaulted.Warnings()) > 0 {
-			zero = append(zero, p.Name)
+		for _, w := range defaulted.Warnings() {
+			unwise = append(unwise, "HAPolicy "+p.Name+": "+w)
 		}
 	}
 	sort.Strings(names)
@@ -293,9 +296,9 @@ func (d *doctor) checkPolicies(ctx context.Context) {
 	case len(invalid) > 0:
 		d.report.add(Check{Name: name, Status: Fail, Message: strings.Join(invalid, "; "),
 			Fix: "fix them with kubectl edit hapolicy NAME (the webhook applies nothing of an invalid policy: the pods and Deployments of its namespaces are admitted unchanged, with a warning), and upgrade the CRD if it is older than the chart's (crds.upgrade)"})
-	case len(zero) > 0:
-		d.report.add(Check{Name: name, Status: Warn, Message: "a 0 s not-ready or unreachable toleration in " + strings.Join(zero, ", ") + ": their pods are evicted the moment a node is marked NotReady or unreachable, a container runtime restart included",
-			Fix: "use a few seconds at least (the default policy uses 30)"})
+	case len(unwise) > 0:
+		d.report.add(Check{Name: name, Status: Warn, Message: strings.Join(unwise, "; "),
+			Fix: fmt.Sprintf("kubectl edit hapolicy NAME: a not-ready toleration of %d s or more (the default policy's is 60 s, which rode out a 45 s kubelet hiccup in make failover), an unreachable one of a few seconds at least (the default policy's is 30 s)", v1alpha1.AdvisedMinNotReadySeconds)})
 	default:
 		d.report.add(Check{Name: name, Status: OK, Message: fmt.Sprintf("%d valid: %s", len(names), strings.Join(names, ", "))})
 	}

@@ -128,27 +128,32 @@ func inRange(path *field.Path, value, lo, hi int64) field.ErrorList {
 	return nil
 }
 
+// AdvisedMinNotReadySeconds is the shortest not-ready toleration Warnings lets pass.
+// The node.kubernetes.io/not-ready taint is not only a dead node's: the node lifecycle
+// controller also puts it on a node whose live kubelet reports NotReady, as during a
+// container runtime or CNI restart, and removes it when the node is Ready again. A pod
+// that tolerates it for less than such a hiccup lasts is evicted and restarted for
+// nothing: make failover measures a 30 s toleration evicted by a 45 s hiccup that the
+// default 60 s rides out (docs/failover.md). The chart's ValidatingAdmissionPolicy
+// <release>-hapolicy-warnings gives the same warnings when a policy is applied.
+const AdvisedMinNotReadySeconds = 30
+
 // Warnings are what is valid but likely a mistake, worded for a user, each with the path
-// of its field. Call Default first. A 0 s not-ready or unreachable toleration evicts
-// every pod the moment its node is marked NotReady or unreachable: a kubelet or container
-// runtime restart, or a few missed node heartbeats, then restart every pod on the node.
+// of its field. Call Default first. A not-ready toleration under
+// AdvisedMinNotReadySeconds evicts pods for a hiccup of a live kubelet; a 0 s
+// unreachable toleration evicts them the moment their node is marked unreachable, with
+// no grace for a node that was only slow to renew its Lease.
 func (p *HAPolicy) Warnings() []string {
 	t := p.Spec.Tolerations
 	if t.Enabled != nil && !*t.Enabled {
 		return nil
 	}
 	var out []string
-	for _, f := range []struct {
-		name    string
-		seconds *int64
-		taint   string
-	}{
-		{"notReadySeconds", t.NotReadySeconds, "NotReady"},
-		{"unreachableSeconds", t.UnreachableSeconds, "unreachable"},
-	} {
-		if f.seconds != nil && *f.seconds == 0 {
-			out = append(out, fmt.Sprintf("spec.tolerations.%s is 0: pods are evicted the moment their node is marked %s, a container runtime restart included", f.name, f.taint))
-		}
+	if s := t.NotReadySeconds; s != nil && *s < AdvisedMinNotReadySeconds {
+		out = append(out, fmt.Sprintf("spec.tolerations.notReadySeconds is %d, under %d: pods are evicted when a live kubelet reports NotReady for longer, as during a container runtime or CNI restart, and restarted for nothing", *s, AdvisedMinNotReadySeconds))
+	}
+	if s := t.UnreachableSeconds; s != nil && *s == 0 {
+		out = append(out, "spec.tolerations.unreachableSeconds is 0: pods are evicted the moment their node is marked unreachable, with no grace for a node that was only late to renew its Lease")
 	}
 	return out
 }

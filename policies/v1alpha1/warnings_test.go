@@ -1,22 +1,47 @@
 package v1alpha1
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"k8s.io/utils/ptr"
 )
 
-func TestWarningsOnZeroSecondTolerations(t *testing.T) {
-	p := NewDefault()
-	assert.Empty(t, p.Warnings(), "the default policy")
-
-	p.Spec.Tolerations.UnreachableSeconds = ptr.To[int64](0)
-	assert.Equal(t, []string{"spec.tolerations.unreachableSeconds is 0: pods are evicted the moment their node is marked unreachable, a container runtime restart included"}, p.Warnings())
-
-	p.Spec.Tolerations.NotReadySeconds = ptr.To[int64](0)
-	assert.Len(t, p.Warnings(), 2)
-
-	p.Spec.Tolerations.Enabled = ptr.To(false)
-	assert.Empty(t, p.Warnings(), "no tolerations are injected at all")
+func TestWarnings(t *testing.T) {
+	notReady := func(s int64) string {
+		return "spec.tolerations.notReadySeconds is " + itoa(s) + ", under 30: pods are evicted when a live kubelet reports NotReady for longer, as during a container runtime or CNI restart, and restarted for nothing"
+	}
+	const unreachable0 = "spec.tolerations.unreachableSeconds is 0: pods are evicted the moment their node is marked unreachable, with no grace for a node that was only late to renew its Lease"
+	for _, tc := range []struct {
+		name                  string
+		notReady, unreachable *int64
+		disabled              bool
+		want                  []string
+	}{
+		{name: "the default policy"},
+		{name: "a not-ready toleration of 30 s, the advised minimum", notReady: ptr.To[int64](30)},
+		{name: "a not-ready toleration of 29 s", notReady: ptr.To[int64](29), want: []string{notReady(29)}},
+		{name: "a not-ready toleration of 0 s", notReady: ptr.To[int64](0), want: []string{notReady(0)}},
+		{name: "an unreachable toleration of 1 s, a choice for a dead node", unreachable: ptr.To[int64](1)},
+		{name: "an unreachable toleration of 0 s", unreachable: ptr.To[int64](0), want: []string{unreachable0}},
+		{name: "both", notReady: ptr.To[int64](10), unreachable: ptr.To[int64](0), want: []string{notReady(10), unreachable0}},
+		{name: "no tolerations injected at all", notReady: ptr.To[int64](0), unreachable: ptr.To[int64](0), disabled: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewDefault()
+			if tc.notReady != nil {
+				p.Spec.Tolerations.NotReadySeconds = tc.notReady
+			}
+			if tc.unreachable != nil {
+				p.Spec.Tolerations.UnreachableSeconds = tc.unreachable
+			}
+			if tc.disabled {
+				p.Spec.Tolerations.Enabled = ptr.To(false)
+			}
+			assert.Equal(t, tc.want, p.Warnings())
+		})
+	}
 }
+
+func itoa(i int64) string { return fmt.Sprint(i) }

@@ -223,7 +223,11 @@ func checkNativeRBAC(t *testing.T, r *chartrender.Result, fullname, ns, sa strin
 			}
 		}
 	}
-	assert.Empty(t, r.Find("ValidatingAdmissionPolicyBinding"), "the chart binds nothing itself: serve binds each HAPolicy")
+	assert.Empty(t, r.Find("MutatingAdmissionPolicyBinding"), "the chart binds nothing of native mode itself: serve binds each HAPolicy")
+	for _, u := range r.Find("ValidatingAdmissionPolicyBinding") {
+		b := typed[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, u)
+		assert.Equal(t, fullname+"-hapolicy-warnings", b.Spec.PolicyName, "the chart binds only its warnings about HAPolicies: serve binds each HAPolicy")
+	}
 }
 
 // TestChartNativeRefusesImagesThatBreakCEL: the images native mode pastes into CEL

@@ -17,16 +17,28 @@ import (
 // selfManaged are the values that turn on certs.mode=selfManaged.
 const selfManaged = `{certManager: {enabled: false}, certs: {mode: selfManaged}}`
 
-// webhookCAPolicy is the ValidatingAdmissionPolicy of a render and its binding, decoded;
-// it fails the test unless there is exactly one of each.
+// webhookCAPolicy is the ValidatingAdmissionPolicy of a render that guards the webhook
+// configuration, and its binding, decoded; it fails the test unless there is exactly one
+// of each (the other validating policy a render has warns about HAPolicies).
 func webhookCAPolicy(t *testing.T, r *chartrender.Result) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
 	t.Helper()
-	policies := r.Find("ValidatingAdmissionPolicy")
-	bindings := r.Find("ValidatingAdmissionPolicyBinding")
+	policies := withSuffix(r.Find("ValidatingAdmissionPolicy"), "-webhook-ca")
+	bindings := withSuffix(r.Find("ValidatingAdmissionPolicyBinding"), "-webhook-ca")
 	require.Len(t, policies, 1)
 	require.Len(t, bindings, 1)
 	return typed[admissionregistrationv1.ValidatingAdmissionPolicy](t, policies[0]),
 		typed[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, bindings[0])
+}
+
+// withSuffix are the objects whose name ends in suffix.
+func withSuffix(objs []*unstructured.Unstructured, suffix string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if strings.HasSuffix(o.GetName(), suffix) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // TestChartVapOnlyInSelfManagedMode: the policy guards the `update` the selfManaged
@@ -41,8 +53,8 @@ func TestChartVapOnlyInSelfManagedMode(t *testing.T) {
 		t.Run(values, func(t *testing.T) {
 			r, err := render(t, values)
 			require.NoError(t, err)
-			assert.Empty(t, r.Find("ValidatingAdmissionPolicy"))
-			assert.Empty(t, r.Find("ValidatingAdmissionPolicyBinding"))
+			assert.Empty(t, withSuffix(r.Find("ValidatingAdmissionPolicy"), "-webhook-ca"))
+			assert.Empty(t, withSuffix(r.Find("ValidatingAdmissionPolicyBinding"), "-webhook-ca"))
 			assert.Nil(t, r.Get("ClusterRole", release+"-webhook-ca"), "no write access to the webhook configuration to guard")
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/internal/doctor"
@@ -36,6 +37,24 @@ func TestInvalidStoredPolicyIsReported(t *testing.T) {
 	assert.Contains(t, c.Message, "spec.sysctls.values[kernel.modprobe]")
 	assert.Contains(t, c.Message, "spec.sysctls.values[vm.overcommit_memory]")
 	assert.Contains(t, c.Fix, "applies nothing of an invalid policy")
+}
+
+// TestUnwisePolicyIsWarnedAbout: a valid policy whose not-ready toleration is shorter than
+// a kubelet hiccup is a warning naming the policy and the field, in the words preview and
+// the chart's ValidatingAdmissionPolicy use.
+func TestUnwisePolicyIsWarnedAbout(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	policy := &v1alpha1.HAPolicy{ObjectMeta: metav1.ObjectMeta{Name: "eager"}, Spec: v1alpha1.HAPolicySpec{Tolerations: v1alpha1.TolerationsSpec{
+		NotReadySeconds: ptr.To[int64](10),
+	}}}
+	require.NoError(t, f.c.Create(ctx, policy))
+	t.Cleanup(func() { _ = f.c.Delete(ctx, policy) })
+
+	c := one(t, f.run(t, doctor.Options{}), "policies")
+	assert.Equal(t, doctor.Warn, c.Status)
+	assert.Contains(t, c.Message, "HAPolicy eager: spec.tolerations.notReadySeconds is 10, under 30: pods are evicted when a live kubelet reports NotReady for longer")
+	assert.Contains(t, c.Fix, "30 s or more")
 }
 
 // TestPolicyImageNotAllowedIsReported: serve allows only its own image by default.
