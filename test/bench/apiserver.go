@@ -45,11 +45,12 @@ const (
 // select only apiNativeNS and not the namespaces of ours' webhook.
 const nativePolicy = "native"
 
-// throughAPIServer creates pods through the API server in four namespaces, alternating
+// throughAPIServer creates pods through the API server in five namespaces, alternating
 // batches (each batch in every namespace, the order rotating): one opted in to ours
 // (the chart's webhook configuration, pointed at ours), one opted in to the no-op
 // webhook (registered the same way), one served by native mode (the API server applies
-// the same policy itself) and one where nothing applies. It compares the creation
+// the same policy itself), one where nothing applies, and one served by native mode's
+// floor (installFloor: the same injections as a constant patch). It compares the creation
 // throughput and latency of ours with the no-op's (both pay the API server's webhook
 // call, so the difference is our handler), of native mode with ours, and of native
 // mode with no admission at all; and checks that ours and native mode stored the same
@@ -92,9 +93,12 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 	if err := localwebhook.WaitNative(ctx, c, apiNativeNS, 30*time.Second); err != nil {
 		return nil, err
 	}
+	if err := installFloor(ctx, c, apiOursNS); err != nil {
+		return nil, err
+	}
 
-	sides := []string{apiOursNS, apiNoopNS, apiNativeNS, apiNoneNS}
-	step("Through the API server: %d pods in each of 4 namespaces (ours' webhook, the no-op webhook, native mode, no admission), %d clients, batches of %d alternating",
+	sides := []string{apiOursNS, apiNoopNS, apiNativeNS, apiNoneNS, apiFloorNS}
+	step("Through the API server: %d pods in each of 5 namespaces (ours' webhook, the no-op webhook, native mode, no admission, native mode's floor), %d clients, batches of %d alternating",
 		sizes.PodsPerNamespace, sizes.Concurrency, apiBatch)
 	latencies := map[string][]time.Duration{}
 	elapsed := map[string]time.Duration{}
@@ -231,7 +235,24 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 	)
 	// Native mode next to no admission at all: reported, no target.
 	rows = append(rows, compare(NativeNoAdmissionScenario, apiNativeNS, apiNoneNS)...)
-	return append(rows, row(NativeNoAdmissionScenario, "kube-apiserver CPU time per pod", "ms", perPod(apiNativeNS, apiServer), ptr.To(perPod(apiNoneNS, apiServer)))), nil
+	rows = append(rows, row(NativeNoAdmissionScenario, "kube-apiserver CPU time per pod", "ms", perPod(apiNativeNS, apiServer), ptr.To(perPod(apiNoneNS, apiServer))))
+
+	// Native mode's floor: the least a MutatingAdmissionPolicy doing the same work can
+	// cost, next to the webhook (native mode's targets, for scale: reported, no target)
+	// and to no admission.
+	var floorPods corev1.PodList
+	if err := c.List(ctx, &floorPods, client.InNamespace(apiFloorNS)); err != nil {
+		return nil, err
+	}
+	rows = append(rows, compare(FloorScenario, apiFloorNS, apiOursNS)...)
+	rows = append(rows,
+		row(FloorScenario, "kube-apiserver CPU time per pod", "ms", perPod(apiFloorNS, apiServer), ptr.To(perPod(apiOursNS, apiServer))),
+		row(FloorScenario, "CPU time per pod of kube-apiserver and the webhook server", "ms", perPod(apiFloorNS, apiServer, oursServer), ptr.To(perPod(apiOursNS, apiServer, oursServer))),
+		row(FloorScenario, "pods stored with injections that differ from the webhook's first pod ("+AllParts.String()+")", "count",
+			float64(differ(floorPods.Items)), nil).target("0", differ(floorPods.Items) == 0),
+	)
+	rows = append(rows, compare(FloorNoAdmissionScenario, apiFloorNS, apiNoneNS)...)
+	return append(rows, row(FloorNoAdmissionScenario, "kube-apiserver CPU time per pod", "ms", perPod(apiFloorNS, apiServer), ptr.To(perPod(apiNoneNS, apiServer)))), nil
 }
 
 // The scenarios of native mode's rows through the API server.

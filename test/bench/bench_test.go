@@ -67,14 +67,16 @@ func TestShortBench(t *testing.T) {
 	compared(NativeScenario, "p99 latency", "<= 0.8")
 	// The API server evaluated native mode's policy for every pod of its namespace.
 	assert.GreaterOrEqual(t, find(NativeScenario, "MutatingAdmissionPolicy evaluations per pod (apiserver_mutating_admission_policy_check_total)").Ours, 1.0)
-	for _, metric := range []string{"throughput", "p50 latency", "p99 latency"} {
-		r := find(NativeNoAdmissionScenario, metric)
-		assert.Equal(t, NativeNoAdmissionScenario, r.Scenario)
-		assert.Positive(t, r.Ours, metric)
-		if assert.NotNil(t, r.Baseline, metric) {
-			assert.Positive(t, *r.Baseline, metric)
+	for _, scenario := range []string{NativeNoAdmissionScenario, FloorScenario, FloorNoAdmissionScenario} {
+		for _, metric := range []string{"throughput", "p50 latency", "p99 latency"} {
+			r := find(scenario, metric)
+			assert.Equal(t, scenario, r.Scenario)
+			assert.Positive(t, r.Ours, metric)
+			if assert.NotNil(t, r.Baseline, metric) {
+				assert.Positive(t, *r.Baseline, metric)
+			}
+			assert.Empty(t, r.Target, "reported, no target")
 		}
-		assert.Empty(t, r.Target, "reported, no target")
 	}
 
 	for _, must := range []struct{ scenario, metric string }{
@@ -87,6 +89,7 @@ func TestShortBench(t *testing.T) {
 		{NativeScenario, "opted-in pods stored without native mode's record"},
 		{NativeScenario, "MutatingAdmissionPolicy evaluations that ended in an error"},
 		{NativeScenario, "pods stored with injections that differ from the webhook's first pod (" + AllParts.String() + ")"},
+		{FloorScenario, "pods stored with injections that differ from the webhook's first pod (" + AllParts.String() + ")"},
 		{"resilience, one of two replicas gets SIGTERM", "failed requests"},
 		{"resilience, certificate rotated", "failed requests"},
 	} {

@@ -71,6 +71,7 @@ var apiServerProfiles = []struct{ file, namespace string }{
 	{"kube-apiserver-native.pprof", apiNativeNS},
 	{"kube-apiserver-webhook.pprof", apiOursNS},
 	{"kube-apiserver-no-admission.pprof", apiNoneNS},
+	{"kube-apiserver-native-floor.pprof", apiFloorNS},
 }
 
 // profileAPIServer records, for each of apiServerProfiles, a CPU profile of
