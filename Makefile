@@ -106,8 +106,13 @@ golden: ## Refresh the golden files after an intended change of output.
 	$(GO) test ./policies ./webhook ./test/chart -run 'Golden|Schema' -update
 
 .PHONY: demo
-demo: ## Run ha-injector behind a local kube-apiserver and show what it injects (MODE=native: the API server injects, from the chart's MutatingAdmissionPolicy); Ctrl-C stops it.
+demo: ## Run ha-injector in a simulated cluster (make failover's: 6 KWOK nodes in 3 zones), show what it injects and where the pods run (MODE=native: the API server injects, from the chart's MutatingAdmissionPolicy); Ctrl-C stops it.
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./hack/demo -mode=$(MODE)
+
+.PHONY: demo-kill-node
+demo-kill-node: ## Beside a running make demo: kill its node NODE= (KWOK stops the node's heartbeats) and watch the pods of demo and demo-plain move.
+	@test -n "$(NODE)" || { echo "make demo-kill-node NODE=zone-b-1 (make demo prints which node to kill)"; exit 2; }
+	$(GO) run ./hack/demo kill-node $(NODE)
 
 .PHONY: preview
 preview: ## Preview the example Deployment with all three injections (no cluster).

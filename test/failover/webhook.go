@@ -17,11 +17,8 @@ import (
 // HAPolicies), and waits until the API server calls it for a pod in probeNamespace (an
 // opted-in namespace). Its log goes to ha-injector.log in the cluster's folder.
 func StartWebhook(ctx context.Context, c *Cluster, root string, values map[string]any, probeNamespace string) (*localwebhook.Fixture, error) {
-	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{
-		Paths:              []string{filepath.Join(root, chartrender.ChartDir, "crds")},
-		ErrorIfPathMissing: true,
-	}); err != nil {
-		return nil, fmt.Errorf("installing the HAPolicy CRD: %w", err)
+	if err := c.InstallCRDs(root); err != nil {
+		return nil, err
 	}
 	return localwebhook.Serve(ctx, c.Config, localwebhook.Options{
 		Values:         values,
@@ -30,4 +27,16 @@ func StartWebhook(ctx context.Context, c *Cluster, root string, values map[strin
 		LogFile:        filepath.Join(c.Dir, "ha-injector.log"),
 		ProbeNamespace: probeNamespace,
 	})
+}
+
+// InstallCRDs installs the chart's CRDs (the HAPolicy CRD) and waits until the API
+// server serves them.
+func (c *Cluster) InstallCRDs(root string) error {
+	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{
+		Paths:              []string{filepath.Join(root, chartrender.ChartDir, "crds")},
+		ErrorIfPathMissing: true,
+	}); err != nil {
+		return fmt.Errorf("installing the HAPolicy CRD: %w", err)
+	}
+	return nil
 }
