@@ -114,5 +114,9 @@ preview: ## Preview the example Deployment with all three injections (no cluster
 	$(GO) run ./cmd/ha-injector preview -f examples/web-server.yaml
 
 .PHONY: failover
-failover: ## Kill a node, then a zone, of a simulated cluster (real control plane + KWOK) and time recovery with and without ha-injector (~12 min); tables on stdout, rows in _output/failover.json.
-	$(GO) run ./test/failover/cmd/failover -json _output/failover.json
+failover: ## Kill a node, then a zone, of a simulated cluster (real control plane + KWOK) and time recovery with and without ha-injector (~12 min); tables on stdout, rows in _output/failover.json, a timeline per scenario in _output/failover-*.svg and docs/images.
+	$(GO) run ./test/failover/cmd/failover -json _output/failover.json -pictures-dir docs/images
+
+.PHONY: failover-pictures
+failover-pictures: ## Redraw the failover timelines (_output/failover-*.svg and docs/images) from the _output/failover.json of an earlier make failover, running nothing.
+	$(GO) run ./test/failover/cmd/failover -from _output/failover.json -pictures-dir docs/images
