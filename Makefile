@@ -87,7 +87,7 @@ test-node: ## As root: a real node (kubelet, containerd, runc from hack/node.sh)
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) test -tags node ./test/node -count=1 -v -timeout 20m
 
 .PHONY: bench
-bench: ## Handler benchmarks, then load over TLS and through kube-apiserver next to a no-op webhook, native mode, native mode's floor and no admission; table on stdout, rows in _output/bench.json, kube-apiserver's CPU profiles in _output/bench-profiles.
+bench: ## Handler benchmarks, then load over TLS and through kube-apiserver next to a no-op webhook, native mode, native mode's floor and no admission; table on stdout, rows in _output/bench.json, their ratios drawn in _output/bench-ratios.svg, kube-apiserver's CPU profiles in _output/bench-profiles.
 	$(GO) test ./webhook -run '^$$' -bench Admission -benchmem
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./test/bench/cmd/bench -out _output/bench.json -apiserver-cpuprofile-dir _output/bench-profiles
 
