@@ -87,7 +87,7 @@ test-node: ## As root: a real node (kubelet, containerd, runc from hack/node.sh)
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) test -tags node ./test/node -count=1 -v -timeout 20m
 
 .PHONY: bench
-bench: ## Handler benchmarks, then load over TLS and through kube-apiserver next to a no-op webhook, native mode, native mode's floor and no admission; table on stdout, rows in _output/bench.json, kube-apiserver's CPU profiles in _output/bench-profiles.
+bench: ## Handler benchmarks, then load over TLS and through kube-apiserver next to a no-op webhook, native mode, native mode's floor and no admission; table on stdout, rows in _output/bench.json, their ratios drawn in _output/bench-ratios.svg, kube-apiserver's CPU profiles in _output/bench-profiles.
 	$(GO) test ./webhook -run '^$$' -bench Admission -benchmem
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh)" $(GO) run ./test/bench/cmd/bench -out _output/bench.json -apiserver-cpuprofile-dir _output/bench-profiles
 
@@ -119,5 +119,9 @@ preview: ## Preview the example Deployment with all three injections (no cluster
 	$(GO) run ./cmd/ha-injector preview -f examples/web-server.yaml
 
 .PHONY: failover
-failover: ## Kill a node, then a zone, of a simulated cluster (real control plane + KWOK) and time recovery with and without ha-injector (~12 min); tables on stdout, rows in _output/failover.json.
-	$(GO) run ./test/failover/cmd/failover -json _output/failover.json
+failover: ## Kill a node, then a zone, of a simulated cluster (real control plane + KWOK) and time recovery with and without ha-injector (~12 min); tables on stdout, rows in _output/failover.json, a timeline per scenario in _output/failover-*.svg and docs/images.
+	$(GO) run ./test/failover/cmd/failover -json _output/failover.json -pictures-dir docs/images
+
+.PHONY: failover-pictures
+failover-pictures: ## Redraw the failover timelines (_output/failover-*.svg and docs/images) from the _output/failover.json of an earlier make failover, running nothing.
+	$(GO) run ./test/failover/cmd/failover -from _output/failover.json -pictures-dir docs/images

@@ -249,10 +249,12 @@ func failedRow(scenario string, runs ...pair) Row {
 
 // atLeast and atMost set a target on the row's ratio to the baseline.
 func atLeast(r Row, ratio float64) Row {
+	r.RatioTarget = &ratio
 	return r.target(fmt.Sprintf(">= %g", ratio), r.Ratio != nil && *r.Ratio >= ratio)
 }
 
 func atMost(r Row, ratio float64) Row {
+	r.RatioTarget = &ratio
 	return r.target(fmt.Sprintf("<= %g", ratio), r.Ratio != nil && *r.Ratio <= ratio)
 }
 

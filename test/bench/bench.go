@@ -84,6 +84,8 @@ type Row struct {
 	// Target is what the row should reach, e.g. ">= 0.8" for a ratio; Met says if it did.
 	Target string `json:"target,omitempty"`
 	Met    *bool  `json:"met,omitempty"`
+	// RatioTarget is the bound of Target when Target is on the ratio (not on ours).
+	RatioTarget *float64 `json:"ratioTarget,omitempty"`
 }
 
 func row(scenario, metric, unit string, ours float64, baseline *float64) Row {

@@ -221,6 +221,11 @@ func TestShortZoneLoss(t *testing.T) {
 		require.NotNil(t, row.MinReady, ns)
 		assert.Equal(t, 2, *row.MinReady, "%s: the other two stayed Running", ns)
 		require.NotNil(t, row.RecoverySeconds, "%s: all 3 Running again off the lost zone", ns)
+		require.NotNil(t, row.UnreachableSeconds, "%s: the zone's nodes were seen not Ready", ns)
+		require.NotNil(t, row.EvictedSeconds, "%s: its pod in the lost zone was evicted", ns)
+		require.NotNil(t, row.ReplacementSeconds, "%s: a replacement ran", ns)
+		assert.LessOrEqual(t, *row.UnreachableSeconds, *row.EvictedSeconds, "%s: evicted once unreachable", ns)
+		assert.LessOrEqual(t, *row.ReplacementSeconds, *row.RecoverySeconds, "%s: all Running no sooner than the replacement", ns)
 		assert.NotEqual(t, row.DeadZone, zoneOfNode(row.ReplacementNode), "%s: the replacement runs in a zone left", ns)
 	}
 	spread, _ := rep.Find(ScenarioZoneLoss, OptedIn)

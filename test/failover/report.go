@@ -110,7 +110,8 @@ type Row struct {
 	WatchedSeconds *float64 `json:"watchedSeconds,omitempty"`
 
 	// Zone loss only (Placement, Node: the lost zone's nodes, Victims, LastHeartbeat:
-	// the zone's last, RecoverySeconds and ReplacementNode too).
+	// the zone's last, UnreachableSeconds: every node of the zone seen not Ready,
+	// EvictedSeconds, ReplacementSeconds, RecoverySeconds and ReplacementNode too).
 	// Zones are the zones the workload's replicas ran in before the loss.
 	Zones []string `json:"zones,omitempty"`
 	// ZoneSpread is the pods' topology spread constraint on the zone key, as stored

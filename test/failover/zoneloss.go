@@ -249,6 +249,7 @@ func RunZoneLoss(ctx context.Context, root string, bins Binaries, opts ZoneLossO
 			Placement: w.placement, Zones: w.zones, ZoneSpread: w.spread, DeadZone: dead, Node: strings.Join(deadNodes, ","),
 			LastHeartbeat: ptr.To(heartbeat.UTC()), KilledSeconds: since(killed),
 			Victims: st.victims, MinReady: ptr.To(st.minReady), SecondsWithoutReady: ptr.To(round(st.withoutReady.Seconds())),
+			UnreachableSeconds: since(s.zoneUnreachable()), EvictedSeconds: since(st.evicted), ReplacementSeconds: since(st.replaced),
 			RecoverySeconds: since(st.recovered), ReplacementNode: st.replacementNode,
 		}
 		switch {
@@ -401,6 +402,8 @@ type sampler struct {
 
 	mu     sync.Mutex
 	states []zoneState
+	// unreachable is when every node of the lost zone was first seen not Ready.
+	unreachable time.Time
 }
 
 // zoneState is what the sampler saw of one workload.
@@ -413,7 +416,13 @@ type zoneState struct {
 	// recovered is when all replicas were first Running and Ready off the lost zone.
 	recovered       time.Time
 	replacementNode string
-	before          map[string]bool
+	// evicted is when every pod it had in the lost zone was first seen marked for
+	// deletion (or gone); replaced when its first replacement was Running and Ready
+	// off the lost zone.
+	evicted, replaced time.Time
+	before            map[string]bool
+	// inDead are the names of its pods in the lost zone when it died.
+	inDead map[string]bool
 }
 
 func newSampler(cl *Cluster, workloads []zoned, zoneOf map[string]string, dead string) *sampler {
@@ -437,9 +446,12 @@ func (s *sampler) run(ctx context.Context, stop <-chan struct{}) {
 		list, err := s.cl.Client.CoreV1().Pods(w.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + w.name})
 		if err == nil {
 			s.mu.Lock()
-			s.states[i].before = map[string]bool{}
+			s.states[i].before, s.states[i].inDead = map[string]bool{}, map[string]bool{}
 			for _, p := range list.Items {
 				s.states[i].before[p.Name] = true
+				if s.zoneOf[p.Spec.NodeName] == s.dead {
+					s.states[i].inDead[p.Name] = true
+				}
 			}
 			s.mu.Unlock()
 		}
@@ -456,13 +468,17 @@ func (s *sampler) run(ctx context.Context, stop <-chan struct{}) {
 		case now := <-tick.C:
 			elapsed := now.Sub(last)
 			last = now
+			s.observeNodes(ctx, now)
 			for i, w := range s.workloads {
 				list, err := s.cl.Client.CoreV1().Pods(w.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + w.name})
 				if err != nil {
 					continue
 				}
-				ready, offDead, replacement := 0, 0, ""
+				ready, offDead, replacement, stillInDead := 0, 0, "", 0
 				for _, p := range list.Items {
+					if s.states[i].inDead[p.Name] && p.DeletionTimestamp == nil {
+						stillInDead++
+					}
 					if p.DeletionTimestamp != nil || !podRunning(&p) {
 						continue
 					}
@@ -481,7 +497,10 @@ func (s *sampler) run(ctx context.Context, stop <-chan struct{}) {
 					st.withoutReady += elapsed
 				}
 				if st.replacementNode == "" && replacement != "" {
-					st.replacementNode = replacement
+					st.replacementNode, st.replaced = replacement, now
+				}
+				if st.evicted.IsZero() && st.inDead != nil && stillInDead == 0 {
+					st.evicted = now
 				}
 				if st.recovered.IsZero() && offDead >= 3 {
 					st.recovered = now
@@ -490,6 +509,28 @@ func (s *sampler) run(ctx context.Context, stop <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// observeNodes records when every node of the lost zone is first seen not Ready.
+func (s *sampler) observeNodes(ctx context.Context, now time.Time) {
+	s.mu.Lock()
+	seen := !s.unreachable.IsZero()
+	s.mu.Unlock()
+	if seen {
+		return
+	}
+	list, err := s.cl.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: corev1.LabelTopologyZone + "=" + s.dead})
+	if err != nil || len(list.Items) == 0 {
+		return
+	}
+	for i := range list.Items {
+		if nodeReady(&list.Items[i]) {
+			return
+		}
+	}
+	s.mu.Lock()
+	s.unreachable = now
+	s.mu.Unlock()
 }
 
 // recoveredAll says every workload but the one named except has recovered.
@@ -502,6 +543,12 @@ func (s *sampler) recoveredAll(except string) bool {
 		}
 	}
 	return true
+}
+
+func (s *sampler) zoneUnreachable() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unreachable
 }
 
 func (s *sampler) state(i int) zoneState {

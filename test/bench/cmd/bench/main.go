@@ -1,5 +1,6 @@
 // Command bench runs the load benchmarks (`make bench`): it prints one table of
-// scenario, ours, baseline and ratio, and writes the same rows to _output/bench.json.
+// scenario, ours, baseline and ratio, writes the same rows to _output/bench.json and
+// draws their ratios in _output/bench-ratios.svg (RatiosPicture).
 package main
 
 import (
@@ -53,6 +54,17 @@ func run(ctx context.Context, short bool, out string, profiles bench.Profiles) e
 	if err := bench.Print(os.Stdout, rows); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "rows written to %s\n", out)
-	return bench.WriteJSON(out, rows)
+	if err := bench.WriteJSON(out, rows); err != nil {
+		return err
+	}
+	svg, err := bench.RatiosPicture(rows)
+	if err != nil {
+		return err
+	}
+	picture := filepath.Join(filepath.Dir(out), bench.RatiosFile)
+	if err := os.WriteFile(picture, svg, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "rows written to %s, their ratios drawn in %s\n", out, picture)
+	return nil
 }
