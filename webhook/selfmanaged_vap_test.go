@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
@@ -118,9 +120,13 @@ func TestSelfManagedVapLetsTheServiceAccountChangeOnlyTheCABundle(t *testing.T) 
 	s := newSelfManagedSetup(t, restCfg, port)
 	ctx := context.Background()
 	userCfg, user, rendered := chartAsServiceAccount(t, restCfg, s)
+	// The chart's validating policies: the one guarding the webhook configuration in
+	// selfManaged mode, and the warnings about HAPolicies it always renders.
 	vaps := rendered.Find("ValidatingAdmissionPolicy")
-	require.Len(t, vaps, 1, "the chart renders one ValidatingAdmissionPolicy in selfManaged mode")
-	require.Len(t, rendered.Find("ValidatingAdmissionPolicyBinding"), 1)
+	require.Len(t, vaps, 2, "the webhook configuration's guard and the HAPolicy warnings")
+	require.Len(t, rendered.Find("ValidatingAdmissionPolicyBinding"), 2)
+	guard := slices.IndexFunc(vaps, func(u *unstructured.Unstructured) bool { return strings.HasSuffix(u.GetName(), "-webhook-ca") })
+	require.GreaterOrEqual(t, guard, 0, "the guard of the webhook configuration")
 	userClient, err := client.New(userCfg, client.Options{Scheme: Scheme})
 	require.NoError(t, err)
 
@@ -137,12 +143,19 @@ func TestSelfManagedVapLetsTheServiceAccountChangeOnlyTheCABundle(t *testing.T) 
 	// nothing); kube-controller-manager, not running here, type-checks policies and
 	// reports warnings in their status. Run the same checker against this API server's
 	// schemas, with a misspelt canary to show that it sees them.
-	var vap admissionregistrationv1.ValidatingAdmissionPolicy
-	require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(vaps[0].Object, &vap))
+	// Both policies are checked. The HAPolicy warnings' fields are not typed by this
+	// checker (a misspelt one goes unseen, tried); their words and defaults are held by
+	// test/chart's TestChartWarnsAboutHAPolicies through the API server instead.
 	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
 	require.NoError(t, err)
 	checker := &validating.TypeChecker{SchemaResolver: &resolver.ClientDiscoveryResolver{Discovery: dc}, RestMapper: s.admin.RESTMapper()}
-	assert.Empty(t, checker.Check(&vap), "type-checking warnings")
+	for _, u := range vaps {
+		var v admissionregistrationv1.ValidatingAdmissionPolicy
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &v))
+		assert.Empty(t, checker.Check(&v), "type-checking warnings of %s", v.Name)
+	}
+	var vap admissionregistrationv1.ValidatingAdmissionPolicy
+	require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(vaps[guard].Object, &vap))
 	canary := checker.CheckExpression(checker.CreateContext(&vap), "object.webhooks.all(w, w.?namspaceSelector == w.?namespaceSelector)")
 	assert.Contains(t, canary.String(), "namspaceSelector", "the checker knows the fields of a webhook")
 
