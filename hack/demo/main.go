@@ -247,8 +247,8 @@ func run(ctx context.Context, opts options) (err error) {
 	if err := printPods(ctx, out, cl.Client, []string{optedIn, notOptedIn}); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "In demo, the injected anti-affinity and zone spread put one pod in each zone; its pods leave an unreachable node after %s, demo-plain's after %s.\n",
-		unreachableToleration(&pods[0]), unreachableToleration(&plain[0]))
+	fmt.Fprintf(out, "In demo, %d pods in %d zones, as the injected anti-affinity and zone spread prefer (the scheduler decides); its pods leave an unreachable node after %s, demo-plain's after %s.\n",
+		len(pods), zonesOf(pods), unreachableToleration(&pods[0]), unreachableToleration(&plain[0]))
 
 	step("A second case: namespace demo-restricted enforces Pod Security \"restricted\"")
 	pod := restrictedPod(restricted)
@@ -500,4 +500,15 @@ func clientFor(kubeconfig string) (kubernetes.Interface, error) {
 	}
 	cfg.WarningHandler = rest.NoWarnings{}
 	return kubernetes.NewForConfig(cfg)
+}
+
+// zonesOf counts the zones the pods were scheduled in.
+func zonesOf(pods []corev1.Pod) int {
+	seen := map[string]bool{}
+	for i := range pods {
+		if z, ok := zones[pods[i].Spec.NodeName]; ok {
+			seen[z] = true
+		}
+	}
+	return len(seen)
 }

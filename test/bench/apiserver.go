@@ -244,6 +244,9 @@ func throughAPIServer(ctx context.Context, sizes Sizes, step func(string, ...any
 	if err := c.List(ctx, &floorPods, client.InNamespace(apiFloorNS)); err != nil {
 		return nil, err
 	}
+	if len(floorPods.Items) != sizes.PodsPerNamespace {
+		return nil, fmt.Errorf("%d pods stored in %s, not %d", len(floorPods.Items), apiFloorNS, sizes.PodsPerNamespace)
+	}
 	rows = append(rows, compare(FloorScenario, apiFloorNS, apiOursNS)...)
 	rows = append(rows,
 		row(FloorScenario, "kube-apiserver CPU time per pod", "ms", perPod(apiFloorNS, apiServer), ptr.To(perPod(apiOursNS, apiServer))),

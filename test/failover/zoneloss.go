@@ -499,7 +499,7 @@ func (s *sampler) run(ctx context.Context, stop <-chan struct{}) {
 				if st.replacementNode == "" && replacement != "" {
 					st.replacementNode, st.replaced = replacement, now
 				}
-				if st.evicted.IsZero() && st.inDead != nil && stillInDead == 0 {
+				if st.evicted.IsZero() && len(st.inDead) > 0 && stillInDead == 0 {
 					st.evicted = now
 				}
 				if st.recovered.IsZero() && offDead >= 3 {

@@ -105,6 +105,12 @@ func run(ctx context.Context, jsonPath, dir, pictures string, nodes, tcp, zone b
 	if err := os.WriteFile(jsonPath, append(data, '\n'), 0o644); err != nil {
 		return err
 	}
+	// The committed pictures (-pictures-dir) are replaced only by a run that turned out as
+	// documented; the ones next to the JSON always.
+	if len(rep.Problems()) > 0 && pictures != "" {
+		fmt.Fprintf(os.Stderr, "not drawing into %s: the run did not turn out as documented\n", pictures)
+		pictures = ""
+	}
 	drawn, err := writePictures(rep, filepath.Dir(jsonPath), pictures)
 	if err != nil {
 		return err
