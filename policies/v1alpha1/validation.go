@@ -133,8 +133,9 @@ func inRange(path *field.Path, value, lo, hi int64) field.ErrorList {
 // controller also puts it on a node whose live kubelet reports NotReady, as during a
 // container runtime or CNI restart, and removes it when the node is Ready again. A pod
 // that tolerates it for less than such a hiccup lasts is evicted and restarted for
-// nothing: make failover measures a 30 s toleration evicted by a 45 s hiccup that the
-// default 60 s rides out (docs/failover.md). The chart's ValidatingAdmissionPolicy
+// nothing. 30 s is a chosen line, not a safe value: make failover measures a 30 s
+// toleration evicted by a 45 s hiccup that the default 60 s rides out (docs/failover.md).
+// The chart's ValidatingAdmissionPolicy
 // <release>-hapolicy-warnings gives the same warnings when a policy is applied.
 const AdvisedMinNotReadySeconds = 30
 

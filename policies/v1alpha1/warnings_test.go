@@ -20,7 +20,7 @@ func TestWarnings(t *testing.T) {
 		want                  []string
 	}{
 		{name: "the default policy"},
-		{name: "a not-ready toleration of 30 s, the advised minimum", notReady: ptr.To[int64](30)},
+		{name: "a not-ready toleration of 30 s, the line", notReady: ptr.To[int64](30)},
 		{name: "a not-ready toleration of 29 s", notReady: ptr.To[int64](29), want: []string{notReady(29)}},
 		{name: "a not-ready toleration of 0 s", notReady: ptr.To[int64](0), want: []string{notReady(0)}},
 		{name: "an unreachable toleration of 1 s, a choice for a dead node", unreachable: ptr.To[int64](1)},
