@@ -23,7 +23,7 @@ func main() {
 	short := flag.Bool("short", false, "little load, every scenario (what make test runs)")
 	out := flag.String("out", "", "JSON output (default: _output/bench.json in the repository)")
 	profile := flag.String("cpuprofile", "", "also write a CPU profile of serve under the admission load to this file")
-	apiProfiles := flag.String("apiserver-cpuprofile-dir", "", "also write CPU profiles of kube-apiserver creating pods with native mode, with the webhook and with no admission into this folder")
+	apiProfiles := flag.String("apiserver-cpuprofile-dir", "", "also write CPU profiles of kube-apiserver creating pods with native mode, with the webhook, with no admission and with native mode's floor into this folder")
 	flag.Parse()
 	// The API clients log through controller-runtime; the report is the output.
 	ctrllog.SetLogger(logr.Discard())
