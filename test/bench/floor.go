@@ -30,8 +30,8 @@ const (
 	FloorNoAdmissionScenario = "pod creation through kube-apiserver, native floor: the webhook's injections as one constant JSON patch (baseline: no admission)"
 )
 
-// installFloor installs the least any MutatingAdmissionPolicy doing native mode's work
-// for the benchmark's pods can cost: no parameters, variables or match conditions, no
+// installFloor installs a floor for what a MutatingAdmissionPolicy doing native mode's
+// work for the benchmark's pods costs, the answer with no work to find it: no parameters, variables or match conditions, no
 // reinvocation, one JSON patch whose values are constants, those of the pod the webhook
 // (opted in through webhookNS, which must be effective) returns for benchPod on a dry
 // run. Every pod of the benchmark is the same, so the constants are the right answer for
