@@ -1,16 +1,14 @@
 package failover
 
 import (
-	"bytes"
-	"encoding/xml"
-	"errors"
-	"io"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/utils/ptr"
+
+	"github.com/ha-injector/ha-injector/test/harness/svg"
 )
 
 // pictureReport is a report with a row of every side of every pictured scenario, its
@@ -60,33 +58,12 @@ func pictureReport() *Report {
 	}
 }
 
-// svgTexts parses the SVG as XML and returns the text of its <text> elements.
-func svgTexts(t *testing.T, svg []byte) []string {
+// svgTexts is the text of the picture's <text> elements; the picture must be a
+// well-formed SVG.
+func svgTexts(t *testing.T, picture []byte) []string {
 	t.Helper()
-	dec := xml.NewDecoder(bytes.NewReader(svg))
-	var texts []string
-	inText, root := false, ""
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err, "the picture is well-formed XML")
-		switch tok := tok.(type) {
-		case xml.StartElement:
-			if root == "" {
-				root = tok.Name.Local
-			}
-			inText = tok.Name.Local == "text"
-		case xml.CharData:
-			if inText {
-				texts = append(texts, string(tok))
-			}
-		case xml.EndElement:
-			inText = false
-		}
-	}
-	require.Equal(t, "svg", root, "the document is an SVG")
+	texts, err := svg.Texts(picture)
+	require.NoError(t, err)
 	return texts
 }
 
