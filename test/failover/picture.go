@@ -17,6 +17,7 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgsvg"
+	"k8s.io/utils/ptr"
 )
 
 // The pictures: one timeline per scenario, each side's milestones on one time axis,
@@ -173,6 +174,20 @@ func (l *lane) add(ms milestone, at *float64) {
 	}
 }
 
+// addLoss appends the milestones of a node or zone loss that row has: killed (how the
+// loss began), the last heartbeat (time 0), marked unreachable, evicted, the
+// out-of-service taint (a StatefulSet's only), the first replacement Running and every
+// replica Running again.
+func (l *lane) addLoss(killed milestone, row Row) {
+	l.add(killed, row.KilledSeconds)
+	l.add(msHeartbeat, ptr.To(0.0))
+	l.add(msUnreachable, row.UnreachableSeconds)
+	l.add(msEvicted, row.EvictedSeconds)
+	l.add(msOutOfSvc, row.TaintedSeconds)
+	l.add(msReplacement, row.ReplacementSeconds)
+	l.add(msRecovered, row.RecoverySeconds)
+}
+
 type timeline struct {
 	title, xLabel string
 	// lanes from top to bottom.
@@ -188,13 +203,7 @@ func (r *Report) nodeLossTimeline() timeline {
 		}
 		node = row.Node
 		l := lane{label: nodeLossLabel(row)}
-		l.add(msKilled, row.KilledSeconds)
-		l.add(msHeartbeat, ptrTo(0.0))
-		l.add(msUnreachable, row.UnreachableSeconds)
-		l.add(msEvicted, row.EvictedSeconds)
-		l.add(msOutOfSvc, row.TaintedSeconds)
-		l.add(msReplacement, row.ReplacementSeconds)
-		l.add(msRecovered, row.RecoverySeconds)
+		l.addLoss(msKilled, row)
 		if row.RecoverySeconds == nil {
 			l.end = "not Running again"
 		}
@@ -250,7 +259,7 @@ func (r *Report) hiccupTimeline() timeline {
 			evicted = fmt.Sprintf("%d of %d pods evicted", *row.Evicted, row.Victims)
 		}
 		l := lane{label: side + "\n" + tol + ", " + evicted}
-		l.add(msNotReady, ptrTo(0.0))
+		l.add(msNotReady, ptr.To(0.0))
 		l.add(msNotReadyTaint, row.NotReadyTaintSeconds)
 		l.add(msReadyAgain, row.NotReadyForSeconds)
 		l.add(msTaintRemoved, row.NotReadyTaintRemovedSeconds)
@@ -292,11 +301,11 @@ func (r *Report) tcpTimeline() timeline {
 		}
 		model := formatSeconds(time.Duration(row.ModelSeconds * float64(time.Second)))
 		l := lane{label: side + "\n" + what + ", model " + model}
-		l.add(msLastPacket, ptrTo(0.0))
+		l.add(msLastPacket, ptr.To(0.0))
 		l.add(msFailed, row.FailedAfterSeconds)
 		l.add(msStillOpen, row.StillOpenAfterSeconds)
 		if row.ModelSeconds <= longest*1.25 {
-			l.add(msModel, ptrTo(row.ModelSeconds))
+			l.add(msModel, ptr.To(row.ModelSeconds))
 		} else {
 			l.end = "fails at " + model + " by the model"
 		}
@@ -334,12 +343,7 @@ func (r *Report) zoneTimeline() timeline {
 			ready = fmt.Sprintf("never fewer than %d Ready", *row.MinReady)
 		}
 		l := lane{label: side + "\n" + fmt.Sprintf("%d of 3 replicas in the zone, %s", row.Victims, ready)}
-		l.add(msZoneKilled, row.KilledSeconds)
-		l.add(msHeartbeat, ptrTo(0.0))
-		l.add(msUnreachable, row.UnreachableSeconds)
-		l.add(msEvicted, row.EvictedSeconds)
-		l.add(msReplacement, row.ReplacementSeconds)
-		l.add(msRecovered, row.RecoverySeconds)
+		l.addLoss(msZoneKilled, row)
 		if row.RecoverySeconds == nil {
 			l.end = "replacement never Running"
 		}
@@ -363,8 +367,6 @@ func settingsLine(s ControllerSettings) string {
 func secondsText(f float64) string {
 	return strconv.FormatFloat(f, 'f', -1, 64) + " s"
 }
-
-func ptrTo(f float64) *float64 { return &f }
 
 // The picture's size; the legend is drawn right of the plot.
 const (
