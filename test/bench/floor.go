@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/policies"
+	"github.com/ha-injector/ha-injector/test/harness/localwebhook"
 )
 
 // apiFloorNS is served by floorPolicy: the webhook's injections for the benchmark's pod,
@@ -31,8 +32,8 @@ const (
 )
 
 // installFloor installs a floor for what a MutatingAdmissionPolicy doing native mode's
-// work for the benchmark's pods costs, the answer with no work to find it: no parameters, variables or match conditions, no
-// reinvocation, one JSON patch whose values are constants, those of the pod the webhook
+// work for the benchmark's pods costs, the answer with no work to find it: no
+// parameters, variables or match conditions, no reinvocation, one JSON patch whose values are constants, those of the pod the webhook
 // (opted in through webhookNS, which must be effective) returns for benchPod on a dry
 // run. Every pod of the benchmark is the same, so the constants are the right answer for
 // each; native mode computes the same answer from the pod, its namespace and the policy.
@@ -80,23 +81,10 @@ func installFloor(ctx context.Context, c client.Client, webhookNS string) error 
 			return err
 		}
 	}
-	for i, deadline := 0, time.Now().Add(30*time.Second); ; i++ {
-		probe := benchPod(apiFloorNS, fmt.Sprintf("floor-probe-%d", i))
-		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
-			return err
-		}
-		if probe.Annotations[policies.StatusAnnotation] != "" {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the floor's MutatingAdmissionPolicy did not take effect in %s within 30s", apiFloorNS)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := localwebhook.WaitEffective(ctx, c, apiFloorNS, 30*time.Second); err != nil {
+		return fmt.Errorf("native mode's floor in %s: %w", apiFloorNS, err)
 	}
+	return nil
 }
 
 // constantPatch is a CEL JSON patch that sets, on any pod, the parts the webhook
