@@ -3,7 +3,6 @@ package chart
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,35 +17,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ha-injector/ha-injector/policies/v1alpha1"
+	"github.com/ha-injector/ha-injector/test/harness/controlplane"
 	"github.com/ha-injector/ha-injector/test/harness/testenv"
 )
 
-// warnings collects the warnings the API server sends, for one request at a time.
-type warnings struct {
-	mu   sync.Mutex
-	list []string
-}
-
-func (w *warnings) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.list = append(w.list, text)
-}
-
-// take returns the warnings since the last take, each without the prefix the API server
-// puts before a ValidatingAdmissionPolicy's message ("Validation failed for
-// ValidatingAdmissionPolicy 'NAME' with binding 'NAME': "); nil when there were none.
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+// policyMessages are the warnings without the prefix the API server puts before a
+// ValidatingAdmissionPolicy's message ("Validation failed for ValidatingAdmissionPolicy
+// 'NAME' with binding 'NAME': "); nil when there were none.
+func policyMessages(warnings []string) []string {
 	var out []string
-	for _, text := range w.list {
+	for _, text := range warnings {
 		if i := strings.Index(text, "': "); strings.HasPrefix(text, "Validation failed for ValidatingAdmissionPolicy") && i > 0 {
 			text = text[i+3:]
 		}
 		out = append(out, text)
 	}
-	w.list = nil
 	return out
 }
 
@@ -56,8 +41,8 @@ func (w *warnings) take() []string {
 // the policy as the API server stored it (CRD defaults applied), on create and on update.
 func TestChartWarnsAboutHAPolicies(t *testing.T) {
 	cfg := rest.CopyConfig(testenv.Start(t))
-	got := &warnings{}
-	cfg.WarningHandlerWithContext = got
+	got := &controlplane.Warnings{}
+	cfg.WarningHandler = got
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
@@ -85,7 +70,7 @@ func TestChartWarnsAboutHAPolicies(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		require.NoError(t, c.Create(ctx, probe.DeepCopy(), client.DryRunAll))
-		if len(got.take()) > 0 {
+		if len(got.Take()) > 0 {
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "the chart's ValidatingAdmissionPolicy never warned")
@@ -116,7 +101,7 @@ func TestChartWarnsAboutHAPolicies(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := hapolicy("warnings-case", tc.tolerations)
 			require.NoError(t, c.Create(ctx, p, client.DryRunAll))
-			assert.Equal(t, expected(p), got.take())
+			assert.Equal(t, expected(p), policyMessages(got.Take()))
 			assert.Equal(t, tc.warned, len(expected(p)) > 0, "the case tests what its name says")
 		})
 	}
@@ -125,11 +110,11 @@ func TestChartWarnsAboutHAPolicies(t *testing.T) {
 		p := hapolicy("warnings-update", v1alpha1.TolerationsSpec{})
 		require.NoError(t, c.Create(ctx, p))
 		t.Cleanup(func() { _ = c.Delete(context.Background(), p) })
-		assert.Empty(t, got.take())
+		assert.Empty(t, policyMessages(got.Take()))
 		p.Spec.Tolerations.NotReadySeconds = ptr[int64](15)
 		require.NoError(t, c.Update(ctx, p))
 		want := expected(p)
 		require.Len(t, want, 1)
-		assert.Equal(t, want, got.take())
+		assert.Equal(t, want, policyMessages(got.Take()))
 	})
 }
